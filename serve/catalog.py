@@ -1,0 +1,321 @@
+"""The model catalog: one typed, validated list of the models the platform serves.
+
+`python -m serve.catalog check [PATH]` validates a catalog file and prints one summary
+line per model, or every problem as `FILE:LINE: models[i].field: message`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+from serve.located_yaml import load_file
+from serve.memory import MemoryBudget, estimate
+from serve.problems import ConfigError, LineMap, Path_, Problem, locate
+from serve.tiers import TIERS, GpuTier, TierName
+from serve.validation import validation_problems
+
+DEFAULT_CATALOG: Final = Path("model_catalog.yaml")
+
+_DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_HF_REPO_PART: Final = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_HF_REPO: Final = re.compile(rf"^{_HF_REPO_PART}/{_HF_REPO_PART}$")
+_COMMIT_SHA: Final = re.compile(r"^[0-9a-f]{40}$")
+MAX_TENSOR_PARALLEL: Final = 8
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Architecture(_Strict):
+    """Facts from the model's config.json that the memory estimate needs."""
+
+    parameters_billion: Annotated[float, Field(gt=0, le=2000)]
+    num_layers: Annotated[StrictInt, Field(gt=0, le=1000)]
+    num_attention_heads: Annotated[StrictInt, Field(gt=0, le=1024)]
+    num_kv_heads: Annotated[StrictInt, Field(gt=0, le=1024)]
+    head_dim: Annotated[StrictInt, Field(gt=0, le=1024)]
+    max_position_embeddings: Annotated[StrictInt, Field(gt=0, le=10_000_000)]
+
+    @field_validator("num_kv_heads")
+    @classmethod
+    def _kv_heads_divide_heads(cls, value: int, info: Any) -> int:
+        heads = info.data.get("num_attention_heads")
+        if heads is not None and heads % value != 0:
+            raise ValueError(
+                f"num_kv_heads {value} must divide num_attention_heads {heads}: copy both from config.json"
+            )
+        return value
+
+
+class EngineSettings(_Strict):
+    """The vLLM engine settings a catalog may set; anything else is refused."""
+
+    gpu_memory_utilization: Annotated[float, Field(gt=0.5, le=0.98)] = 0.90
+    max_num_seqs: Annotated[StrictInt, Field(ge=1, le=1024)] | None = None
+    max_num_batched_tokens: Annotated[StrictInt, Field(ge=1, le=1_048_576)] | None = None
+    enable_prefix_caching: StrictBool | None = None
+    enable_chunked_prefill: StrictBool | None = None
+    enforce_eager: StrictBool | None = None
+
+    def as_engine_kwargs(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class ModelEntry(_Strict):
+    id: str = Field(description="OpenAI model name clients send; a DNS label.")
+    source: str = Field(description="Hugging Face repo id, owner/name.")
+    revision: str = Field(description="Pinned 40-hex commit of the Hugging Face repo.")
+    tier: TierName
+    tensor_parallel_size: Annotated[StrictInt, Field(ge=1, le=MAX_TENSOR_PARALLEL)] = 1
+    dtype: str
+    quantization: str | None = None
+    max_model_len: Annotated[StrictInt, Field(ge=16, le=10_000_000)]
+    concurrency: Annotated[StrictInt, Field(ge=1, le=4096)] = Field(
+        default=1, description="Full-length sequences the KV cache must hold at once."
+    )
+    architecture: Architecture
+    engine: EngineSettings = EngineSettings()
+
+    @field_validator("id")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not _DNS_LABEL.match(value):
+            raise ValueError(
+                f"{value!r} is not a DNS label: use 1-63 lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit (e.g. 'llama-3-1-8b-instruct')"
+            )
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _hf_repo(cls, value: str) -> str:
+        if not _HF_REPO.match(value) or "--" in value or ".." in value:
+            raise ValueError(
+                f"{value!r} is not a Hugging Face repo id: write it as 'owner/name' "
+                "(e.g. 'Qwen/Qwen2.5-7B-Instruct')"
+            )
+        return value
+
+    @field_validator("revision")
+    @classmethod
+    def _commit(cls, value: str) -> str:
+        if not _COMMIT_SHA.match(value):
+            raise ValueError(
+                f"{value!r} is not a pinned commit: use the repo's full 40-character lowercase commit "
+                "hash, never a branch or tag"
+            )
+        return value
+
+    @field_validator("tier", mode="before")
+    @classmethod
+    def _known_tier(cls, value: Any) -> Any:
+        if value not in {t.value for t in TierName}:
+            raise ValueError(
+                f"unknown tier {value!r}; use one of: {', '.join(t.value for t in TierName)}"
+            )
+        return value
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        if value not in ("float16", "bfloat16"):
+            raise ValueError(f"dtype {value!r} is not supported; use 'float16' or 'bfloat16'")
+        return value
+
+    @field_validator("quantization")
+    @classmethod
+    def _quantization(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("awq", "gptq", "fp8"):
+            raise ValueError(f"quantization {value!r} is not supported; use 'awq', 'gptq', 'fp8' or omit it")
+        return value
+
+    @property
+    def gpu_tier(self) -> GpuTier:
+        return TIERS[self.tier]
+
+    def memory(self) -> MemoryBudget:
+        arch = self.architecture
+        return estimate(
+            parameters_billion=arch.parameters_billion,
+            num_layers=arch.num_layers,
+            num_kv_heads=arch.num_kv_heads,
+            head_dim=arch.head_dim,
+            dtype=self.dtype,
+            quantization=self.quantization,
+            max_model_len=self.max_model_len,
+            concurrency=self.concurrency,
+            tensor_parallel_size=self.tensor_parallel_size,
+            vram_gib_per_gpu=self.gpu_tier.vram_gib,
+            gpu_memory_utilization=self.engine.gpu_memory_utilization,
+        )
+
+
+class CatalogDocument(_Strict):
+    """The file's top level; each model is validated on its own so every error is reported."""
+
+    models: list[Any]
+
+
+class Catalog(_Strict):
+    file: str
+    models: tuple[ModelEntry, ...]
+
+    def by_id(self, model_id: str) -> ModelEntry:
+        for model in self.models:
+            if model.id == model_id:
+                return model
+        raise KeyError(model_id)
+
+
+def _fit_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
+    """Checks that need the tier's facts: (path within the model, message)."""
+    tier, arch, tp = model.gpu_tier, model.architecture, model.tensor_parallel_size
+    found: list[tuple[Path_, str]] = []
+    if tp > tier.max_gpus_per_node:
+        found.append(
+            (
+                ("tensor_parallel_size",),
+                f"{tp} GPUs exceed the {tier.max_gpus_per_node} GPUs of the largest {tier.name} node; "
+                f"use at most {tier.max_gpus_per_node} or a bigger tier",
+            )
+        )
+    elif tp not in tier.gpu_counts_per_node:
+        found.append(
+            (
+                ("tensor_parallel_size",),
+                f"{tp} is not a GPU count a {tier.name} node offers; use one of {list(tier.gpu_counts_per_node)}",
+            )
+        )
+    if arch.num_attention_heads % tp != 0:
+        found.append(
+            (
+                ("tensor_parallel_size",),
+                f"{tp} does not divide the model's {arch.num_attention_heads} attention heads; "
+                "choose a divisor of the head count",
+            )
+        )
+    elif arch.num_kv_heads % tp != 0 and tp % arch.num_kv_heads != 0:
+        found.append(
+            (
+                ("tensor_parallel_size",),
+                f"{tp} and the model's {arch.num_kv_heads} KV heads must divide one another; "
+                "choose another tensor_parallel_size",
+            )
+        )
+    if model.dtype == "bfloat16" and not tier.supports_bf16:
+        cc = ".".join(map(str, tier.compute_capability))
+        found.append(
+            (
+                ("dtype",),
+                f"{tier.name} GPUs (compute capability {cc}) have no bfloat16; use 'float16' or another tier",
+            )
+        )
+    if model.quantization == "fp8" and not tier.supports_fp8:
+        found.append(
+            (
+                ("quantization",),
+                f"{tier.name} GPUs have no fp8 support; use 'awq'/'gptq', no quantization, or the l4 tier",
+            )
+        )
+    if model.max_model_len > arch.max_position_embeddings:
+        found.append(
+            (
+                ("max_model_len",),
+                f"{model.max_model_len} is above the model's limit of {arch.max_position_embeddings} tokens "
+                "(architecture.max_position_embeddings); lower it",
+            )
+        )
+    if not found:
+        budget = model.memory()
+        if not budget.fits:
+            found.append(
+                (
+                    ("tier",),
+                    f"does not fit {tp}× {tier.gpu_model}: needs {budget.required_gib:.1f} GiB "
+                    f"(weights {budget.weights_gib:.1f} + KV cache {budget.kv_cache_gib:.1f} + "
+                    f"overhead {budget.overhead_gib:.1f}) but the budget is {budget.budget_gib:.1f} GiB; "
+                    "lower max_model_len or concurrency, quantize, raise tensor_parallel_size or use a "
+                    "bigger tier",
+                )
+            )
+    return found
+
+
+def parse_catalog(data: Any, file: str, lines: LineMap) -> Catalog:
+    """Validate a loaded catalog document, reporting every problem with its line."""
+    document, problems = validation_problems(CatalogDocument, data, file, lines)
+    if document is None:
+        raise ConfigError(problems)
+    if not document.models:
+        raise ConfigError([locate(file, lines, ("models",), "the catalog is empty: add at least one model")])
+    models: list[ModelEntry] = []
+    for index, raw in enumerate(document.models):
+        entry, entry_problems = validation_problems(ModelEntry, raw, file, lines, ("models", index))
+        problems += entry_problems
+        if entry is not None:
+            models.append(entry)
+            problems += [
+                locate(file, lines, ("models", index, *path), message) for path, message in _fit_problems(entry)
+            ]
+    ids = [raw.get("id") for raw in document.models if isinstance(raw, dict)]
+    for index, raw in enumerate(document.models):
+        model_id = raw.get("id") if isinstance(raw, dict) else None
+        if model_id is not None and Counter(ids)[model_id] > 1 and ids.index(model_id) != index:
+            first = ids.index(model_id)
+            problems.append(
+                locate(
+                    file,
+                    lines,
+                    ("models", index, "id"),
+                    f"duplicate id {model_id!r} (first used by models[{first}]); model ids must be unique",
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+    return Catalog(file=file, models=tuple(models))
+
+
+def load_catalog(path: Path = DEFAULT_CATALOG) -> Catalog:
+    data, lines = load_file(path)
+    return parse_catalog(data, str(path), lines)
+
+
+def summary_line(model: ModelEntry) -> str:
+    budget = model.memory()
+    quant = f", {model.quantization}" if model.quantization else ""
+    return (
+        f"{model.id}: {model.source}@{model.revision[:8]} on {model.tensor_parallel_size}× {model.tier.value} "
+        f"({model.dtype}{quant}, max_model_len {model.max_model_len}, concurrency {model.concurrency}), "
+        f"{budget.required_gib:.1f} of {budget.budget_gib:.1f} GiB"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serve.catalog", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="validate a catalog file")
+    check.add_argument("path", nargs="?", type=Path, default=DEFAULT_CATALOG)
+    args = parser.parse_args(argv)
+    try:
+        catalog = load_catalog(args.path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        count = len(error.problems)
+        print(f"{args.path}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        return 1
+    for model in catalog.models:
+        print(summary_line(model))
+    print(f"{args.path}: {len(catalog.models)} models OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

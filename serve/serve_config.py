@@ -1,0 +1,54 @@
+"""Render Ray Serve LLM configs and the Serve deploy document (serveConfigV2) from the catalog.
+
+One OpenAI-compatible application at route `/` serves every model; Ray Serve LLM's router
+dispatches on the request's `model` field, which is the catalog id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from serve.autoscaling import ReplicaAutoscaling
+from serve.catalog import ModelEntry
+from serve.versions import OPENAI_APP_IMPORT_PATH
+
+APP_NAME: Final = "llm"
+ROUTE_PREFIX: Final = "/"
+SERVE_HTTP_PORT: Final = 8000
+# Env var the Ray pods carry (from the Kubernetes Secret); vLLM and huggingface_hub read it.
+HF_TOKEN_ENV: Final = "HF_TOKEN"
+
+
+def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
+    """The `ray.serve.llm.LLMConfig` document for one catalog model, as plain data."""
+    engine_kwargs: dict[str, Any] = {
+        "tensor_parallel_size": model.tensor_parallel_size,
+        "dtype": model.dtype,
+        "max_model_len": model.max_model_len,
+        "revision": model.revision,
+        "tokenizer_revision": model.revision,
+        **model.engine.as_engine_kwargs(),
+    }
+    if model.quantization is not None:
+        engine_kwargs["quantization"] = model.quantization
+    return {
+        "model_loading_config": {"model_id": model.id, "model_source": model.source},
+        "accelerator_type": model.gpu_tier.ray_accelerator_type,
+        "engine_kwargs": engine_kwargs,
+        "deployment_config": autoscaling.serve_deployment_config(),
+    }
+
+
+def serve_config(models: Sequence[ModelEntry], autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
+    """The Serve deploy document: what KubeRay submits and what `serve run` reads locally."""
+    return {
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": ROUTE_PREFIX,
+                "import_path": OPENAI_APP_IMPORT_PATH,
+                "args": {"llm_configs": [llm_config(model, autoscaling) for model in models]},
+            }
+        ]
+    }
