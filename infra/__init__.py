@@ -1,0 +1,1 @@
+"""Where it runs: stack settings, the pure serving plan, and the Pulumi resources built from it."""

@@ -1,0 +1,165 @@
+"""The serving plan: a pure function of (catalog, stack settings) to everything the stack creates.
+
+No Pulumi and no cloud calls here; `infra.stack` turns a plan into resources, the tests
+check it directly, and `python -m infra.plan` prints it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from infra.plan.cost import CostEstimate, estimate_cost
+from infra.plan.node_pools import NodePoolSpec, gpu_pool, system_pool
+from infra.plan.ray_service import RAY_POD_ENV, env_config_map_name, ray_service_spec
+from infra.settings import TIERS_KEY, StackSettings, load_stack
+from serve.catalog import DEFAULT_CATALOG, Catalog, ModelEntry, load_catalog
+from serve.memory import MemoryBudget
+from serve.problems import ConfigError, Problem
+from serve.serve_config import llm_config, serve_config
+
+__all__ = ["ServingPlan", "build_plan", "build_plan_for_stack"]
+
+
+class Placement(BaseModel):
+    """Where one served model runs and what it costs in GPU memory."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_id: str
+    tier: str
+    gpus_per_replica: int
+    min_replicas: int
+    max_replicas: int
+    memory: MemoryBudget
+
+
+class SkippedModel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model_id: str
+    tier: str
+    reason: str
+
+
+class ServingPlan(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    stack: str
+    settings: StackSettings
+    catalog: Catalog
+    served: tuple[ModelEntry, ...]
+    skipped: tuple[SkippedModel, ...]
+    placements: tuple[Placement, ...]
+    llm_configs: tuple[dict[str, Any], ...]
+    serve_config: dict[str, Any]
+    system_pool: NodePoolSpec
+    gpu_pools: tuple[NodePoolSpec, ...]
+    ray_service_spec: dict[str, Any]
+    env_config_map_name: str
+    env_config_map_data: dict[str, str]
+    cost: CostEstimate
+
+    @property
+    def served_model_ids(self) -> list[str]:
+        return [model.id for model in self.served]
+
+    @property
+    def node_pools(self) -> tuple[NodePoolSpec, ...]:
+        return (self.system_pool, *self.gpu_pools)
+
+
+def _cross_problems(catalog: Catalog, settings: StackSettings, served: list[ModelEntry]) -> list[Problem]:
+    problems: list[Problem] = []
+    for model in served:
+        gpus = settings.tiers[model.tier].gpus_per_node
+        if model.tensor_parallel_size > gpus:
+            problems.append(
+                settings.problem(
+                    (TIERS_KEY, model.tier.value, "gpusPerNode"),
+                    f"{model.id} needs {model.tensor_parallel_size} GPUs on one node (tensor_parallel_size) "
+                    f"but {model.tier.value} nodes have {gpus}; set gpusPerNode to at least "
+                    f"{model.tensor_parallel_size} or disable the tier",
+                )
+            )
+    if not served:
+        tiers = sorted({m.tier.value for m in catalog.models})
+        problems.append(
+            settings.problem(
+                (TIERS_KEY,),
+                f"no catalog model is served: enable a tier that has models ({', '.join(tiers)})",
+            )
+        )
+    return problems
+
+
+def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
+    """Everything a stack creates, derived from the catalog and the stack's settings."""
+    enabled = set(settings.enabled_tiers())
+    served = [model for model in catalog.models if model.tier in enabled]
+    skipped = tuple(
+        SkippedModel(
+            model_id=model.id,
+            tier=model.tier.value,
+            reason=f"tier {model.tier.value} is disabled in stack {settings.stack}",
+        )
+        for model in catalog.models
+        if model.tier not in enabled
+    )
+    problems = _cross_problems(catalog, settings, served)
+    if problems:
+        raise ConfigError(problems)
+
+    scaling = settings.autoscaling
+    configs = tuple(llm_config(model, scaling) for model in served)
+    document = serve_config(served, scaling)
+    system = system_pool(settings)
+    gpu_pools = tuple(gpu_pool(tier, settings) for tier in settings.enabled_tiers())
+    return ServingPlan(
+        stack=settings.stack,
+        settings=settings,
+        catalog=catalog,
+        served=tuple(served),
+        skipped=skipped,
+        placements=tuple(
+            Placement(
+                model_id=model.id,
+                tier=model.tier.value,
+                gpus_per_replica=model.tensor_parallel_size,
+                min_replicas=scaling.min_replicas,
+                max_replicas=scaling.max_replicas,
+                memory=model.memory(),
+            )
+            for model in served
+        ),
+        llm_configs=configs,
+        serve_config=document,
+        system_pool=system,
+        gpu_pools=gpu_pools,
+        ray_service_spec=ray_service_spec(document, system, gpu_pools),
+        env_config_map_name=env_config_map_name(),
+        env_config_map_data=dict(RAY_POD_ENV),
+        cost=estimate_cost((system, *gpu_pools)),
+    )
+
+
+def build_plan_for_stack(stack: str, root: Path = Path("."), catalog_path: Path | None = None) -> ServingPlan:
+    """Load `model_catalog.yaml` and `Pulumi.<stack>.yaml` under `root` and plan them.
+
+    Both files are validated before the plan so that every problem in either is reported.
+    """
+    problems: list[Problem] = []
+    catalog = settings = None
+    try:
+        catalog = load_catalog(catalog_path or root / DEFAULT_CATALOG)
+    except ConfigError as error:
+        problems += error.problems
+    try:
+        settings = load_stack(stack, root)
+    except ConfigError as error:
+        problems += error.problems
+    if problems or catalog is None or settings is None:
+        raise ConfigError(problems)
+    return build_plan(catalog, settings)
