@@ -12,13 +12,22 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
 
 from serve.autoscaling import CamelStrict, ReplicaAutoscaling
 from serve.located_yaml import load_file
 from serve.problems import ConfigError, LineMap, Path_, Problem, locate
 from serve.tiers import PRICES_REGION, TIERS, TierName
-from serve.validation import unknown_key_message, validation_problems
+from serve.validation import allowed_keys, closest_key, describe, unknown_key_message, validation_problems
 
 PROJECT: Final = "llm-serving"
 TIERS_KEY: Final = f"{PROJECT}:tiers"
@@ -31,9 +40,17 @@ ALLOWED_KEYS: Final = (GCP_PROJECT_KEY, GCP_REGION_KEY, TIERS_KEY, AUTOSCALING_K
 PULUMI_STACK_FILE_KEYS: Final = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
 
 MAX_NODES_PER_TIER: Final = 32
+_TIER_FIELDS: Final = "enabled, spot, gpusPerNode, minNodes, maxNodes and zones"
 _ZONE: Final = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION: Final = re.compile(r"^[a-z]+-[a-z]+\d+$")
 _HF_TOKEN_TEXT: Final = re.compile(r"hf_[A-Za-z0-9]{20,}")
+_PROJECT: Final = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+
+
+def _zone_name(zone: str) -> str:
+    if not _ZONE.match(zone):
+        raise ValueError(f"{zone!r} is not a GCP zone name; write it like 'us-central1-a'")
+    return zone
 
 
 def set_secret_command(stack: str) -> str:
@@ -46,25 +63,25 @@ class TierSettings(CamelStrict):
     gpus_per_node: Annotated[StrictInt, Field(ge=1, le=16)]
     min_nodes: Annotated[StrictInt, Field(ge=0, le=MAX_NODES_PER_TIER)]
     max_nodes: Annotated[StrictInt, Field(ge=1, le=MAX_NODES_PER_TIER)]
-    zones: Annotated[list[str], Field(min_length=1, max_length=6)]
+    # Each zone is checked as an item, so a bad one is reported on its own line.
+    zones: Annotated[list[Annotated[str, AfterValidator(_zone_name)]], Field(min_length=1, max_length=6)]
 
     @field_validator("zones")
     @classmethod
     def _zone_names(cls, zones: list[str]) -> list[str]:
-        for zone in zones:
-            if not _ZONE.match(zone):
-                raise ValueError(f"{zone!r} is not a GCP zone name like 'us-central1-a'")
-        if len(set(zones)) != len(zones):
-            raise ValueError("zones are listed twice; list each zone once")
+        twice = sorted({zone for zone in zones if zones.count(zone) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed twice; list each zone once")
         return zones
 
-    @model_validator(mode="after")
-    def _ordered(self) -> TierSettings:
-        if self.min_nodes > self.max_nodes:
-            raise ValueError(
-                f"minNodes {self.min_nodes} is above maxNodes {self.max_nodes}; make minNodes <= maxNodes"
-            )
-        return self
+    @field_validator("max_nodes")
+    @classmethod
+    def _ordered(cls, max_nodes: int, info: ValidationInfo) -> int:
+        # On maxNodes (not the whole tier) so the problem points at a line with a number on it.
+        min_nodes = info.data.get("min_nodes")
+        if min_nodes is not None and min_nodes > max_nodes:
+            raise ValueError(f"maxNodes {max_nodes} is below minNodes {min_nodes}; make minNodes <= maxNodes")
+        return max_nodes
 
 
 class StackSettings(BaseModel):
@@ -103,16 +120,23 @@ def _tier_problems(name: TierName, settings: TierSettings, region: str) -> list[
     facts = TIERS[name]
     found: list[tuple[Path_, str]] = []
     if settings.gpus_per_node not in facts.gpu_counts_per_node:
+        counts = ", ".join(map(str, facts.gpu_counts_per_node))
         found.append(
             (
                 ("gpusPerNode",),
-                f"{name} nodes come with {', '.join(map(str, facts.gpu_counts_per_node))} GPUs, "
-                f"not {settings.gpus_per_node}",
+                f"{name} nodes come with {counts} GPUs, not {settings.gpus_per_node}; "
+                f"set gpusPerNode to one of {counts}",
             )
         )
     for index, zone in enumerate(settings.zones):
         if not zone.startswith(f"{region}-"):
-            found.append((("zones", index), f"{zone} is not in the stack's region {region}"))
+            found.append(
+                (
+                    ("zones", index),
+                    f"{zone} is not in the stack's region {region}; use zones named {region}-<letter> "
+                    f"or change {GCP_REGION_KEY}",
+                )
+            )
         elif region == PRICES_REGION and zone not in facts.zones_in_price_region:
             found.append(
                 (
@@ -123,6 +147,47 @@ def _tier_problems(name: TierName, settings: TierSettings, region: str) -> list[
     return found
 
 
+def _snake_case_problems(
+    model: type[BaseModel], raw: Any, file: str, lines: LineMap, prefix: Path_
+) -> list[Problem]:
+    """Keys written by their Python name (`gpus_per_node`): pydantic would take them, but stack
+    keys are camelCase, and a file holding both spellings would silently use only one."""
+    if not isinstance(raw, Mapping):
+        return []
+    camel = {
+        name: field.alias for name, field in model.model_fields.items() if field.alias not in (None, name)
+    }
+    return [
+        locate(
+            file,
+            lines,
+            (*prefix, key),
+            f"unknown key {key!r}; did you mean {camel[key]!r}? (stack keys are camelCase)",
+        )
+        for key in raw
+        if key in camel
+    ]
+
+
+def _unknown_config_key_message(key: str) -> str:
+    """An unknown `namespace:name` key: a near spelling of an allowed key, or what a stack may set."""
+    close = closest_key(key, list(ALLOWED_KEYS), cutoff=0.8)
+    namespace, _, name = key.rpartition(":")
+    if close is None and namespace:
+        same_namespace = {k.rpartition(":")[2]: k for k in ALLOWED_KEYS if k.startswith(f"{namespace}:")}
+        near = closest_key(name, list(same_namespace))
+        close = same_namespace[near] if near is not None else None
+    if close is not None:
+        return f"unknown key {key!r}; did you mean {close!r}?"
+    where = ""
+    if key == "gcp:zone":
+        where = f"; zones are set per tier in {TIERS_KEY}.<tier>.zones"
+    return (
+        f"unknown key {key!r}: a stack may only set {', '.join(ALLOWED_KEYS)} "
+        f"(stacks differ only in tier and autoscaling settings); remove it{where}"
+    )
+
+
 def parse_stack_config(
     config: Mapping[str, Any],
     *,
@@ -130,73 +195,118 @@ def parse_stack_config(
     file: str,
     lines: LineMap,
     secret_keys: frozenset[str] = frozenset(),
+    require_hf_token: bool = False,
 ) -> StackSettings:
-    """Validate a stack's config map (`project:key` -> value), reporting every problem."""
+    """Validate a stack's config map (`project:key` -> value), reporting every problem.
+
+    `require_hf_token`: the Pulumi program needs the token, so it asks for it to be present
+    (and a secret). The offline file path leaves it optional: a committed stack file holds
+    the token only in encrypted form, which needs the Pulumi CLI to write.
+    """
     problems: list[Problem] = []
+    set_secret = set_secret_command(stack)
 
     def add(path: Path_, message: str) -> None:
         problems.append(locate(file, lines, ("config", *path), message))
 
     for key in config:
         if key not in ALLOWED_KEYS:
-            add(
-                (key,),
-                unknown_key_message(key, list(ALLOWED_KEYS)).replace("; allowed keys", "; stacks may only set")
-                + " (stacks differ only in tier and autoscaling settings)",
-            )
+            add((str(key),), _unknown_config_key_message(str(key)))
     for path, text in _strings(config, ()):
         if _HF_TOKEN_TEXT.search(text) and not (path == (HF_TOKEN_KEY,) and HF_TOKEN_KEY in secret_keys):
             add(
                 path,
-                f"a Hugging Face token is written in plain text; delete it and run `{set_secret_command(stack)}`",
+                "a Hugging Face token is written in plain text; delete it from the file, revoke it on "
+                f"huggingface.co if it was committed, and run `{set_secret}`",
             )
 
     token = config.get(HF_TOKEN_KEY)
     has_hf_token = token is not None
-    if isinstance(token, str) and HF_TOKEN_KEY not in secret_keys and not _HF_TOKEN_TEXT.search(token):
-        add((HF_TOKEN_KEY,), f"the token must be a secret; run `{set_secret_command(stack)}`")
-    elif isinstance(token, Mapping) and set(token) != {"secure"}:
-        add((HF_TOKEN_KEY,), f"expected an encrypted `secure:` value; run `{set_secret_command(stack)}`")
+    if token is None:
+        if require_hf_token:
+            add((HF_TOKEN_KEY,), f"the Hugging Face token is missing; run `{set_secret}`")
+    elif isinstance(token, Mapping):
+        if set(token) != {"secure"} or not isinstance(token.get("secure"), str):
+            add((HF_TOKEN_KEY,), f"expected an encrypted `secure:` value; run `{set_secret}`")
+    elif not isinstance(token, str) or not token.strip():
+        add(
+            (HF_TOKEN_KEY,),
+            f"expected the token as an encrypted secret, got {describe(token)}; run `{set_secret}`",
+        )
+    elif HF_TOKEN_KEY not in secret_keys and not _HF_TOKEN_TEXT.search(token):
+        add((HF_TOKEN_KEY,), f"the token is plain text, not a secret; run `{set_secret}`")
 
     region = config.get(GCP_REGION_KEY)
     if region is None:
         add((GCP_REGION_KEY,), f"required: run `pulumi config set {GCP_REGION_KEY} us-central1 -s {stack}`")
     elif not isinstance(region, str) or not _REGION.match(region):
-        add((GCP_REGION_KEY,), f"{region!r} is not a GCP region name like 'us-central1'")
+        add(
+            (GCP_REGION_KEY,),
+            f"{region!r} is not a GCP region name like 'us-central1'; "
+            f"run `pulumi config set {GCP_REGION_KEY} <region> -s {stack}`",
+        )
         region = None
     project = config.get(GCP_PROJECT_KEY)
-    if project is not None and not isinstance(project, str):
-        add((GCP_PROJECT_KEY,), "must be a GCP project id (a string)")
+    if project is not None and (not isinstance(project, str) or not _PROJECT.match(project)):
+        add(
+            (GCP_PROJECT_KEY,),
+            f"{project!r} is not a GCP project id (6-30 lowercase letters, digits and '-', starting "
+            f"with a letter); run `pulumi config set {GCP_PROJECT_KEY} <project-id> -s {stack}`",
+        )
         project = None
 
     tiers: dict[TierName, TierSettings] = {}
     raw_tiers = config.get(TIERS_KEY)
+    tier_names = [t.value for t in TierName]
     if raw_tiers is None:
-        add((TIERS_KEY,), f"required: set every tier ({', '.join(TierName)}) with enabled/spot/nodes/zones")
+        add(
+            (TIERS_KEY,),
+            f"required: add `{TIERS_KEY}:` with every tier ({', '.join(tier_names)}), "
+            f"each with {_TIER_FIELDS}",
+        )
     elif not isinstance(raw_tiers, Mapping):
-        add((TIERS_KEY,), "must be a mapping from tier name to its settings")
+        add(
+            (TIERS_KEY,),
+            f"expected a mapping from tier name ({', '.join(tier_names)}) to its settings, "
+            f"got {describe(raw_tiers)}",
+        )
     else:
         for name in raw_tiers:
-            if name not in {t.value for t in TierName}:
-                add((TIERS_KEY, name), unknown_key_message(str(name), [t.value for t in TierName]))
-        for name in TierName:
-            if name.value not in raw_tiers:
-                add((TIERS_KEY,), f"tier {name.value!r} is missing: every stack lists every tier")
+            if name not in tier_names:
+                add(
+                    (TIERS_KEY, str(name)),
+                    unknown_key_message(str(name), tier_names).replace("unknown key", "unknown tier")
+                    + f" (the tiers are {', '.join(tier_names)})",
+                )
+        for tier_name in TierName:
+            if tier_name.value not in raw_tiers:
+                add(
+                    (TIERS_KEY,),
+                    f"tier {tier_name.value!r} is missing: add `{tier_name.value}:` with {_TIER_FIELDS} "
+                    "(every stack lists every tier; `enabled: false` turns one off)",
+                )
                 continue
-            prefix = ("config", TIERS_KEY, name.value)
-            tier, tier_problems = validation_problems(TierSettings, raw_tiers[name.value], file, lines, prefix)
+            prefix = ("config", TIERS_KEY, tier_name.value)
+            problems += _snake_case_problems(TierSettings, raw_tiers[tier_name.value], file, lines, prefix)
+            tier, tier_problems = validation_problems(
+                TierSettings, raw_tiers[tier_name.value], file, lines, prefix
+            )
             problems += tier_problems
             if tier is not None:
-                tiers[name] = tier
+                tiers[tier_name] = tier
                 if region is not None:
-                    for path, message in _tier_problems(name, tier, region):
-                        add((TIERS_KEY, name.value, *path), message)
+                    for path, message in _tier_problems(tier_name, tier, region):
+                        add((TIERS_KEY, tier_name.value, *path), message)
 
     raw_autoscaling = config.get(AUTOSCALING_KEY)
     autoscaling = None
     if raw_autoscaling is None:
-        add((AUTOSCALING_KEY,), "required: set minReplicas, maxReplicas and the other replica settings")
+        fields = ", ".join(allowed_keys(ReplicaAutoscaling))
+        add((AUTOSCALING_KEY,), f"required: add `{AUTOSCALING_KEY}:` with {fields}")
     else:
+        problems += _snake_case_problems(
+            ReplicaAutoscaling, raw_autoscaling, file, lines, ("config", AUTOSCALING_KEY)
+        )
         autoscaling, scaling_problems = validation_problems(
             ReplicaAutoscaling, raw_autoscaling, file, lines, ("config", AUTOSCALING_KEY)
         )
@@ -228,16 +338,33 @@ def load_stack_file(path: Path, stack: str | None = None) -> StackSettings:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError([locate(file, lines, (), "a stack file is a mapping with a `config:` key")])
+        raise ConfigError(
+            [
+                locate(
+                    file,
+                    lines,
+                    (),
+                    f"a stack file is a mapping with a `config:` key, got {describe(data)}: "
+                    "put the settings under `config:`",
+                )
+            ]
+        )
     problems = [
-        locate(file, lines, (key,), unknown_key_message(str(key), list(PULUMI_STACK_FILE_KEYS)))
+        locate(file, lines, (str(key),), unknown_key_message(str(key), list(PULUMI_STACK_FILE_KEYS)))
         for key in data
         if key not in PULUMI_STACK_FILE_KEYS
     ]
     config = data.get("config") or {}
     if not isinstance(config, Mapping):
-        problems.append(locate(file, lines, ("config",), "must be a mapping of `project:key: value`"))
-        config = {}
+        problems.append(
+            locate(
+                file,
+                lines,
+                ("config",),
+                f"expected a mapping of `project:key: value` lines, got {describe(config)}",
+            )
+        )
+        raise ConfigError(problems)
     try:
         settings = parse_stack_config(config, stack=stack, file=file, lines=lines)
     except ConfigError as error:

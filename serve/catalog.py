@@ -13,13 +13,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
 from serve.located_yaml import load_file
 from serve.memory import MemoryBudget, estimate
 from serve.problems import ConfigError, LineMap, Path_, Problem, locate
 from serve.tiers import TIERS, GpuTier, TierName
-from serve.validation import validation_problems
+from serve.validation import describe, validation_problems
 
 DEFAULT_CATALOG: Final = Path("model_catalog.yaml")
 
@@ -117,11 +117,12 @@ class ModelEntry(_Strict):
     @field_validator("tier", mode="before")
     @classmethod
     def _known_tier(cls, value: Any) -> Any:
-        if value not in {t.value for t in TierName}:
-            raise ValueError(
-                f"unknown tier {value!r}; use one of: {', '.join(t.value for t in TierName)}"
-            )
-        return value
+        names = [t.value for t in TierName]
+        if not isinstance(value, str) or value not in names:
+            hint = next((name for name in names if isinstance(value, str) and value.lower() == name), None)
+            fix = f"did you mean {hint!r}?" if hint else f"use one of: {', '.join(names)}"
+            raise ValueError(f"unknown tier {value!r}; {fix}")
+        return TierName(value)
 
     @field_validator("dtype")
     @classmethod
@@ -191,7 +192,8 @@ def _fit_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
         found.append(
             (
                 ("tensor_parallel_size",),
-                f"{tp} is not a GPU count a {tier.name} node offers; use one of {list(tier.gpu_counts_per_node)}",
+                f"{tp} is not a GPU count a {tier.name} node offers; "
+                f"use one of {list(tier.gpu_counts_per_node)}",
             )
         )
     if arch.num_attention_heads % tp != 0:
@@ -239,35 +241,102 @@ def _fit_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
             found.append(
                 (
                     ("tier",),
-                    f"does not fit {tp}× {tier.gpu_model}: needs {budget.required_gib:.1f} GiB "
+                    f"does not fit {tp} x {tier.gpu_model}: needs {budget.required_gib:.1f} GiB "
                     f"(weights {budget.weights_gib:.1f} + KV cache {budget.kv_cache_gib:.1f} + "
                     f"overhead {budget.overhead_gib:.1f}) but the budget is {budget.budget_gib:.1f} GiB; "
                     "lower max_model_len or concurrency, quantize, raise tensor_parallel_size or use a "
                     "bigger tier",
                 )
             )
+    # vLLM's scheduler refuses these at engine start, i.e. on a GPU node after the download.
+    engine, batched = model.engine, model.engine.max_num_batched_tokens
+    if batched is not None and engine.max_num_seqs is not None and batched < engine.max_num_seqs:
+        found.append(
+            (
+                ("engine", "max_num_batched_tokens"),
+                f"{batched} is below max_num_seqs {engine.max_num_seqs} and vLLM would refuse to start; "
+                f"raise it to at least {engine.max_num_seqs} or lower max_num_seqs",
+            )
+        )
+    if batched is not None and engine.enable_chunked_prefill is False and batched < model.max_model_len:
+        found.append(
+            (
+                ("engine", "max_num_batched_tokens"),
+                f"{batched} is below max_model_len {model.max_model_len} with enable_chunked_prefill false "
+                f"and vLLM would refuse to start; raise it to at least {model.max_model_len}, lower "
+                "max_model_len or enable chunked prefill",
+            )
+        )
     return found
+
+
+# Fields the tier checks do not read: a model whose only problems are here is still checked
+# against its tier, so one run reports a bad id and a bf16-on-T4 together.
+_NAME_PLACEHOLDERS: Final = {"id": "placeholder", "source": "owner/name", "revision": "0" * 40}
+
+
+def _entry_for_fit_checks(raw: Any, problems: list[Problem], index: int) -> ModelEntry | None:
+    if not isinstance(raw, dict) or not problems:
+        return None
+    prefix = f"models[{index}]."
+    bad = {problem.field.removeprefix(prefix) for problem in problems}
+    if not bad <= set(_NAME_PLACEHOLDERS):
+        return None
+    try:
+        return ModelEntry.model_validate(
+            {**raw, **{name: _NAME_PLACEHOLDERS[name] for name in bad}}, strict=True
+        )
+    except ValidationError:
+        return None
 
 
 def parse_catalog(data: Any, file: str, lines: LineMap) -> Catalog:
     """Validate a loaded catalog document, reporting every problem with its line."""
+    if data is None:
+        raise ConfigError(
+            [
+                locate(
+                    file, lines, (), "the catalog file is empty: add a `models:` list with at least one model"
+                )
+            ]
+        )
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [
+                locate(
+                    file,
+                    lines,
+                    (),
+                    f"a catalog is a mapping with a `models:` key holding the list of models, "
+                    f"got {describe(data)}: put the models under `models:`",
+                )
+            ]
+        )
     document, problems = validation_problems(CatalogDocument, data, file, lines)
-    if document is None:
+    raw_models = document.models if document is not None else data.get("models")
+    if not isinstance(raw_models, list):
+        raise ConfigError(problems)  # `models` itself is missing or not a list: nothing more to check
+    if not raw_models:
+        problems.append(locate(file, lines, ("models",), "the catalog is empty: add at least one model"))
         raise ConfigError(problems)
-    if not document.models:
-        raise ConfigError([locate(file, lines, ("models",), "the catalog is empty: add at least one model")])
     models: list[ModelEntry] = []
-    for index, raw in enumerate(document.models):
+    for index, raw in enumerate(raw_models):
         entry, entry_problems = validation_problems(ModelEntry, raw, file, lines, ("models", index))
         problems += entry_problems
         if entry is not None:
             models.append(entry)
+        checked = entry if entry is not None else _entry_for_fit_checks(raw, entry_problems, index)
+        if checked is not None:
             problems += [
-                locate(file, lines, ("models", index, *path), message) for path, message in _fit_problems(entry)
+                locate(file, lines, ("models", index, *path), message)
+                for path, message in _fit_problems(checked)
             ]
-    ids = [raw.get("id") for raw in document.models if isinstance(raw, dict)]
-    for index, raw in enumerate(document.models):
-        model_id = raw.get("id") if isinstance(raw, dict) else None
+    # Only text ids take part (another type is already reported and may not be hashable).
+    ids = [
+        raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+        for raw in raw_models
+    ]
+    for index, model_id in enumerate(ids):
         if model_id is not None and Counter(ids)[model_id] > 1 and ids.index(model_id) != index:
             first = ids.index(model_id)
             problems.append(
@@ -275,7 +344,7 @@ def parse_catalog(data: Any, file: str, lines: LineMap) -> Catalog:
                     file,
                     lines,
                     ("models", index, "id"),
-                    f"duplicate id {model_id!r} (first used by models[{first}]); model ids must be unique",
+                    f"duplicate id {model_id!r} (first used by models[{first}]); give each model a unique id",
                 )
             )
     if problems:
@@ -292,7 +361,8 @@ def summary_line(model: ModelEntry) -> str:
     budget = model.memory()
     quant = f", {model.quantization}" if model.quantization else ""
     return (
-        f"{model.id}: {model.source}@{model.revision[:8]} on {model.tensor_parallel_size}× {model.tier.value} "
+        f"{model.id}: {model.source}@{model.revision[:8]} "
+        f"on {model.tensor_parallel_size}x {model.tier.value} "
         f"({model.dtype}{quant}, max_model_len {model.max_model_len}, concurrency {model.concurrency}), "
         f"{budget.required_gib:.1f} of {budget.budget_gib:.1f} GiB"
     )

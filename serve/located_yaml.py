@@ -8,7 +8,7 @@ can name the line a person has to edit.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -40,18 +40,59 @@ def _walk(node: yaml.Node, path: Path_, lines: LineMap, file: str, problems: lis
             _walk(item, (*path, index), lines, file, problems)
 
 
+# Parser contexts that name where an unclosed construct was opened: that line is the one to edit.
+_OPENED_AT: Final = ("flow sequence", "flow mapping", "quoted scalar")
+
+
+def _hint(problem: str, context: str) -> str:
+    """How to fix the syntax error PyYAML describes as `problem` (inside `context`)."""
+    if "\t" in problem or "'\\t'" in problem:
+        return "indent with spaces, not tabs"
+    if "quoted scalar" in context:
+        return "close the quote"
+    if "expected ',' or ']'" in problem:
+        return "close the '[' with ']' or separate the items with ','"
+    if "expected ',' or '}'" in problem:
+        return "close the '{' with '}' or separate the entries with ','"
+    if "undefined alias" in problem:
+        return "define the anchor first (&name) or quote a value that starts with '*'"
+    if "mapping values are not allowed" in problem or "expected <block end>" in problem:
+        return (
+            "check the indentation (the keys of one mapping start in the same column) "
+            "and quote values that contain ': '"
+        )
+    if "could not find expected ':'" in problem:
+        return "write each entry as `key: value` and check the indentation"
+    return "fix the syntax"
+
+
+def _syntax_problem(error: yaml.MarkedYAMLError, file: str, last_line: int) -> Problem:
+    problem = (error.problem or "").strip() or str(error).strip()
+    context = (error.context or "").strip()
+    # PyYAML places end-of-file errors on the line after the last one: keep lines in the file.
+    problem_line = min(error.problem_mark.line + 1, last_line) if error.problem_mark is not None else None
+    context_line = min(error.context_mark.line + 1, last_line) if error.context_mark is not None else None
+    line = problem_line or context_line or 1
+    where = ""
+    if context and context_line is not None:
+        if any(opener in context for opener in _OPENED_AT):
+            line = context_line  # an unclosed bracket or quote: point at where it was opened
+            if problem_line is not None and problem_line != context_line:
+                where = f" (noticed on line {problem_line})"
+        elif context_line != line:
+            where = f" ({context} that starts on line {context_line})"
+    return Problem(file, line, "(yaml)", f"invalid YAML: {problem}{where}; {_hint(problem, context)}")
+
+
 def load_text(text: str, file: str) -> tuple[Any, LineMap]:
     """Parse YAML text; syntax errors and duplicate keys become a ConfigError naming file and line."""
     try:
         node = yaml.compose(text, Loader=_StrictLoader)
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        reason = (error.problem or str(error)).strip()
-        raise ConfigError([Problem(file, line, "(yaml)", f"invalid YAML: {reason}; fix the syntax")]) from None
+        raise ConfigError([_syntax_problem(error, file, max(1, len(text.splitlines())))]) from None
     except yaml.YAMLError as error:
-        raise ConfigError([Problem(file, 1, "(yaml)", f"invalid YAML: {error}")]) from None
+        raise ConfigError([Problem(file, 1, "(yaml)", f"invalid YAML: {error}; fix the syntax")]) from None
     lines = LineMap()
     problems: list[Problem] = []
     if node is not None:
@@ -63,13 +104,33 @@ def load_text(text: str, file: str) -> tuple[Any, LineMap]:
 
 def load_file(path: Path) -> tuple[Any, LineMap]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             [Problem(str(path), 1, "(file)", "file not found: create it or pass the right path")]
         ) from None
-    except UnicodeDecodeError as error:
+    except IsADirectoryError:
         raise ConfigError(
-            [Problem(str(path), 1, "(file)", f"not UTF-8 text ({error.reason}); save it as UTF-8")]
+            [Problem(str(path), 1, "(file)", "is a directory, not a YAML file: pass the file's path")]
+        ) from None
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(
+            [Problem(str(path), 1, "(file)", f"cannot be read ({reason}): check the path and permissions")]
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        byte = raw[error.start : error.start + 1].hex()
+        raise ConfigError(
+            [
+                Problem(
+                    str(path),
+                    line,
+                    "(file)",
+                    f"not UTF-8 text (byte 0x{byte}: {error.reason}); save the file as UTF-8",
+                )
+            ]
         ) from None
     return load_text(text, str(path))

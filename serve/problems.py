@@ -41,6 +41,12 @@ class Problem:
     field: str
     message: str
 
+    def __post_init__(self) -> None:
+        # One line per problem, always: a message built from a multi-line error (a YAML
+        # parser's, a library's) would otherwise break `FILE:LINE: field: message` parsing.
+        object.__setattr__(self, "message", " ".join(self.message.split()))
+        object.__setattr__(self, "line", max(1, self.line))
+
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.field}: {self.message}"
 

@@ -44,7 +44,11 @@ class CostEstimate(BaseModel):
 
 
 def estimate_cost(pools: Sequence[NodePoolSpec]) -> CostEstimate:
-    lines = [CostLine(item="GKE cluster fee", usd_per_unit_hour=GKE_CLUSTER_FEE_USD_PER_HOUR, units_idle=1, units_max=1)]
+    lines = [
+        CostLine(
+            item="GKE cluster fee", usd_per_unit_hour=GKE_CLUSTER_FEE_USD_PER_HOUR, units_idle=1, units_max=1
+        )
+    ]
     for pool in pools:
         pricing = "spot" if pool.spot else "on-demand"
         lines.append(

@@ -19,7 +19,11 @@ SPOT_TAINT_KEY: Final = "cloud.google.com/gke-spot"
 # GKE managed driver install: LATEST is the newest driver GKE ships for the node version.
 GPU_DRIVER_VERSION: Final = "LATEST"
 
-_GKE_EFFECTS: Final = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
+_GKE_EFFECTS: Final = {
+    "NoSchedule": "NO_SCHEDULE",
+    "PreferNoSchedule": "PREFER_NO_SCHEDULE",
+    "NoExecute": "NO_EXECUTE",
+}
 
 
 class Taint(BaseModel):

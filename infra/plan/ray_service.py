@@ -127,7 +127,9 @@ def worker_group(pool: NodePoolSpec) -> dict[str, Any]:
                 "terminationGracePeriodSeconds": WORKER_GRACE_SECONDS,
                 "containers": [container],
                 # vLLM's tensor-parallel workers exchange tensors through shared memory.
-                "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{memory_gib // 4}Gi"}}],
+                "volumes": [
+                    {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{memory_gib // 4}Gi"}}
+                ],
             },
         },
     }

@@ -1,0 +1,140 @@
+"""GPU tier facts (serve/tiers.py): GKE allocatable, machine tables, Ray accelerator names, prices."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import ray.util.accelerators.accelerators as ray_accelerators
+
+from serve.tiers import (
+    RAY_ACCELERATOR_RESOURCE_PREFIX,
+    SYSTEM_MACHINE,
+    TIERS,
+    Allocatable,
+    MachineShape,
+    TierName,
+    allocatable,
+    tier,
+)
+
+# Every accelerator type name Ray defines (what Ray Serve LLM's LLMConfig.accelerator_type accepts:
+# ray.llm's AcceleratorType enum is built from this same module).
+RAY_ACCELERATOR_TYPES = frozenset(
+    value for name, value in vars(ray_accelerators).items() if name.isupper() and isinstance(value, str)
+)
+
+ALL_MACHINES = [SYSTEM_MACHINE, *(m for t in TIERS.values() for m in t.machines)]
+
+
+def _machine(machine_type: str, vcpus: int, memory_gib: float) -> MachineShape:
+    return MachineShape(
+        machine_type=machine_type,
+        gpus=0,
+        vcpus=vcpus,
+        memory_gib=memory_gib,
+        on_demand_usd_per_hour=1.0,
+        spot_usd_per_hour=0.5,
+    )
+
+
+# GKE "Node allocatable" reservations, by hand:
+#   CPU:    6% of the 1st core, 1% of the 2nd, 0.5% of cores 3-4, 0.25% of every core above 4.
+#   Memory: 25% of the first 4 GiB, 20% of the next 4, 10% of the next 8, 6% of the next 112,
+#           2% above 128 GiB; plus a 100 MiB hard-eviction threshold.
+HAND_COMPUTED = [
+    # n1-standard-8 (T4 1-GPU node), 8 vCPU, 30 GiB.
+    #   CPU: 0.06 + 0.01 + 2x0.005 + 4x0.0025 = 0.09 cores -> 8000 - 90 = 7910 m.
+    #   Memory: 1 + 0.8 + 0.8 + 14x0.06 = 3.44 GiB -> 30720 - 3522.56 = 27197.44 -> 27197 - 100 = 27097 MiB.
+    (_machine("n1-standard-8", 8, 30), Allocatable(cpu_millis=7910, memory_mib=27097)),
+    # e2-standard-8 (system node), 8 vCPU, 32 GiB.
+    #   CPU: 7910 m as above.
+    #   Memory: 1 + 0.8 + 0.8 + 16x0.06 = 3.56 GiB -> 32768 - 3645.44 = 29122.56 -> 29122 - 100 = 29022 MiB.
+    (_machine("e2-standard-8", 8, 32), Allocatable(cpu_millis=7910, memory_mib=29022)),
+    # a2-ultragpu-1g (A100 80GB 1-GPU node), 12 vCPU, 170 GiB.
+    #   CPU: 0.06 + 0.01 + 0.01 + 8x0.0025 = 0.10 cores -> 12000 - 100 = 11900 m.
+    #   Memory: 1 + 0.8 + 0.8 + 112x0.06 (6.72) + 42x0.02 (0.84) = 10.16 GiB
+    #           -> 174080 - 10403.84 = 163676.16 -> 163676 - 100 = 163576 MiB.
+    (_machine("a2-ultragpu-1g", 12, 170), Allocatable(cpu_millis=11900, memory_mib=163576)),
+    # n1-standard-1, 1 vCPU, 3.75 GiB (only the first tier of each table).
+    #   CPU: 0.06 -> 940 m.  Memory: 3.75x0.25 = 0.9375 GiB -> 2.8125 GiB = 2880 MiB - 100 = 2780 MiB.
+    (_machine("n1-standard-1", 1, 3.75), Allocatable(cpu_millis=940, memory_mib=2780)),
+]
+
+
+@pytest.mark.parametrize(
+    ("machine", "expected"), HAND_COMPUTED, ids=[m.machine_type for m, _ in HAND_COMPUTED]
+)
+def test_allocatable_matches_gke_reservation_tables(machine: MachineShape, expected: Allocatable) -> None:
+    assert allocatable(machine) == expected
+
+
+def test_allocatable_of_the_tables_machines_is_sane() -> None:
+    for machine in ALL_MACHINES:
+        node = allocatable(machine)
+        assert 0.9 * machine.vcpus * 1000 < node.cpu_millis < machine.vcpus * 1000, machine.machine_type
+        assert 0.75 * machine.memory_gib * 1024 < node.memory_mib < machine.memory_gib * 1024, (
+            machine.machine_type
+        )
+
+
+def test_every_tier_is_in_the_table() -> None:
+    assert set(TIERS) == set(TierName)
+    for name in TierName:
+        assert tier(name.value) is TIERS[name]
+        assert TIERS[name].name is name
+
+
+@pytest.mark.parametrize("name", list(TierName))
+def test_machine_gpu_counts_are_unique_and_sorted(name: TierName) -> None:
+    counts = list(TIERS[name].gpu_counts_per_node)
+    assert counts == sorted(set(counts))
+    assert counts[0] >= 1
+    assert TIERS[name].max_gpus_per_node == counts[-1]
+    for machine in TIERS[name].machines:
+        assert TIERS[name].machine_for(machine.gpus) is machine
+    with pytest.raises(KeyError):
+        TIERS[name].machine_for(counts[-1] + 1)
+
+
+@pytest.mark.parametrize("name", list(TierName))
+def test_ray_accelerator_types_are_rays_own(name: TierName) -> None:
+    facts = TIERS[name]
+    assert facts.ray_accelerator_type in RAY_ACCELERATOR_TYPES
+    for declared in facts.ray_node_accelerator_types:
+        assert declared in RAY_ACCELERATOR_TYPES
+    # A node of the tier declares what the tier's replicas ask for.
+    assert facts.ray_accelerator_type in facts.ray_node_accelerator_types
+    assert facts.ray_resources == {
+        f"{RAY_ACCELERATOR_RESOURCE_PREFIX}{declared}": 1 for declared in facts.ray_node_accelerator_types
+    }
+
+
+def test_a100_nodes_declare_what_a_running_a100_reports() -> None:
+    # Ray's GPU detection reports plain "A100" for every A100; the 80G name exists only where declared.
+    assert ray_accelerators.NVIDIA_A100 in TIERS[TierName.A100].ray_node_accelerator_types
+    assert TIERS[TierName.A100].ray_accelerator_type == ray_accelerators.NVIDIA_A100_80G
+
+
+@pytest.mark.parametrize("machine", ALL_MACHINES, ids=[m.machine_type for m in ALL_MACHINES])
+def test_prices_are_positive_and_spot_is_cheaper(machine: MachineShape) -> None:
+    assert machine.on_demand_usd_per_hour > 0
+    assert machine.spot_usd_per_hour > 0
+    assert machine.spot_usd_per_hour < machine.on_demand_usd_per_hour
+    assert machine.usd_per_hour(spot=True) == machine.spot_usd_per_hour
+    assert machine.usd_per_hour(spot=False) == machine.on_demand_usd_per_hour
+
+
+@pytest.mark.parametrize("name", list(TierName))
+def test_price_grows_with_gpus(name: TierName) -> None:
+    machines = TIERS[name].machines
+    for smaller, bigger in itertools.pairwise(machines):
+        assert smaller.on_demand_usd_per_hour < bigger.on_demand_usd_per_hour
+        assert smaller.spot_usd_per_hour < bigger.spot_usd_per_hour
+
+
+@pytest.mark.parametrize("name", list(TierName))
+def test_dtype_support_follows_compute_capability(name: TierName) -> None:
+    facts = TIERS[name]
+    assert facts.supports_bf16 == (facts.compute_capability >= (8, 0))
+    assert facts.supports_fp8 == (facts.compute_capability >= (8, 9))
