@@ -1,0 +1,1 @@
+"""The stack's ComponentResources: the GKE cluster, the KubeRay operator and the LLM service."""

@@ -1,0 +1,208 @@
+"""The GKE cluster: VPC-native, Workload Identity, shielded nodes, a least-privilege node
+service account, an on-demand system pool and one spot GPU pool per enabled tier."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Final
+
+import pulumi
+import pulumi_gcp as gcp
+import pulumi_kubernetes as k8s
+
+from infra.plan.node_pools import GPU_DRIVER_VERSION, NodePoolSpec
+
+RELEASE_CHANNEL: Final = "REGULAR"
+OAUTH_SCOPES: Final = ["https://www.googleapis.com/auth/cloud-platform"]
+# The roles GKE's hardening guide gives a node service account instead of the default
+# Compute Engine account (which holds Editor on the project).
+NODE_SERVICE_ACCOUNT_ROLES: Final = (
+    "roles/logging.logWriter",
+    "roles/monitoring.metricWriter",
+    "roles/monitoring.viewer",
+    "roles/stackdriver.resourceMetadata.writer",
+    "roles/artifactregistry.reader",
+)
+BOOT_DISK_TYPE: Final = "pd-balanced"
+
+
+def _node_config(
+    pool: NodePoolSpec, service_account: pulumi.Input[str]
+) -> gcp.container.NodePoolNodeConfigArgs:
+    accelerators = (
+        [
+            gcp.container.NodePoolNodeConfigGuestAcceleratorArgs(
+                type=pool.gke_accelerator,
+                count=pool.accelerator_count,
+                gpu_driver_installation_config=gcp.container.NodePoolNodeConfigGuestAcceleratorGpuDriverInstallationConfigArgs(
+                    gpu_driver_version=GPU_DRIVER_VERSION
+                ),
+            )
+        ]
+        if pool.gke_accelerator
+        else None
+    )
+    return gcp.container.NodePoolNodeConfigArgs(
+        machine_type=pool.machine.machine_type,
+        spot=pool.spot,
+        guest_accelerators=accelerators,
+        taints=[
+            gcp.container.NodePoolNodeConfigTaintArgs(key=t.key, value=t.value, effect=t.gke_effect)
+            for t in pool.taints
+        ]
+        or None,
+        labels=dict(pool.labels),
+        service_account=service_account,
+        oauth_scopes=OAUTH_SCOPES,
+        disk_size_gb=pool.boot_disk_gib,
+        disk_type=BOOT_DISK_TYPE,
+        workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(
+            mode="GKE_METADATA"
+        ),
+        shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
+            enable_secure_boot=True, enable_integrity_monitoring=True
+        ),
+    )
+
+
+def kubeconfig(name: str, endpoint: str, ca_certificate: str) -> str:
+    """A kubeconfig that authenticates with gke-gcloud-auth-plugin (the only supported way)."""
+    context = f"gke-{name}"
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": context,
+                    "cluster": {
+                        "server": f"https://{endpoint}",
+                        "certificate-authority-data": ca_certificate,
+                    },
+                }
+            ],
+            "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+            "current-context": context,
+            "users": [
+                {
+                    "name": context,
+                    "user": {
+                        "exec": {
+                            "apiVersion": "client.authentication.k8s.io/v1beta1",
+                            "command": "gke-gcloud-auth-plugin",
+                            "installHint": "Install gke-gcloud-auth-plugin: "
+                            "gcloud components install gke-gcloud-auth-plugin",
+                            "provideClusterInfo": True,
+                        }
+                    },
+                }
+            ],
+        },
+        indent=2,
+    )
+
+
+def _ca_certificate(master_auth: object) -> str:
+    """The cluster CA from `master_auth`, whether it arrives as an output type or a plain dict."""
+    if master_auth is None:
+        return ""
+    if isinstance(master_auth, dict):
+        return str(master_auth.get("cluster_ca_certificate") or master_auth.get("clusterCaCertificate") or "")
+    return str(getattr(master_auth, "cluster_ca_certificate", "") or "")
+
+
+class GkeCluster(pulumi.ComponentResource):
+    """The cluster, its node pools and a Kubernetes provider that waits for the pools."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        stack: str,
+        region: str,
+        workload_pool: pulumi.Input[str],
+        system_pool: NodePoolSpec,
+        gpu_pools: Sequence[NodePoolSpec],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("llm-serving:infra:GkeCluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.node_service_account = gcp.serviceaccount.Account(
+            f"{name}-nodes",
+            account_id=f"llm-serving-{stack}-nodes"[:30].rstrip("-"),
+            display_name=f"llm-serving {stack} GKE nodes",
+            opts=child,
+        )
+        for role in NODE_SERVICE_ACCOUNT_ROLES:
+            gcp.projects.IAMMember(
+                f"{name}-nodes-{role.removeprefix('roles/').replace('.', '-')}",
+                project=self.node_service_account.project,
+                role=role,
+                member=self.node_service_account.member,
+                opts=child,
+            )
+
+        self.cluster = gcp.container.Cluster(
+            name,
+            location=region,
+            # Pools are managed separately; GKE still needs one node to create the cluster.
+            remove_default_node_pool=True,
+            initial_node_count=1,
+            node_config=gcp.container.ClusterNodeConfigArgs(
+                service_account=self.node_service_account.email, oauth_scopes=OAUTH_SCOPES
+            ),
+            networking_mode="VPC_NATIVE",
+            ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(),
+            workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
+                workload_pool=workload_pool
+            ),
+            release_channel=gcp.container.ClusterReleaseChannelArgs(channel=RELEASE_CHANNEL),
+            enable_shielded_nodes=True,
+            # `pulumi destroy` must work on every stack without a manual step; guard prod by
+            # hand with `pulumi state protect` (README) rather than a per-stack switch.
+            deletion_protection=False,
+            opts=child,
+        )
+
+        self.node_pools: list[gcp.container.NodePool] = []
+        for pool in (system_pool, *gpu_pools):
+            autoscaled = pool.tier is not None or pool.max_nodes != pool.min_nodes
+            self.node_pools.append(
+                gcp.container.NodePool(
+                    f"{name}-{pool.name}",
+                    cluster=self.cluster.id,
+                    location=region,
+                    node_locations=list(pool.zones),
+                    node_config=_node_config(pool, self.node_service_account.email),
+                    # GPU pools start empty and let the autoscaler follow Ray's demand;
+                    # a constant initial count keeps min-node edits from replacing the pool.
+                    initial_node_count=0 if autoscaled else None,
+                    node_count=None if autoscaled else pool.min_nodes,
+                    autoscaling=gcp.container.NodePoolAutoscalingArgs(
+                        total_min_node_count=pool.min_nodes,
+                        total_max_node_count=pool.max_nodes,
+                        location_policy="ANY",
+                    )
+                    if autoscaled
+                    else None,
+                    management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
+                    opts=child,
+                )
+            )
+
+        self.kubeconfig = pulumi.Output.secret(
+            pulumi.Output.all(self.cluster.name, self.cluster.endpoint, self.cluster.master_auth).apply(
+                lambda args: kubeconfig(args[0], args[1], _ca_certificate(args[2]))
+            )
+        )
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            # A stable identity, so a refreshed kubeconfig (new token, rotated CA) does not
+            # replace the provider and everything created through it.
+            cluster_identifier=self.cluster.id,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.node_pools),
+        )
+        self.register_outputs({"cluster_name": self.cluster.name, "kubeconfig": self.kubeconfig})

@@ -1,0 +1,90 @@
+"""The Pulumi program: the plan for this stack, turned into resources.
+
+Everything decided here is decided in `infra.plan`; this module only wires components
+together in dependency order, which is also the reverse of the teardown order:
+cluster + pools -> Kubernetes provider -> KubeRay operator -> namespace, Secret,
+ConfigMap -> RayService.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_gcp as gcp
+
+from infra.components.cluster import GkeCluster
+from infra.components.kuberay import KubeRayOperator
+from infra.components.llm_service import LlmService
+from infra.plan import ServingPlan, build_plan
+from infra.plan.ray_service import NAMESPACE, RAY_SERVICE_NAME, PORTS
+from infra.pulumi_config import REPO_ROOT, hf_token, load_settings
+from infra.settings import StackSettings
+from serve.catalog import DEFAULT_CATALOG, load_catalog
+from serve.problems import ConfigError
+
+
+def plan_for_running_stack(root: Path = REPO_ROOT) -> ServingPlan:
+    """Validate catalog and stack together, so one preview reports every problem in both."""
+    problems = []
+    settings: StackSettings | None = None
+    try:
+        settings = load_settings(root=root)
+    except pulumi.RunError as error:
+        problems.append(str(error))
+    try:
+        catalog = load_catalog(root / DEFAULT_CATALOG)
+    except ConfigError as error:
+        problems.append(str(error))
+    if problems or settings is None:
+        raise pulumi.RunError("\n".join(problems))
+    try:
+        return build_plan(catalog, settings)
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None
+
+
+def _workload_pool(settings: StackSettings) -> pulumi.Input[str]:
+    if settings.project:
+        return f"{settings.project}.svc.id.goog"
+    # No gcp:project in config: the provider's project (e.g. from GOOGLE_PROJECT).
+    return gcp.organizations.get_project_output().project_id.apply(lambda project: f"{project}.svc.id.goog")
+
+
+def port_forward_command(service: str, port: int) -> str:
+    return f"kubectl -n {NAMESPACE} port-forward svc/{RAY_SERVICE_NAME}-{service} {port}:{port}"
+
+
+def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """Create every resource of the running stack; returns the stack outputs."""
+    plan = plan_for_running_stack(root)
+    settings = plan.settings
+    cluster = GkeCluster(
+        "gke",
+        stack=plan.stack,
+        region=settings.region,
+        workload_pool=_workload_pool(settings),
+        system_pool=plan.system_pool,
+        gpu_pools=plan.gpu_pools,
+    )
+    operator = KubeRayOperator(
+        "kuberay-operator", provider=cluster.provider, node_selector=plan.system_pool.labels
+    )
+    LlmService("llm", plan=plan, hf_token=hf_token(), provider=cluster.provider, operator=operator.release)
+    return {
+        "cluster_name": cluster.cluster.name,
+        "kubeconfig": cluster.kubeconfig,
+        "namespace": NAMESPACE,
+        "openai_port_forward": port_forward_command("serve-svc", PORTS["serve"]),
+        "openai_base_url": f"http://127.0.0.1:{PORTS['serve']}/v1",
+        "dashboard_port_forward": port_forward_command("head-svc", PORTS["dashboard"]),
+        "served_models": plan.served_model_ids,
+        "skipped_models": {skipped.model_id: skipped.reason for skipped in plan.skipped},
+        "estimated_cost_usd_per_hour": {
+            "idle": plan.cost.idle_usd_per_hour,
+            "max": plan.cost.max_usd_per_hour,
+            "prices_read_on": plan.cost.prices_read_on,
+            "prices_region": plan.cost.prices_region,
+        },
+    }

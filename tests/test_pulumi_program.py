@@ -1,0 +1,481 @@
+"""The whole Pulumi program under Pulumi's mock engine, for both stacks (issue: the Pulumi program)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from infra.components import cluster as cluster_component
+from infra.plan import build_plan_for_stack
+from infra.pulumi_config import REPO_ROOT
+from infra.settings import HF_TOKEN_KEY
+from infra.testing import (
+    SECRET_SIG,
+    SIG_KEY,
+    TEST_GCP_PROJECT,
+    TEST_HF_TOKEN,
+    ProgramRun,
+    RegisteredResource,
+    run_program,
+    stack_config,
+)
+
+STACKS = ("dev", "prod")
+CLUSTER = "gcp:container/cluster:Cluster"
+NODE_POOL = "gcp:container/nodePool:NodePool"
+PROVIDER = "pulumi:providers:kubernetes"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+RAY_SERVICE = "kubernetes:ray.io/v1:RayService"
+SECRET = "kubernetes:core/v1:Secret"
+SERVICE = "kubernetes:core/v1:Service"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+GKE_TO_K8S_EFFECT = {
+    "NO_SCHEDULE": "NoSchedule",
+    "PREFER_NO_SCHEDULE": "PreferNoSchedule",
+    "NO_EXECUTE": "NoExecute",
+}
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def run(request: pytest.FixtureRequest) -> ProgramRun:
+    return run_program(request.param)
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, ProgramRun]:
+    return {stack: run_program(stack) for stack in STACKS}
+
+
+def gpu_pools(run: ProgramRun) -> list[RegisteredResource]:
+    return [p for p in run.of_type(NODE_POOL) if p.inputs["nodeConfig"].get("guestAccelerators")]
+
+
+def ray_service_spec(run: ProgramRun) -> dict[str, Any]:
+    spec: dict[str, Any] = run.one(RAY_SERVICE).inputs["spec"]
+    return spec
+
+
+# --- what is registered ---------------------------------------------------------------
+
+
+def test_registers_every_component(run: ProgramRun) -> None:
+    plan = build_plan_for_stack(run.stack, REPO_ROOT)
+    types = [r.type_ for r in run.resources]
+    for component in (
+        "llm-serving:infra:GkeCluster",
+        "llm-serving:infra:KubeRayOperator",
+        "llm-serving:infra:LlmService",
+    ):
+        assert types.count(component) == 1
+    for single in (
+        CLUSTER,
+        PROVIDER,
+        RELEASE,
+        RAY_SERVICE,
+        SECRET,
+        "kubernetes:core/v1:Namespace",
+        CONFIG_MAP,
+    ):
+        assert types.count(single) == 1, single
+    assert len(run.of_type(NODE_POOL)) == 1 + len(plan.gpu_pools)
+    assert SERVICE not in types, "no Service may be created outside KubeRay's ClusterIP services"
+
+
+def test_cluster_is_hardened_and_destroyable(run: ProgramRun) -> None:
+    cluster = run.one(CLUSTER).inputs
+    assert cluster["deletionProtection"] is False
+    assert cluster["removeDefaultNodePool"] is True
+    assert cluster["networkingMode"] == "VPC_NATIVE"
+    assert cluster["workloadIdentityConfig"]["workloadPool"] == f"{TEST_GCP_PROJECT}.svc.id.goog"
+    assert cluster["enableShieldedNodes"] is True
+    assert cluster["releaseChannel"]["channel"] in {"RAPID", "REGULAR", "STABLE"}
+    account = run.one("gcp:serviceaccount/account:Account")
+    email = f"{account.inputs['accountId']}@{TEST_GCP_PROJECT}.iam.gserviceaccount.com"
+    assert cluster["nodeConfig"]["serviceAccount"] == email
+    for pool in run.of_type(NODE_POOL):
+        config = pool.inputs["nodeConfig"]
+        assert config["serviceAccount"] == email and "compute@developer" not in email
+        assert config["workloadMetadataConfig"]["mode"] == "GKE_METADATA"
+        assert config["shieldedInstanceConfig"] == {
+            "enableSecureBoot": True,
+            "enableIntegrityMonitoring": True,
+        }
+    roles = {m.inputs["role"] for m in run.of_type("gcp:projects/iAMMember:IAMMember")}
+    assert roles == set(cluster_component.NODE_SERVICE_ACCOUNT_ROLES)
+    assert not any(r in roles for r in ("roles/editor", "roles/owner"))
+
+
+def test_gpu_pools_are_spot_tainted_and_scale_from_zero(run: ProgramRun) -> None:
+    plan = build_plan_for_stack(run.stack, REPO_ROOT)
+    pools = gpu_pools(run)
+    assert len(pools) == len(plan.gpu_pools) >= 1
+    for pool, spec in zip(pools, plan.gpu_pools, strict=True):
+        config = pool.inputs["nodeConfig"]
+        assert config["spot"] is True
+        assert config["machineType"] == spec.machine.machine_type
+        (accelerator,) = config["guestAccelerators"]
+        assert accelerator["type"] == spec.gke_accelerator and accelerator["count"] == spec.accelerator_count
+        assert accelerator["gpuDriverInstallationConfig"]["gpuDriverVersion"] in {"DEFAULT", "LATEST"}
+        taint_keys = {t["key"] for t in config["taints"]}
+        assert {"llm-serving/tier", "cloud.google.com/gke-spot"} <= taint_keys
+        assert all(t["effect"] == "NO_SCHEDULE" for t in config["taints"])
+        scaling = pool.inputs["autoscaling"]
+        assert scaling["totalMinNodeCount"] == spec.min_nodes
+        assert scaling["totalMaxNodeCount"] == spec.max_nodes
+        assert scaling["locationPolicy"] == "ANY"
+        assert "minNodeCount" not in scaling and "nodeCount" not in pool.inputs
+        assert pool.inputs["initialNodeCount"] == 0
+        assert pool.inputs["nodeLocations"] == list(spec.zones)
+        if run.stack == "dev":
+            assert scaling["totalMinNodeCount"] == 0
+
+
+def test_system_pool_is_on_demand_cpu(run: ProgramRun) -> None:
+    (system,) = [p for p in run.of_type(NODE_POOL) if not p.inputs["nodeConfig"].get("guestAccelerators")]
+    config = system.inputs["nodeConfig"]
+    assert config.get("spot") is False and not config.get("taints")
+    assert config["labels"] == {"llm-serving/pool": "system"}
+
+
+def test_worker_groups_match_their_pools_exactly(run: ProgramRun) -> None:
+    spec = ray_service_spec(run)
+    pools = {p.inputs["nodeConfig"]["labels"]["llm-serving/tier"]: p for p in gpu_pools(run)}
+    groups = spec["rayClusterConfig"]["workerGroupSpecs"]
+    assert {g["groupName"] for g in groups} == set(pools)
+    for group in groups:
+        pool = pools[group["groupName"]].inputs
+        pod = group["template"]["spec"]
+        expected = [
+            {
+                "key": t["key"],
+                "operator": "Equal",
+                "value": t["value"],
+                "effect": GKE_TO_K8S_EFFECT[t["effect"]],
+            }
+            for t in pool["nodeConfig"]["taints"]
+        ]
+        assert pod["tolerations"] == expected
+        assert pod["nodeSelector"] == pool["nodeConfig"]["labels"]
+        (container,) = pod["containers"]
+        gpus = str(int(pool["nodeConfig"]["guestAccelerators"][0]["count"]))
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == gpus
+        assert group["minReplicas"] == pool["autoscaling"]["totalMinNodeCount"]
+        assert group["maxReplicas"] == pool["autoscaling"]["totalMaxNodeCount"]
+
+
+def test_head_has_no_gpu_and_runs_on_the_system_pool(run: ProgramRun) -> None:
+    head = ray_service_spec(run)["rayClusterConfig"]["headGroupSpec"]
+    assert head["rayStartParams"]["num-gpus"] == "0"
+    assert "nvidia.com/gpu" not in yaml.safe_dump(head)
+    assert head["template"]["spec"]["nodeSelector"] == {"llm-serving/pool": "system"}
+    assert "tolerations" not in head["template"]["spec"]
+
+
+def test_registered_ray_service_is_the_plan(run: ProgramRun) -> None:
+    plan = build_plan_for_stack(run.stack, REPO_ROOT)
+    resource = run.one(RAY_SERVICE)
+    assert resource.inputs["apiVersion"] == "ray.io/v1" and resource.inputs["kind"] == "RayService"
+    assert resource.inputs["spec"] == plan.ray_service_spec
+    assert yaml.safe_load(resource.inputs["spec"]["serveConfigV2"]) == plan.serve_config
+
+
+def test_operator_release_is_pinned_on_the_system_pool(run: ProgramRun) -> None:
+    from infra.versions import KUBERAY_CHART, KUBERAY_VERSION
+
+    release = run.one(RELEASE).inputs
+    assert release["chart"] == KUBERAY_CHART and release["version"] == KUBERAY_VERSION
+    assert release["values"]["nodeSelector"] == {"llm-serving/pool": "system"}
+
+
+def test_outputs(run: ProgramRun) -> None:
+    plan = build_plan_for_stack(run.stack, REPO_ROOT)
+    outputs = run.outputs
+    assert outputs["served_models"] == plan.served_model_ids
+    assert set(outputs["skipped_models"]) == {s.model_id for s in plan.skipped}
+    assert outputs["estimated_cost_usd_per_hour"]["idle"] == plan.cost.idle_usd_per_hour
+    assert outputs["estimated_cost_usd_per_hour"]["max"] == plan.cost.max_usd_per_hour
+    assert "port-forward svc/llm-serve-svc 8000:8000" in outputs["openai_port_forward"]
+    assert "port-forward svc/llm-head-svc 8265:8265" in outputs["dashboard_port_forward"]
+    assert "kubeconfig" in run.secret_outputs
+    kubeconfig = yaml.safe_load(outputs["kubeconfig"])
+    user = kubeconfig["users"][0]["user"]["exec"]
+    assert user["command"] == "gke-gcloud-auth-plugin" and user["provideClusterInfo"] is True
+    assert user["apiVersion"] == "client.authentication.k8s.io/v1beta1"
+    assert kubeconfig["clusters"][0]["cluster"]["server"].startswith("https://")
+
+
+# --- teardown ------------------------------------------------------------------------
+
+
+def _depends_on(run: ProgramRun) -> dict[str, set[str]]:
+    """What the engine orders deletes by: explicit and property dependencies, parent and provider."""
+    graph: dict[str, set[str]] = {}
+    for resource in run.resources:
+        edges = set(resource.dependencies)
+        if resource.provider:
+            edges.add(resource.provider.rsplit("::", 1)[0])
+        graph[resource.urn] = edges
+    return graph
+
+
+def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node == goal:
+            return True
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.get(node, ()))
+    return False
+
+
+def test_teardown_order(run: ProgramRun) -> None:
+    graph = _depends_on(run)
+    ray_service, release = run.one(RAY_SERVICE).urn, run.one(RELEASE).urn
+    provider, cluster = run.one(PROVIDER).urn, run.one(CLUSTER).urn
+    # Deleted in reverse: RayService, then operator, then provider, then pools and cluster.
+    assert _reaches(graph, ray_service, release), "RayService must be deleted before the operator"
+    assert _reaches(graph, release, provider), "the operator must be deleted before the provider"
+    for pool in run.of_type(NODE_POOL):
+        assert _reaches(graph, provider, pool.urn), "the provider must be deleted before every pool"
+        assert _reaches(graph, pool.urn, cluster)
+    for in_cluster in run.resources:
+        if in_cluster.type_.startswith("kubernetes:"):
+            assert _reaches(graph, in_cluster.urn, provider), in_cluster.name
+
+
+def test_nothing_is_protected_or_retained(run: ProgramRun) -> None:
+    for resource in run.resources:
+        assert not resource.protect, resource.name
+        assert not resource.retain_on_delete, resource.name
+        assert not resource.deleted_with, f"{resource.name}: in-cluster objects are deleted explicitly"
+
+
+# --- secrets -------------------------------------------------------------------------
+
+
+def _token_places(value: Any, path: str = "") -> Iterator[tuple[str, bool]]:
+    """Every place the test token occurs: (path, inside a Pulumi secret wrapper)."""
+    if isinstance(value, dict):
+        if value.get(SIG_KEY) == SECRET_SIG:
+            if TEST_HF_TOKEN in repr(value.get("value")):
+                yield path, True
+            return
+        for key, item in value.items():
+            yield from _token_places(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _token_places(item, f"{path}[{index}]")
+    elif isinstance(value, str) and TEST_HF_TOKEN in value:
+        yield path, False
+
+
+def test_hf_token_is_only_a_secret_in_the_secret(run: ProgramRun) -> None:
+    holders = []
+    for resource in run.resources:
+        for path, wrapped in _token_places(resource.wire_inputs):
+            assert wrapped, f"{resource.type_} {resource.name}{path} holds the HF token in plain text"
+            holders.append(resource.type_)
+    assert holders == [SECRET]
+    assert TEST_HF_TOKEN not in repr(run.outputs)
+    secret = run.one(SECRET).inputs
+    assert secret["type"] == "Opaque" and secret["stringData"] == {"token": TEST_HF_TOKEN}
+    for container in _containers(ray_service_spec(run)):
+        token_env = [e for e in container["env"] if e["name"] == "HF_TOKEN"]
+        assert token_env == [
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+        ]
+
+
+def _containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    cluster = spec["rayClusterConfig"]
+    yield from cluster["headGroupSpec"]["template"]["spec"]["containers"]
+    for group in cluster["workerGroupSpecs"]:
+        yield from group["template"]["spec"]["containers"]
+
+
+# --- dev vs prod: only tiers and autoscaling differ ----------------------------------
+
+# Every input path allowed to differ between stacks, as regular expressions over
+# "<type>/<name>:<path>". Each is derived from tier or autoscaling settings.
+ALLOWED_STACK_DIFFERENCES = (
+    # GPU pools exist per enabled tier; their size, machine (gpusPerNode), zones and spot-ness
+    # are tier settings.
+    rf"^{NODE_POOL}/gke-gpu-\w+:(<exists>|autoscaling\..*|nodeLocations.*|nodeConfig\.(machineType|spot|taints.*|guestAccelerators.*))$",
+    # Worker groups mirror the tiers; serveConfigV2 carries replica autoscaling and the models
+    # of enabled tiers.
+    rf"^{RAY_SERVICE}/llm-rayservice:spec\.rayClusterConfig\.workerGroupSpecs.*$",
+    rf"^{RAY_SERVICE}/llm-rayservice:spec\.serveConfigV2$",
+    # The system pool sits in the first zone of the first enabled tier.
+    rf"^{NODE_POOL}/gke-system:nodeLocations.*$",
+)
+
+
+def _flatten(value: Any, path: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{path}.{key}" if path else str(key)))
+        return flat
+    if isinstance(value, list) and value:
+        flat = {}
+        for index, item in enumerate(value):
+            flat.update(_flatten(item, f"{path}[{index}]"))
+        return flat
+    return {path: value}
+
+
+def _normalised(run: ProgramRun) -> dict[str, dict[str, Any]]:
+    """Inputs by resource, with the stack's own name (its identity, not a setting) masked."""
+    masked = re.compile(rf"\b{re.escape(run.stack)}\b")
+    return {
+        f"{r.type_}/{r.name}": {
+            path: masked.sub("<stack>", value) if isinstance(value, str) else value
+            for path, value in _flatten(r.inputs).items()
+        }
+        for r in run.resources
+    }
+
+
+def stack_differences(a: ProgramRun, b: ProgramRun) -> list[str]:
+    left, right = _normalised(a), _normalised(b)
+    found = []
+    for resource in sorted(set(left) | set(right)):
+        if resource not in left or resource not in right:
+            found.append(f"{resource}:<exists>")
+            continue
+        for path in sorted(set(left[resource]) | set(right[resource])):
+            if left[resource].get(path, "<absent>") != right[resource].get(path, "<absent>"):
+                found.append(f"{resource}:{path}")
+    return found
+
+
+def disallowed(differences: list[str]) -> list[str]:
+    return [d for d in differences if not any(re.match(p, d) for p in ALLOWED_STACK_DIFFERENCES)]
+
+
+def test_dev_and_prod_differ_only_in_tier_and_autoscaling(runs: dict[str, ProgramRun]) -> None:
+    differences = stack_differences(runs["dev"], runs["prod"])
+    assert differences, "the stacks are expected to differ in tiers and autoscaling"
+    assert disallowed(differences) == []
+    # The differences the stack files really make are all visible.
+    assert any("workerGroupSpecs" in d for d in differences)
+    assert f"{NODE_POOL}/gke-gpu-a100:<exists>" in differences
+
+
+def test_the_stack_rule_fails_on_a_non_tier_difference(
+    runs: dict[str, ProgramRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_component, "RELEASE_CHANNEL", "RAPID")
+    prod_on_rapid = run_program("prod")
+    offending = disallowed(stack_differences(runs["dev"], prod_on_rapid))
+    assert offending == [f"{CLUSTER}/gke:releaseChannel.channel"]
+
+
+def _key_paths(value: Any, path: str = "") -> set[str]:
+    if isinstance(value, dict):
+        return set().union(*(_key_paths(v, f"{path}.{k}") for k, v in value.items())) | {path}
+    return {path}
+
+
+def test_stack_files_use_the_same_keys() -> None:
+    dev, prod = (yaml.safe_load((REPO_ROOT / f"Pulumi.{s}.yaml").read_text()) for s in STACKS)
+    assert _key_paths(dev) == _key_paths(prod)
+
+
+# --- model changes update Serve in place ------------------------------------------------
+
+
+def _copy_project(tmp_path: Path) -> Path:
+    for name in ("model_catalog.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def test_model_change_touches_only_serve_config(tmp_path: Path, runs: dict[str, ProgramRun]) -> None:
+    root = _copy_project(tmp_path)
+    catalog = yaml.safe_load((root / "model_catalog.yaml").read_text())
+    served = runs["dev"].outputs["served_models"][0]
+    model = next(m for m in catalog["models"] if m["id"] == served)
+    model["engine"]["max_num_seqs"] = model["engine"].get("max_num_seqs", 16) + 16
+    (root / "model_catalog.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
+
+    changed = run_program("dev", config=stack_config("dev", root), root=root)
+    before, after = ray_service_spec(runs["dev"]), ray_service_spec(changed)
+    assert after["serveConfigV2"] != before["serveConfigV2"]
+    assert after["rayClusterConfig"] == before["rayClusterConfig"], (
+        "a model change must not start a new cluster"
+    )
+    differences = stack_differences(runs["dev"], changed)
+    assert differences == [f"{RAY_SERVICE}/llm-rayservice:spec.serveConfigV2"]
+
+
+def test_serve_config_reaches_ray_inline_not_through_a_mounted_file(run: ProgramRun) -> None:
+    spec = ray_service_spec(run)
+    assert isinstance(spec["serveConfigV2"], str) and "llm_configs" in spec["serveConfigV2"]
+    for config_map in run.of_type(CONFIG_MAP):
+        assert "llm_configs" not in yaml.safe_dump(config_map.inputs), "models must not live in a ConfigMap"
+        assert config_map.inputs["immutable"] is True
+    rendered = yaml.safe_dump(spec["rayClusterConfig"])
+    assert "serveConfig" not in rendered and "configMap:" not in rendered
+
+
+def test_every_config_map_is_read_by_the_ray_pods(run: ProgramRun) -> None:
+    names = {c.inputs["metadata"]["name"] for c in run.of_type(CONFIG_MAP)}
+    for container in _containers(ray_service_spec(run)):
+        assert {ref["configMapRef"]["name"] for ref in container["envFrom"]} == names
+
+
+# --- bad input stops the program before anything is registered --------------------------
+
+
+def _run_expecting_error(stack: str, config: dict[str, Any], secret_keys: list[str] | None = None) -> str:
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program(stack, config=config, secret_keys=secret_keys)
+    message = str(raised.value)
+    assert "Traceback" not in message
+    return message
+
+
+def test_missing_hf_token_is_refused() -> None:
+    message = _run_expecting_error("dev", stack_config("dev", with_token=False))
+    assert "pulumi config set --secret llm-serving:hfToken" in message
+    assert re.search(r"Pulumi\.dev\.yaml:\d+: config\.llm-serving:hfToken: ", message)
+
+
+def test_unknown_stack_key_is_refused_with_its_name() -> None:
+    config = {**stack_config("dev"), "llm-serving:clusterName": "mine"}
+    message = _run_expecting_error("dev", config)
+    assert "llm-serving:clusterName" in message
+
+
+def test_bad_tier_value_is_refused_at_its_line() -> None:
+    config = copy.deepcopy(stack_config("dev"))
+    config["llm-serving:tiers"]["l4"]["maxNodes"] = 0
+    message = _run_expecting_error("dev", config)
+    lines = (REPO_ROOT / "Pulumi.dev.yaml").read_text().splitlines()
+    l4_max = next(i for i, line in enumerate(lines, 1) if "maxNodes" in line and i > _line_of(lines, "l4:"))
+    assert f"Pulumi.dev.yaml:{l4_max}: config.llm-serving:tiers.l4.maxNodes: " in message
+
+
+def _line_of(lines: list[str], text: str) -> int:
+    return next(i for i, line in enumerate(lines, 1) if line.strip() == text)
+
+
+def test_plain_text_token_in_the_stack_file_is_refused(tmp_path: Path) -> None:
+    root = _copy_project(tmp_path)
+    with (root / "Pulumi.dev.yaml").open("a") as stack_file:
+        stack_file.write(f"  {HF_TOKEN_KEY}: {TEST_HF_TOKEN}\n")
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("dev", config=stack_config("dev", root), root=root)
+    assert "pulumi config set --secret llm-serving:hfToken <token> -s dev" in str(raised.value)
+    assert TEST_HF_TOKEN not in str(raised.value)
