@@ -1,0 +1,563 @@
+"""The offline plan report, `python -m infra.plan` (issue 6): tables, manifests, diff, errors."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pulumi
+import pytest
+import yaml
+from conftest import REPO_ROOT, STACKS, kuberay_dir
+
+from infra.plan import ServingPlan, build_plan_for_stack
+from infra.plan import __main__ as cli
+from infra.plan.manifests import (
+    GCP_PROJECT_PLACEHOLDER,
+    HF_TOKEN_REDACTED,
+    SecretLeakError,
+    build_manifests,
+    decode_wire,
+    write_manifests,
+)
+from infra.plan.report import agreement_problems, usd
+from infra.settings import AUTOSCALING_KEY, HF_TOKEN_KEY, TIERS_KEY
+from infra.testing import TEST_GCP_PROJECT, TEST_HF_TOKEN, ProgramRun, run_program, stack_config
+from infra.versions import KUBERAY_CHART, KUBERAY_CHART_REPO, KUBERAY_NAMESPACE, KUBERAY_VERSION
+
+LOCATED = re.compile(r"^\S+:\d+: \S+: .+$")
+# Values only the mock engine makes up; none may reach a written file.
+MOCK_VALUES = ("gke-id", "203.0.113.10", "Q0EtREFUQQ==", TEST_GCP_PROJECT)
+
+
+@dataclass
+class Report:
+    stack: str
+    code: int
+    stdout: str
+    stderr: str
+    out: Path
+
+
+def run_report(*args: str) -> tuple[int, str, str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli.main(list(args))
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Report]:
+    found = {}
+    for stack in STACKS:
+        out = tmp_path_factory.mktemp(f"plan-{stack}")
+        code, stdout, stderr = run_report(stack, "--out", str(out), "--root", str(REPO_ROOT))
+        found[stack] = Report(stack, code, stdout, stderr, out)
+    return found
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, ProgramRun]:
+    return {
+        stack: run_program(stack, config=stack_config(stack, REPO_ROOT), root=REPO_ROOT) for stack in STACKS
+    }
+
+
+def documents(report: Report) -> dict[str, Any]:
+    """Every written file (relative path -> parsed YAML)."""
+    return {
+        path.relative_to(report.out).as_posix(): yaml.safe_load(path.read_text())
+        for path in sorted(report.out.rglob("*"))
+        if path.is_file()
+    }
+
+
+def of_kind(report: Report, kind: str) -> tuple[str, dict[str, Any]]:
+    found = [(name, doc) for name, doc in documents(report).items() if doc.get("kind") == kind]
+    assert len(found) == 1, f"expected one {kind}, found {[name for name, _ in found]}"
+    return found[0]
+
+
+def row(stdout: str, first_cell: str) -> str:
+    rows = [
+        line for line in stdout.splitlines() if re.search(rf"[│|]\s*{re.escape(first_cell)}\s*[│|]", line)
+    ]
+    assert len(rows) == 1, f"no single table row for {first_cell!r}"
+    return rows[0]
+
+
+# --- the printed report -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_report_prints_every_model_pool_and_cost(
+    reports: dict[str, Report], plans: dict[str, ServingPlan], stack: str
+) -> None:
+    report, plan = reports[stack], plans[stack]
+    assert report.code == 0, report.stderr
+    assert report.stderr == ""
+    for placement in plan.placements:
+        line = row(report.stdout, placement.model_id)
+        memory = placement.memory
+        for cell in (
+            placement.tier,
+            f"{placement.min_replicas}..{placement.max_replicas}",
+            f"{memory.weights_gib:.2f}",
+            f"{memory.kv_cache_gib:.2f}",
+            f"{memory.overhead_gib:.2f}",
+            f"{memory.headroom_gib:.2f}",
+        ):
+            assert cell in line, (placement.model_id, cell, line)
+        assert re.search(rf"[│|]\s*{placement.gpus_per_replica}\s*[│|]", line)
+    for skipped in plan.skipped:
+        line = row(report.stdout, skipped.model_id)
+        assert skipped.reason in line
+    for pool in plan.node_pools:
+        line = row(report.stdout, pool.name)
+        assert pool.machine.machine_type in line
+        assert f"{pool.min_nodes}..{pool.max_nodes}" in line
+        assert usd(pool.usd_per_node_hour) in line
+        assert ("yes" if pool.spot else "no") in line
+        if pool.gke_accelerator:
+            assert f"{pool.gke_accelerator} x {pool.accelerator_count}" in line
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_cost_figures_equal_plan_cost(
+    reports: dict[str, Report], plans: dict[str, ServingPlan], stack: str
+) -> None:
+    report, cost = reports[stack], plans[stack].cost
+    summary = re.search(
+        r"Hourly cost: idle \$([\d.,]+), at max \$([\d.,]+) \(prices read on (\S+), (\S+)\)", report.stdout
+    )
+    assert summary, report.stdout
+    assert float(summary[1].replace(",", "")) == cost.idle_usd_per_hour
+    assert float(summary[2].replace(",", "")) == cost.max_usd_per_hour
+    assert (summary[3], summary[4]) == (cost.prices_read_on, cost.prices_region)
+    total = row(report.stdout, "total")
+    assert usd(cost.idle_usd_per_hour) in total and usd(cost.max_usd_per_hour) in total
+    for line in cost.lines:
+        cells = row(report.stdout, line.item)
+        assert usd(line.idle_usd_per_hour) in cells and usd(line.max_usd_per_hour) in cells
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_missing_token_is_reported_with_the_command(reports: dict[str, Report], stack: str) -> None:
+    assert (
+        f"hfToken is not set in Pulumi.{stack}.yaml: `pulumi up` will refuse until you run "
+        f"`pulumi config set --secret llm-serving:hfToken <token> -s {stack}`"
+    ) in reports[stack].stdout
+
+
+def copy_repo_inputs(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("model_catalog.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
+        shutil.copy(REPO_ROOT / name, root / name)
+
+
+def test_encrypted_token_is_reported_as_set(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    copy_repo_inputs(root)
+    stack_path = root / "Pulumi.dev.yaml"
+    stack_path.write_text(
+        stack_path.read_text() + f"  {HF_TOKEN_KEY}:\n    secure: AAABAKJ0ZXN0LWNpcGhlcnRleHQtbm90LXJlYWw=\n"
+    )
+    code, stdout, stderr = run_report("dev", "--out", str(tmp_path / "out"), "--root", str(root))
+    assert code == 0, stderr
+    assert "hfToken is set in Pulumi.dev.yaml" in stdout
+    assert "is not set" not in stdout.split("gcp:project")[0]
+    secret = yaml.safe_load((tmp_path / "out" / "20-secret-hf-token.yaml").read_text())
+    assert secret["stringData"] == {"token": HF_TOKEN_REDACTED}
+
+
+# --- the written manifests ----------------------------------------------------------------
+
+
+@functools.cache
+def _crd_schema(path: Path) -> dict[str, Any]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load(path.read_text(), Loader=loader)
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    jsonschema.Draft7Validator.check_schema(schema)
+    return schema
+
+
+def ray_service_schema() -> dict[str, Any]:
+    """The v1 schema of KubeRay v1.7.0's RayService CRD (fails, never skips, without ../shared)."""
+    return _crd_schema(kuberay_dir() / "crds" / "ray.io_rayservices.yaml")
+
+
+def ray_service_crd_problems(obj: Mapping[str, Any]) -> list[str]:
+    """Validate against the KubeRay v1.7.0 RayService CRD's v1 openAPIV3Schema.
+
+    jsonschema checks types, enums, required fields and formats; the walk below adds what the
+    API server's strict field validation adds: a field the schema does not declare is an error
+    (a structural schema would otherwise prune it silently).
+    """
+    schema = ray_service_schema()
+    validator = jsonschema.Draft7Validator(schema)
+    problems = [
+        f"{'.'.join(map(str, error.absolute_path)) or '(object)'}: {error.message}"
+        for error in validator.iter_errors(obj)
+    ]
+
+    def unknown_fields(value: Any, node: Mapping[str, Any], where: str) -> None:
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            return
+        if isinstance(value, Mapping):
+            properties = node.get("properties")
+            extra = node.get("additionalProperties")
+            for key, item in value.items():
+                if properties is not None and key in properties:
+                    unknown_fields(item, properties[key], f"{where}.{key}")
+                elif isinstance(extra, Mapping):
+                    unknown_fields(item, extra, f"{where}.{key}")
+                elif properties is not None:
+                    problems.append(f"{where}.{key}: unknown field".lstrip("."))
+        elif isinstance(value, list) and isinstance(node.get("items"), Mapping):
+            for index, item in enumerate(value):
+                unknown_fields(item, node["items"], f"{where}[{index}]")
+
+    unknown_fields(obj, schema, "")
+    return problems
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_ray_service_yaml_is_the_plans_spec_and_valid(
+    reports: dict[str, Report], plans: dict[str, ServingPlan], stack: str
+) -> None:
+    name, ray_service = of_kind(reports[stack], "RayService")
+    assert name == "30-rayservice-llm.yaml"
+    assert ray_service["apiVersion"] == "ray.io/v1"
+    assert ray_service["metadata"]["name"] == "llm" and ray_service["metadata"]["namespace"] == "llm-serving"
+    assert set(ray_service) == {"apiVersion", "kind", "metadata", "spec"}
+    assert ray_service["spec"] == plans[stack].ray_service_spec
+    assert ray_service_crd_problems(ray_service) == []
+
+
+def test_crd_check_catches_mistakes(plans: dict[str, ServingPlan]) -> None:
+    spec = yaml.safe_load(yaml.safe_dump(plans["dev"].ray_service_spec))
+    spec["rayClusterConfig"]["enableInTreeAutoscaling"] = "yes"
+    spec["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplica"] = 3
+    spec["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] = "one"
+    del spec["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["name"]
+    obj = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "llm"}, "spec": spec}
+    problems = ray_service_crd_problems(obj)
+    assert "spec.rayClusterConfig.enableInTreeAutoscaling: 'yes' is not of type 'boolean'" in problems
+    assert "spec.rayClusterConfig.workerGroupSpecs.0.replicas: 'one' is not of type 'integer'" in problems
+    assert "spec.rayClusterConfig.workerGroupSpecs[0].maxReplica: unknown field" in problems
+    assert any("'name' is a required property" in problem for problem in problems)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kubernetes_objects_are_written_in_apply_order(
+    reports: dict[str, Report], plans: dict[str, ServingPlan], stack: str
+) -> None:
+    plan, docs = plans[stack], documents(reports[stack])
+    kubernetes = {name: doc for name, doc in docs.items() if "/" not in name}
+    assert sorted(kubernetes) == [
+        "10-helmrelease-kuberay-operator.yaml",
+        "10-namespace-llm-serving.yaml",
+        f"20-configmap-{plan.env_config_map_name}.yaml",
+        "20-secret-hf-token.yaml",
+        "30-rayservice-llm.yaml",
+    ]
+    namespace = kubernetes["10-namespace-llm-serving.yaml"]
+    assert (namespace["apiVersion"], namespace["kind"], namespace["metadata"]["name"]) == (
+        "v1",
+        "Namespace",
+        "llm-serving",
+    )
+    config_map = kubernetes[f"20-configmap-{plan.env_config_map_name}.yaml"]
+    assert config_map["data"] == plan.env_config_map_data and config_map["immutable"] is True
+    secret = kubernetes["20-secret-hf-token.yaml"]
+    assert secret["kind"] == "Secret" and secret["stringData"] == {"token": HF_TOKEN_REDACTED}
+    assert "data" not in secret
+
+    release = kubernetes["10-helmrelease-kuberay-operator.yaml"]
+    assert release["kind"] == "HelmRelease" and "helm.sh/v3" in release["apiVersion"]
+    spec = release["spec"]
+    assert (spec["chart"], spec["version"], spec["repo"], spec["namespace"]) == (
+        KUBERAY_CHART,
+        KUBERAY_VERSION,
+        KUBERAY_CHART_REPO,
+        KUBERAY_NAMESPACE,
+    )
+    assert spec["values"] == {"nodeSelector": plan.system_pool.labels}
+    text = (reports[stack].out / "10-helmrelease-kuberay-operator.yaml").read_text()
+    assert text.startswith("# Not a Kubernetes object: the inputs of the Pulumi resource")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_gcp_inputs_are_written_with_readable_placeholders(
+    reports: dict[str, Report], plans: dict[str, ServingPlan], stack: str
+) -> None:
+    plan, report = plans[stack], reports[stack]
+    docs = {name: doc for name, doc in documents(report).items() if name.startswith("gcp/")}
+    cluster = docs["gcp/20-cluster-gke.yaml"]
+    assert cluster["type"] == "gcp:container/cluster:Cluster"
+    assert cluster["properties"]["deletionProtection"] is False
+    assert (
+        cluster["properties"]["workloadIdentityConfig"]["workloadPool"]
+        == f"{GCP_PROJECT_PLACEHOLDER}.svc.id.goog"
+    )
+    assert cluster["properties"]["nodeConfig"]["serviceAccount"] == "${gke-nodes.email}"
+    account = docs["gcp/10-serviceaccount-gke-nodes.yaml"]
+    assert account["properties"]["accountId"] == f"llm-serving-{stack}-nodes"
+    members = [doc for name, doc in docs.items() if name.startswith("gcp/20-iammember-")]
+    assert members and all(m["properties"]["member"] == "${gke-nodes.member}" for m in members)
+    for pool in plan.node_pools:
+        properties = docs[f"gcp/30-nodepool-gke-{pool.name}.yaml"]["properties"]
+        assert properties["cluster"] == "${gke.id}"
+        assert properties["nodeConfig"]["machineType"] == pool.machine.machine_type
+        assert properties["nodeLocations"] == list(pool.zones)
+        if pool.gke_accelerator:
+            (accelerator,) = properties["nodeConfig"]["guestAccelerators"]
+            assert (accelerator["type"], accelerator["count"]) == (
+                pool.gke_accelerator,
+                pool.accelerator_count,
+            )
+            assert properties["autoscaling"]["totalMaxNodeCount"] == pool.max_nodes
+    assert len([n for n in docs if n.startswith("gcp/30-nodepool-")]) == len(plan.node_pools)
+    for path in report.out.rglob("*.yaml"):
+        text = path.read_text()
+        for value in MOCK_VALUES:
+            assert value not in text, (path, value)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_test_token_is_never_written_or_printed(reports: dict[str, Report], stack: str) -> None:
+    report = reports[stack]
+    files = [path for path in report.out.rglob("*") if path.is_file()]
+    assert len(files) >= 15
+    for path in files:
+        assert TEST_HF_TOKEN not in path.read_text(), path
+    assert TEST_HF_TOKEN not in report.stdout and TEST_HF_TOKEN not in report.stderr
+
+
+def test_a_secret_in_a_document_stops_the_write(runs: dict[str, ProgramRun], tmp_path: Path) -> None:
+    manifests = build_manifests(runs["dev"])
+    manifests[0].document["leak"] = TEST_HF_TOKEN
+    with pytest.raises(SecretLeakError):
+        write_manifests(manifests, tmp_path / "out", secrets=[TEST_HF_TOKEN])
+    assert not (tmp_path / "out").exists()
+
+
+def test_wire_markers_become_placeholders() -> None:
+    secret = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "value": {"k": "v"}}
+    reference = {
+        "4dabf18193072939515e22adb298388d": "5cf8f73096256a8f31e491e813e4eb8e",
+        "urn": "urn:pulumi:dev::llm-serving::gcp:container/cluster:Cluster::gke",
+        "id": "gke-id",
+    }
+    decoded = decode_wire(
+        {"s": secret, "r": reference, "u": "04da6b54-80e4-46f7-96ec-b56ff0331ba9", "n": 2.0, "f": 0.5},
+        hf_tokens=frozenset({"v"}),
+        names={reference["urn"]: "gke"},
+    )
+    assert decoded == {
+        "s": {"k": HF_TOKEN_REDACTED},
+        "r": "${gke}",
+        "u": "<unknown until apply>",
+        "n": 2,
+        "f": 0.5,
+    }
+
+
+def test_stale_files_are_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "gcp").mkdir(parents=True)
+    (out / "30-nodepool-gke-gpu-a100.yaml").write_text("stale: true\n")
+    (out / "gcp" / "30-nodepool-gke-gpu-a100.yaml").write_text("stale: true\n")
+    (out / "notes.txt").write_text("kept\n")
+    code, _, stderr = run_report("dev", "--out", str(out), "--root", str(REPO_ROOT))
+    assert code == 0, stderr
+    assert not (out / "gcp" / "30-nodepool-gke-gpu-a100.yaml").exists()
+    assert not (out / "30-nodepool-gke-gpu-a100.yaml").exists()
+    assert (out / "notes.txt").read_text() == "kept\n"
+
+
+# --- plan and program agree ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_plan_and_program_agree(
+    runs: dict[str, ProgramRun], plans: dict[str, ServingPlan], stack: str
+) -> None:
+    plan, run = plans[stack], runs[stack]
+    assert agreement_problems(plan, run) == []
+    assert run.one("kubernetes:ray.io/v1:RayService").inputs["spec"] == plan.ray_service_spec
+    assert run.outputs["served_models"] == plan.served_model_ids
+    cost = run.outputs["estimated_cost_usd_per_hour"]
+    assert (cost["idle"], cost["max"]) == (plan.cost.idle_usd_per_hour, plan.cost.max_usd_per_hour)
+    assert (cost["prices_read_on"], cost["prices_region"]) == (
+        plan.cost.prices_read_on,
+        plan.cost.prices_region,
+    )
+
+
+def test_agreement_check_has_teeth(runs: dict[str, ProgramRun], plans: dict[str, ServingPlan]) -> None:
+    # The prod plan against the dev program: pools, models, cost and the spec all differ.
+    problems = agreement_problems(plans["prod"], runs["dev"])
+    joined = "\n".join(problems)
+    for topic in ("RayService spec", "node pools", "served models", "cost"):
+        assert topic in joined
+
+
+# --- --diff -------------------------------------------------------------------------------
+
+
+def expected_setting_changes(a: str, b: str) -> dict[str, tuple[Any, Any]]:
+    """Tier and autoscaling leaves that differ between two stack files, computed independently."""
+
+    def leaves(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from leaves(item, f"{prefix}.{key}")
+        else:
+            yield prefix, value
+
+    def flat(stack: str) -> dict[str, Any]:
+        config = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+        return dict(kv for key in (TIERS_KEY, AUTOSCALING_KEY) for kv in leaves(config.get(key, {}), key))
+
+    before, after = flat(a), flat(b)
+    return {
+        key: (before.get(key), after.get(key))
+        for key in before.keys() | after.keys()
+        if before.get(key) != after.get(key)
+    }
+
+
+def test_diff_lists_exactly_the_settings_that_differ(plans: dict[str, ServingPlan]) -> None:
+    code, stdout, stderr = run_report("dev", "--diff", "prod", "--root", str(REPO_ROOT))
+    assert code == 0, stderr
+    listed = {}
+    for line in stdout.splitlines():
+        match = re.match(r"^\s+(llm-serving:\S+): (.+) -> (.+)$", line)
+        if match:
+            listed[match[1]] = (match[2], match[3])
+    expected = expected_setting_changes("dev", "prod")
+    assert expected, "the shipped stacks are expected to differ"
+    assert set(listed) == set(expected)
+
+    def shown(value: Any) -> str:
+        return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+    for key, (before, after) in expected.items():
+        assert listed[key] == (shown(before), shown(after)), key
+    assert "llm-serving:tiers.l4.maxNodes: 2 -> 6" in stdout
+    assert "Other settings that differ" not in stdout
+    assert "Served models" not in stdout and "Node pools" not in stdout  # only the differences
+
+    dev, prod = plans["dev"], plans["prod"]
+    only_prod = [m for m in prod.served_model_ids if m not in dev.served_model_ids]
+    assert f"Models served only in prod: {', '.join(only_prod)}" in stdout
+    assert "Models served only in dev: (none)" in stdout
+    delta = round(prod.cost.max_usd_per_hour - dev.cost.max_usd_per_hour, 4)
+    assert (
+        f"max: {usd(dev.cost.max_usd_per_hour)} -> {usd(prod.cost.max_usd_per_hour)} (+{usd(delta)})"
+        in stdout
+    )
+
+
+def test_diff_flags_settings_outside_tiers_and_autoscaling(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    copy_repo_inputs(root)
+    prod = root / "Pulumi.prod.yaml"
+    prod.write_text(prod.read_text().replace("config:\n", "config:\n  gcp:project: my-prod-project\n", 1))
+    code, stdout, stderr = run_report("dev", "--diff", "prod", "--root", str(root))
+    assert code == 0, stderr
+    other = stdout.split("Other settings that differ")[1]
+    assert "gcp:project: (unset) -> my-prod-project" in other
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+def test_broken_stack_file_exits_1_with_located_lines(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    copy_repo_inputs(root)
+    stack = root / "Pulumi.dev.yaml"
+    stack.write_text(
+        stack.read_text().replace("maxNodes: 2", 'maxNodes: "two"').replace("minReplicas:", "minReplica:")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.plan", "dev", "--out", str(tmp_path / "out"), "--root", str(root)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines and all(LOCATED.match(line) for line in lines), result.stderr
+    assert any("Pulumi.dev.yaml:" in line and "tiers.t4.maxNodes" in line for line in lines)
+    assert any("autoscaling.minReplica" in line for line in lines)
+    assert result.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_broken_catalog_exits_1_with_located_lines(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    copy_repo_inputs(root)
+    catalog = root / "model_catalog.yaml"
+    catalog.write_text(catalog.read_text().replace("tier: l4", "tier: h100", 1))
+    code, stdout, stderr = run_report("dev", "--root", str(root))
+    assert code == 1 and stdout == ""
+    lines = stderr.splitlines()
+    assert lines and all(LOCATED.match(line) for line in lines), stderr
+    assert any("model_catalog.yaml:" in line and "h100" in line for line in lines)
+
+
+def test_program_errors_exit_1_without_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(*args: Any, **kwargs: Any) -> ProgramRun:
+        raise pulumi.RunError(
+            "Pulumi.dev.yaml:3: config.llm-serving:hfToken: required\nPulumi.dev.yaml:9: x: y"
+        )
+
+    monkeypatch.setattr(cli, "run_program", failing)
+    code, _, stderr = run_report("dev", "--root", str(REPO_ROOT))
+    assert code == 1
+    assert stderr.splitlines() == [
+        "Pulumi.dev.yaml:3: config.llm-serving:hfToken: required",
+        "Pulumi.dev.yaml:9: x: y",
+    ]
+
+
+def test_unknown_stack_is_a_located_problem() -> None:
+    code, _, stderr = run_report("staging", "--root", str(REPO_ROOT))
+    assert code == 1
+    assert all(LOCATED.match(line) for line in stderr.splitlines()) and "Pulumi.staging.yaml" in stderr
+
+
+# --- a large catalog ----------------------------------------------------------------------
+
+
+def test_report_for_a_200_model_catalog(tmp_path: Path) -> None:
+    from test_plan_benchmark import generated_models
+
+    root = tmp_path / "repo"
+    copy_repo_inputs(root)
+    plan = build_plan_for_stack("dev", REPO_ROOT)
+    models = generated_models(plan.settings.enabled_tiers())
+    (root / "model_catalog.yaml").write_text(yaml.safe_dump({"models": models}, sort_keys=False))
+    code, stdout, stderr = run_report("dev", "--out", str(tmp_path / "out"), "--root", str(root))
+    assert code == 0, stderr
+    for model in models:
+        row(stdout, model["id"])
+    ray_service = yaml.safe_load((tmp_path / "out" / "30-rayservice-llm.yaml").read_text())
+    served = yaml.safe_load(ray_service["spec"]["serveConfigV2"])["applications"][0]["args"]["llm_configs"]
+    assert len(served) == len(models)
