@@ -1,0 +1,383 @@
+"""The stack's policy rules, as plain validate functions and the policies that wrap them.
+
+Each validator has the `ResourceValidation` signature `(args, report_violation) -> None` and is
+pure: it reads only `args.resource_type` and `args.props` and reports every problem it finds, so
+the tests call it directly with a `ResourceValidationArgs`. `__main__.py` only hands `POLICIES`
+to a `PolicyPack` (which starts a gRPC server and never returns).
+
+What the engine passes, and what that means here:
+- `props` are the resource's inputs with camelCase keys (`nodeConfig.guestAccelerators`), secrets
+  already unwrapped, numbers as floats (`0.0 == 0`), wrapped in read-only `Mapping`/`Sequence`
+  proxies (never `dict`/`list`: test with `collections.abc`).
+- During a preview an input computed from another resource's output is unknown, and reading it
+  raises `UnknownValueError`; the SDK turns that into an advisory "can't run during preview" note
+  and the rule runs again, with known values, during `pulumi up`. The structural rules let that
+  happen; the scans for leaked tokens skip unknown values (an unknown value is no literal).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pulumi_policy import Policy, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy.proxy import UnknownValueError
+
+CLUSTER: Final = "gcp:container/cluster:Cluster"
+NODE_POOL: Final = "gcp:container/nodePool:NodePool"
+SERVICE: Final = "kubernetes:core/v1:Service"
+SECRET: Final = "kubernetes:core/v1:Secret"
+RAY_SERVICE: Final = "kubernetes:ray.io/v1:RayService"
+RAY_CLUSTER: Final = "kubernetes:ray.io/v1:RayCluster"
+
+# Taint effects that keep pods without a matching toleration off a node (PREFER_NO_SCHEDULE does not).
+REPELLING_TAINT_EFFECTS: Final = frozenset({"NO_SCHEDULE", "NO_EXECUTE"})
+# Machine families that come with GPUs attached even when guestAccelerators is left out.
+GPU_MACHINE_PREFIXES: Final = ("a2-", "a3-", "a4-", "g2-", "g4-")
+# The Compute Engine default service account (holds Editor on the project); "default" names it too.
+DEFAULT_COMPUTE_SA_SUFFIX: Final = "-compute@developer.gserviceaccount.com"
+# Ray's unauthenticated control ports on the head node, by KubeRay's container port names.
+RAY_INTERNAL_PORTS: Final = {"dashboard": 8265, "gcs-server": 6379, "gcs": 6379, "client": 10001}
+EXPOSING_SERVICE_TYPES: Final = frozenset({"LoadBalancer", "NodePort"})
+# The same pattern infra.settings rejects in stack files: `hf_` and at least 20 alphanumerics.
+HF_TOKEN_PATTERN: Final = re.compile(r"hf_[A-Za-z0-9]{20,}")
+HF_TOKEN_ENV_NAMES: Final = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
+
+Validator = Callable[[ResourceValidationArgs, ReportViolation], None]
+
+
+def _get(value: Any, *path: str) -> Any:
+    """The value at `path` under a mapping, or None where a step is missing or not a mapping."""
+    for key in path:
+        if not isinstance(value, Mapping) or key not in _keys(value):
+            return None
+        value = value[key]
+    return value
+
+
+def _keys(mapping: Mapping[str, Any]) -> set[str]:
+    # Iterating reads keys only; `in`/`.get` would read the value and raise on an unknown one.
+    return set(iter(mapping))
+
+
+def _items(value: Any) -> list[Any]:
+    """The elements of a list input (None and scalars give none)."""
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return list(value)
+    return []
+
+
+def _known_children(value: Any) -> Iterator[tuple[str, Any]]:
+    """(key or index, child) of a mapping or list, skipping children unknown during a preview."""
+    if isinstance(value, Mapping):
+        for key in list(iter(value)):
+            try:
+                yield str(key), value[key]
+            except UnknownValueError:
+                continue
+    elif isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        for index in range(len(value)):
+            try:
+                yield str(index), value[index]
+            except UnknownValueError:
+                continue
+
+
+def _walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Every known (dotted path, value) in a props tree, containers included, depth first."""
+    yield path, value
+    for key, child in _known_children(value):
+        yield from _walk(child, f"{path}.{key}" if path else key)
+
+
+# --- GKE node pools ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """A node pool as written: a NodePool resource, or an entry of a Cluster's `nodePools`."""
+
+    label: str
+    props: Mapping[str, Any]
+
+    @property
+    def node_config(self) -> Any:
+        return _get(self.props, "nodeConfig")
+
+    def is_gpu(self) -> bool:
+        if _items(_get(self.node_config, "guestAccelerators")):
+            return True
+        machine_type = _get(self.node_config, "machineType")
+        return isinstance(machine_type, str) and machine_type.startswith(GPU_MACHINE_PREFIXES)
+
+
+def _pools(args: ResourceValidationArgs) -> list[_Pool]:
+    if args.resource_type == NODE_POOL:
+        return [_Pool(f"node pool {args.name}", args.props)]
+    if args.resource_type == CLUSTER:
+        return [
+            _Pool(f"cluster {args.name} node pool {_get(pool, 'name') or index}", pool)
+            for index, pool in enumerate(_items(_get(args.props, "nodePools")))
+            if isinstance(pool, Mapping)
+        ]
+    return []
+
+
+def validate_gpu_pool_tainted_and_spot(
+    args: ResourceValidationArgs, report_violation: ReportViolation
+) -> None:
+    """A GPU pool repels pods that do not tolerate it, and runs on spot VMs."""
+    for pool in _pools(args):
+        if not pool.is_gpu():
+            continue
+        taints = [taint for taint in _items(_get(pool.node_config, "taints")) if isinstance(taint, Mapping)]
+        effects = sorted({str(_get(taint, "effect")) for taint in taints})
+        if not any(_get(taint, "effect") in REPELLING_TAINT_EFFECTS for taint in taints):
+            found = f"its taint effects are {effects}" if taints else "it has no taints"
+            report_violation(
+                f"GPU {pool.label} must be tainted with effect NO_SCHEDULE or NO_EXECUTE "
+                f"(nodeConfig.taints), so only GPU workers land on it; {found}",
+                None,
+            )
+        if _get(pool.node_config, "spot") is not True:
+            report_violation(f"GPU {pool.label} must run on spot VMs (nodeConfig.spot: true)", None)
+
+
+def validate_gpu_pool_scales_to_zero(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """A GPU pool is autoscaled with a minimum of zero nodes and is not created with nodes."""
+    for pool in _pools(args):
+        if not pool.is_gpu():
+            continue
+        autoscaling = _get(pool.props, "autoscaling")
+        if not isinstance(autoscaling, Mapping):
+            report_violation(
+                f"GPU {pool.label} must be autoscaled (autoscaling with totalMinNodeCount: 0 "
+                "or minNodeCount: 0), so it costs nothing while idle",
+                None,
+            )
+        else:
+            minimums = {
+                key: _get(autoscaling, key)
+                for key in ("totalMinNodeCount", "minNodeCount")
+                if _get(autoscaling, key) is not None
+            }
+            if not minimums or any(value != 0 for value in minimums.values()):
+                shown = ", ".join(f"{key}: {value:g}" for key, value in minimums.items()) or "no minimum set"
+                report_violation(
+                    f"GPU {pool.label} must be able to scale to zero "
+                    f"(autoscaling.totalMinNodeCount or minNodeCount must be 0; {shown})",
+                    None,
+                )
+        for key in ("nodeCount", "initialNodeCount"):
+            count = _get(pool.props, key)
+            if count is not None and count != 0:
+                report_violation(
+                    f"GPU {pool.label} must not start with GPU nodes ({key}: {count:g}; leave it unset or 0 "
+                    "and let the autoscaler add nodes on demand)",
+                    None,
+                )
+
+
+# --- GKE cluster and node identity -----------------------------------------------------------
+
+
+def validate_cluster_hardening(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """The cluster has Workload Identity and shielded nodes, stated explicitly."""
+    if args.resource_type != CLUSTER:
+        return
+    if not _get(args.props, "workloadIdentityConfig", "workloadPool"):
+        report_violation(
+            f"cluster {args.name} must enable Workload Identity "
+            "(workloadIdentityConfig.workloadPool: <project>.svc.id.goog)",
+            None,
+        )
+    if _get(args.props, "enableShieldedNodes") is not True:
+        report_violation(f"cluster {args.name} must set enableShieldedNodes: true", None)
+
+
+def _service_account_problem(node_config: Any) -> str | None:
+    account = _get(node_config, "serviceAccount")
+    if not account:
+        return "uses the Compute Engine default service account (nodeConfig.serviceAccount is not set)"
+    if account == "default" or str(account).endswith(DEFAULT_COMPUTE_SA_SUFFIX):
+        return f"uses the Compute Engine default service account ({account})"
+    return None
+
+
+def _metadata_problem(node_config: Any) -> str | None:
+    mode = _get(node_config, "workloadMetadataConfig", "mode")
+    if mode is not None and mode != "GKE_METADATA":
+        return f"exposes the node's metadata server to pods (workloadMetadataConfig.mode: {mode})"
+    return None
+
+
+def validate_node_service_account(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """Nodes run as a dedicated least-privilege service account, never the default compute one.
+
+    Checked where nodes are defined: every NodePool and inline `nodePools` entry, and the
+    cluster's own `nodeConfig`, which GKE uses for the default pool (that pool still exists,
+    briefly, when removeDefaultNodePool is set, so a set value is checked even then).
+    """
+    labelled: list[tuple[str, Any]] = [(f"GKE {pool.label}", pool.node_config) for pool in _pools(args)]
+    if args.resource_type == CLUSTER:
+        node_config = _get(args.props, "nodeConfig")
+        if _get(args.props, "removeDefaultNodePool") is not True or _get(node_config, "serviceAccount"):
+            labelled.append((f"the default node pool of cluster {args.name}", node_config))
+    for label, node_config in labelled:
+        for problem in (_service_account_problem(node_config), _metadata_problem(node_config)):
+            if problem:
+                report_violation(f"{label} {problem}; use a dedicated node service account", None)
+
+
+# --- Ray's control ports ---------------------------------------------------------------------
+
+
+def _exposed_ray_ports(ports: Any) -> list[str]:
+    exposed = []
+    ray_port_numbers = set(RAY_INTERNAL_PORTS.values())
+    for port in _items(ports):
+        values = [_get(port, "port"), _get(port, "targetPort"), _get(port, "name")]
+        if any(value in ray_port_numbers or value in RAY_INTERNAL_PORTS for value in values):
+            exposed.append(str(_get(port, "name") or _get(port, "port")))
+    return exposed
+
+
+def validate_ray_ports_not_exposed(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """Ray's dashboard (8265), GCS (6379) and client (10001) ports stay inside the cluster.
+
+    They are unauthenticated: whoever reaches them can run code on the cluster. Checked on
+    Services the program creates and on the Services KubeRay creates from a RayService or
+    RayCluster spec (policies never see those, so the spec that asks for them is judged).
+    """
+    if args.resource_type == SERVICE:
+        service_type = _get(args.props, "spec", "type")
+        exposed = _exposed_ray_ports(_get(args.props, "spec", "ports"))
+        if service_type in EXPOSING_SERVICE_TYPES and exposed:
+            report_violation(
+                f"Service {args.name} of type {service_type} exposes Ray's control ports {exposed} "
+                "outside the cluster; use ClusterIP and `kubectl port-forward`",
+                None,
+            )
+        return
+    if args.resource_type == RAY_SERVICE:
+        head = _get(args.props, "spec", "rayClusterConfig", "headGroupSpec")
+        serve_service = _get(args.props, "spec", "serveService", "spec")
+        if _get(serve_service, "type") in EXPOSING_SERVICE_TYPES and _exposed_ray_ports(
+            _get(serve_service, "ports")
+        ):
+            report_violation(
+                f"RayService {args.name} serveService of type {_get(serve_service, 'type')} exposes "
+                "Ray's control ports outside the cluster",
+                None,
+            )
+    elif args.resource_type == RAY_CLUSTER:
+        head = _get(args.props, "spec", "headGroupSpec")
+    else:
+        return
+    for field, service_type in (
+        ("headGroupSpec.serviceType", _get(head, "serviceType")),
+        ("headGroupSpec.headService.spec.type", _get(head, "headService", "spec", "type")),
+    ):
+        if service_type in EXPOSING_SERVICE_TYPES:
+            report_violation(
+                f"{args.resource_type.rsplit(':', 1)[-1]} {args.name} sets {field}: {service_type}, which "
+                "exposes the Ray head's dashboard, GCS and client ports outside the cluster; "
+                "leave it ClusterIP and use `kubectl port-forward`",
+                None,
+            )
+
+
+# --- The Hugging Face token ------------------------------------------------------------------
+
+
+def _env_var_problems(props: Mapping[str, Any]) -> Iterator[str]:
+    """Container `env` lists (any pod template, any depth) that set a token variable by value."""
+    for path, value in _walk(props):
+        if path.rsplit(".", 1)[-1] != "env" or isinstance(value, Mapping):
+            continue
+        for index, var in _known_children(value):
+            try:
+                name = _get(var, "name")
+            except UnknownValueError:
+                continue
+            if name not in HF_TOKEN_ENV_NAMES:
+                continue
+            where = f"{path}.{index} ({name})"
+            if "value" in _keys(var):
+                yield f"sets {where} with `value`; take it from the Secret with valueFrom.secretKeyRef"
+            elif not isinstance(_get(var, "valueFrom", "secretKeyRef"), Mapping):
+                yield f"sets {where} without valueFrom.secretKeyRef; take it from the Secret"
+
+
+def validate_hf_token_only_in_secret(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """The Hugging Face token lives only in a Kubernetes Secret.
+
+    No other resource may carry a literal token anywhere in its inputs (ConfigMap data, Helm
+    values, a RayService's pod templates or its serveConfigV2 text), and the env vars that hold
+    it (HF_TOKEN, HUGGING_FACE_HUB_TOKEN) must read it with valueFrom.secretKeyRef.
+    """
+    if args.resource_type == SECRET:
+        return
+    for path, value in _walk(args.props):
+        if isinstance(value, str) and HF_TOKEN_PATTERN.search(value):
+            report_violation(
+                f"{args.resource_type} {args.name} has a literal Hugging Face token at {path}; "
+                "keep it only in the kubernetes:core/v1:Secret and reference that",
+                None,
+            )
+    for problem in _env_var_problems(args.props):
+        report_violation(f"{args.resource_type} {args.name} {problem}", None)
+
+
+# --- The pack --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    validate: Validator
+
+
+RULES: Final = (
+    Rule(
+        "gpu-pool-tainted-and-spot",
+        "Every GPU node pool is tainted (NO_SCHEDULE/NO_EXECUTE) and runs on spot VMs.",
+        validate_gpu_pool_tainted_and_spot,
+    ),
+    Rule(
+        "gpu-pool-scales-to-zero",
+        "Every GPU node pool autoscales from a minimum of zero and is not created with nodes.",
+        validate_gpu_pool_scales_to_zero,
+    ),
+    Rule(
+        "gke-cluster-hardening",
+        "The GKE cluster enables Workload Identity and shielded nodes.",
+        validate_cluster_hardening,
+    ),
+    Rule(
+        "gke-node-service-account",
+        "GKE nodes run as a dedicated service account with the GKE metadata server, never the "
+        "Compute Engine default service account.",
+        validate_node_service_account,
+    ),
+    Rule(
+        "ray-ports-not-exposed",
+        "No LoadBalancer or NodePort Service exposes Ray's dashboard, GCS or client port.",
+        validate_ray_ports_not_exposed,
+    ),
+    Rule(
+        "hf-token-only-in-secret",
+        "The Hugging Face token appears only in a Kubernetes Secret and reaches pods via secretKeyRef.",
+        validate_hf_token_only_in_secret,
+    ),
+)
+
+
+def policies() -> list[Policy]:
+    """One ResourceValidationPolicy per rule; the pack's enforcement level applies to all."""
+    return [
+        ResourceValidationPolicy(name=r.name, description=r.description, validate=r.validate) for r in RULES
+    ]

@@ -1,0 +1,607 @@
+"""The policy pack in infra/policy: each rule on a passing and a violating resource, the pack as
+the Pulumi CLI serves it, and every rule over everything the real program registers."""
+
+from __future__ import annotations
+
+import copy
+import json
+import select
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2, json_format, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+from pulumi_policy import (
+    PolicyCustomTimeouts,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+)
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
+
+from infra.policy import validators as v
+from infra.policy.validators import (
+    CLUSTER,
+    NODE_POOL,
+    RAY_CLUSTER,
+    RAY_SERVICE,
+    RULES,
+    SECRET,
+    SERVICE,
+    Validator,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+POLICY_DIR = REPO_ROOT / "infra" / "policy"
+STACKS = ("dev", "prod")
+TOKEN = "hf_" + "Ab1" * 12  # looks like a token to the rule; not a real one
+NODE_SA = "llm-serving-dev-nodes@llm-serving-test.iam.gserviceaccount.com"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+def resource_args(type_: str, props: Mapping[str, Any], name: str = "res") -> ResourceValidationArgs:
+    """Arguments shaped as the analyzer builds them: inputs behind its unknown-checking proxy."""
+    return ResourceValidationArgs(
+        resource_type=type_,
+        props=unknown_checking_proxy(copy.deepcopy(dict(props))),
+        urn=f"urn:pulumi:test::llm-serving::{type_}::{name}",
+        name=name,
+        opts=PolicyResourceOptions(
+            protect=False,
+            ignore_changes=[],
+            delete_before_replace=None,
+            aliases=[],
+            custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+            additional_secret_outputs=[],
+        ),
+        provider=None,
+    )
+
+
+def violations(validate: Validator, type_: str, props: Mapping[str, Any], name: str = "res") -> list[str]:
+    found: list[str] = []
+
+    def report_violation(message: str, urn: str | None = None) -> None:
+        found.append(message)
+
+    validate(resource_args(type_, props, name), report_violation)
+    return found
+
+
+def one_violation(validate: Validator, type_: str, props: Mapping[str, Any], name: str = "res") -> str:
+    found = violations(validate, type_, props, name)
+    assert len(found) == 1, found
+    return found[0]
+
+
+# --- resources shaped like the program's ------------------------------------------------------
+
+
+def gpu_pool(**changes: Any) -> dict[str, Any]:
+    pool: dict[str, Any] = {
+        "cluster": "projects/p/locations/us-central1/clusters/gke",
+        "location": "us-central1",
+        "nodeLocations": ["us-central1-a", "us-central1-b"],
+        "initialNodeCount": 0,
+        "autoscaling": {"totalMinNodeCount": 0, "totalMaxNodeCount": 2, "locationPolicy": "ANY"},
+        "nodeConfig": {
+            "machineType": "g2-standard-8",
+            "spot": True,
+            "guestAccelerators": [
+                {
+                    "type": "nvidia-l4",
+                    "count": 1,
+                    "gpuDriverInstallationConfig": {"gpuDriverVersion": "LATEST"},
+                }
+            ],
+            "taints": [{"key": "llm-serving/tier", "value": "l4", "effect": "NO_SCHEDULE"}],
+            "serviceAccount": NODE_SA,
+            "workloadMetadataConfig": {"mode": "GKE_METADATA"},
+        },
+    }
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        target = pool
+        for key in parents:
+            target = target[key]
+        if value is None:
+            target.pop(last, None)
+        else:
+            target[last] = value
+    return pool
+
+
+def system_pool() -> dict[str, Any]:
+    return {
+        "nodeCount": 1,
+        "nodeConfig": {"machineType": "e2-standard-4", "serviceAccount": NODE_SA},
+    }
+
+
+def cluster(**changes: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "location": "us-central1",
+        "removeDefaultNodePool": True,
+        "initialNodeCount": 1,
+        "nodeConfig": {"serviceAccount": NODE_SA},
+        "workloadIdentityConfig": {"workloadPool": "llm-serving-test.svc.id.goog"},
+        "enableShieldedNodes": True,
+    }
+    props.update(changes)
+    return {key: value for key, value in props.items() if value is not None}
+
+
+def service(type_: str, ports: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"metadata": {"name": "ray"}, "spec": {"type": type_, "ports": ports}}
+
+
+def ray_service(env: list[dict[str, Any]] | None = None, **head: Any) -> dict[str, Any]:
+    container = {
+        "name": "ray-head",
+        "image": "rayproject/ray-llm:2.60.0-py311-cu128",
+        "env": env
+        if env is not None
+        else [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}],
+    }
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": "llm", "namespace": "llm"},
+        "spec": {
+            "serveConfigV2": "applications:\n- name: llm\n  import_path: ray.serve.llm:build_openai_app\n",
+            "rayClusterConfig": {
+                "headGroupSpec": {
+                    "rayStartParams": {"dashboard-host": "0.0.0.0"},
+                    "template": {"spec": {"containers": [container]}},
+                    **head,
+                },
+                "workerGroupSpecs": [
+                    {"groupName": "l4", "template": {"spec": {"containers": [dict(container, name="w")]}}}
+                ],
+            },
+        },
+    }
+
+
+# --- GPU pools: tainted and spot ---------------------------------------------------------------
+
+
+def test_tainted_spot_gpu_pool_passes() -> None:
+    assert violations(v.validate_gpu_pool_tainted_and_spot, NODE_POOL, gpu_pool()) == []
+
+
+def test_non_gpu_pools_are_not_judged_as_gpu_pools() -> None:
+    assert violations(v.validate_gpu_pool_tainted_and_spot, NODE_POOL, system_pool()) == []
+    assert violations(v.validate_gpu_pool_scales_to_zero, NODE_POOL, system_pool()) == []
+
+
+def test_untainted_gpu_pool_is_a_violation() -> None:
+    message = one_violation(
+        v.validate_gpu_pool_tainted_and_spot, NODE_POOL, gpu_pool(nodeConfig__taints=None), "l4"
+    )
+    assert message.startswith("GPU node pool l4 must be tainted with effect NO_SCHEDULE or NO_EXECUTE")
+    assert message.endswith("it has no taints")
+
+
+def test_prefer_no_schedule_taint_does_not_count() -> None:
+    taints = [{"key": "llm-serving/tier", "value": "l4", "effect": "PREFER_NO_SCHEDULE"}]
+    message = one_violation(
+        v.validate_gpu_pool_tainted_and_spot, NODE_POOL, gpu_pool(nodeConfig__taints=taints)
+    )
+    assert "its taint effects are ['PREFER_NO_SCHEDULE']" in message
+
+
+def test_on_demand_gpu_pool_is_a_violation() -> None:
+    for spot in (False, None):
+        message = one_violation(
+            v.validate_gpu_pool_tainted_and_spot, NODE_POOL, gpu_pool(nodeConfig__spot=spot), "l4"
+        )
+        assert message == "GPU node pool l4 must run on spot VMs (nodeConfig.spot: true)"
+
+
+def test_gpu_machine_type_without_accelerators_is_a_gpu_pool() -> None:
+    pool = gpu_pool(nodeConfig__guestAccelerators=None, nodeConfig__taints=None, nodeConfig__spot=None)
+    found = violations(v.validate_gpu_pool_tainted_and_spot, NODE_POOL, pool)
+    assert len(found) == 2
+
+
+def test_inline_cluster_pools_are_judged_too() -> None:
+    props = cluster(nodePools=[dict(gpu_pool(nodeConfig__spot=False), name="gpu")])
+    message = one_violation(v.validate_gpu_pool_tainted_and_spot, CLUSTER, props, "gke")
+    assert message == "GPU cluster gke node pool gpu must run on spot VMs (nodeConfig.spot: true)"
+
+
+# --- GPU pools: scale to zero ------------------------------------------------------------------
+
+
+def test_gpu_pool_that_scales_to_zero_passes() -> None:
+    assert violations(v.validate_gpu_pool_scales_to_zero, NODE_POOL, gpu_pool()) == []
+    per_zone = gpu_pool(autoscaling={"minNodeCount": 0, "maxNodeCount": 1}, initialNodeCount=None)
+    assert violations(v.validate_gpu_pool_scales_to_zero, NODE_POOL, per_zone) == []
+
+
+def test_gpu_pool_with_a_minimum_is_a_violation() -> None:
+    pool = gpu_pool(autoscaling__totalMinNodeCount=1.0)  # the engine sends numbers as floats
+    message = one_violation(v.validate_gpu_pool_scales_to_zero, NODE_POOL, pool, "a100")
+    assert message == (
+        "GPU node pool a100 must be able to scale to zero "
+        "(autoscaling.totalMinNodeCount or minNodeCount must be 0; totalMinNodeCount: 1)"
+    )
+
+
+def test_gpu_pool_without_a_minimum_is_a_violation() -> None:
+    pool = gpu_pool(autoscaling={"totalMaxNodeCount": 2})
+    message = one_violation(v.validate_gpu_pool_scales_to_zero, NODE_POOL, pool)
+    assert message.endswith("(autoscaling.totalMinNodeCount or minNodeCount must be 0; no minimum set)")
+
+
+def test_fixed_size_gpu_pool_is_a_violation() -> None:
+    found = violations(v.validate_gpu_pool_scales_to_zero, NODE_POOL, gpu_pool(autoscaling=None, nodeCount=2))
+    assert found == [
+        "GPU node pool res must be autoscaled (autoscaling with totalMinNodeCount: 0 or minNodeCount: 0), "
+        "so it costs nothing while idle",
+        "GPU node pool res must not start with GPU nodes (nodeCount: 2; leave it unset or 0 "
+        "and let the autoscaler add nodes on demand)",
+    ]
+
+
+def test_gpu_pool_created_with_nodes_is_a_violation() -> None:
+    message = one_violation(v.validate_gpu_pool_scales_to_zero, NODE_POOL, gpu_pool(initialNodeCount=1))
+    assert "(initialNodeCount: 1;" in message
+
+
+# --- the cluster -------------------------------------------------------------------------------
+
+
+def test_hardened_cluster_passes() -> None:
+    assert violations(v.validate_cluster_hardening, CLUSTER, cluster()) == []
+    assert violations(v.validate_node_service_account, CLUSTER, cluster()) == []
+
+
+def test_cluster_without_workload_identity_is_a_violation() -> None:
+    message = one_violation(
+        v.validate_cluster_hardening, CLUSTER, cluster(workloadIdentityConfig=None), "gke"
+    )
+    assert message == (
+        "cluster gke must enable Workload Identity "
+        "(workloadIdentityConfig.workloadPool: <project>.svc.id.goog)"
+    )
+
+
+def test_cluster_without_shielded_nodes_is_a_violation() -> None:
+    for value in (False, None):
+        message = one_violation(
+            v.validate_cluster_hardening, CLUSTER, cluster(enableShieldedNodes=value), "gke"
+        )
+        assert message == "cluster gke must set enableShieldedNodes: true"
+
+
+def test_default_pool_kept_with_default_service_account_is_a_violation() -> None:
+    props = cluster(removeDefaultNodePool=None, nodeConfig=None)
+    message = one_violation(v.validate_node_service_account, CLUSTER, props, "gke")
+    assert message == (
+        "the default node pool of cluster gke uses the Compute Engine default service account "
+        "(nodeConfig.serviceAccount is not set); use a dedicated node service account"
+    )
+
+
+def test_removed_default_pool_needs_no_service_account_but_a_set_one_is_checked() -> None:
+    assert violations(v.validate_node_service_account, CLUSTER, cluster(nodeConfig=None)) == []
+    default = "123456789-compute@developer.gserviceaccount.com"
+    message = one_violation(
+        v.validate_node_service_account, CLUSTER, cluster(nodeConfig={"serviceAccount": default}), "gke"
+    )
+    assert f"uses the Compute Engine default service account ({default})" in message
+
+
+def test_node_pool_service_account() -> None:
+    assert violations(v.validate_node_service_account, NODE_POOL, gpu_pool()) == []
+    assert violations(v.validate_node_service_account, NODE_POOL, system_pool()) == []
+    message = one_violation(
+        v.validate_node_service_account, NODE_POOL, gpu_pool(nodeConfig__serviceAccount=None), "l4"
+    )
+    assert message == (
+        "GKE node pool l4 uses the Compute Engine default service account "
+        "(nodeConfig.serviceAccount is not set); use a dedicated node service account"
+    )
+    message = one_violation(
+        v.validate_node_service_account, NODE_POOL, gpu_pool(nodeConfig__serviceAccount="default"), "l4"
+    )
+    assert "(default)" in message
+
+
+def test_node_pool_exposing_the_node_metadata_server_is_a_violation() -> None:
+    pool = gpu_pool(nodeConfig__workloadMetadataConfig={"mode": "GCE_METADATA"})
+    message = one_violation(v.validate_node_service_account, NODE_POOL, pool, "l4")
+    assert "(workloadMetadataConfig.mode: GCE_METADATA)" in message
+
+
+def test_unknown_service_account_defers_the_rule_to_the_update() -> None:
+    # During a preview the new account's email is unknown: the SDK reports "can't run during
+    # preview" (advisory) and the rule runs with the real value during `pulumi up`.
+    with pytest.raises(UnknownValueError):
+        violations(
+            v.validate_node_service_account,
+            NODE_POOL,
+            gpu_pool(nodeConfig__serviceAccount=UNKNOWN_STRING_VALUE),
+        )
+
+
+# --- Ray's control ports -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("service_type", "ports"),
+    [
+        ("ClusterIP", [{"name": "dashboard", "port": 8265}]),
+        ("LoadBalancer", [{"name": "serve", "port": 8000, "targetPort": 8000}]),
+        ("NodePort", [{"name": "http", "port": 80, "targetPort": "serve"}]),
+    ],
+)
+def test_services_that_keep_ray_ports_inside_pass(service_type: str, ports: list[dict[str, Any]]) -> None:
+    assert violations(v.validate_ray_ports_not_exposed, SERVICE, service(service_type, ports)) == []
+
+
+@pytest.mark.parametrize(
+    ("service_type", "port", "shown"),
+    [
+        ("LoadBalancer", {"name": "dashboard", "port": 8265}, "dashboard"),
+        ("LoadBalancer", {"port": 6379.0}, "6379.0"),
+        ("NodePort", {"name": "ray", "port": 443, "targetPort": 10001}, "ray"),
+        ("NodePort", {"name": "x", "port": 80, "targetPort": "gcs-server"}, "x"),
+    ],
+)
+def test_exposed_ray_ports_are_a_violation(service_type: str, port: dict[str, Any], shown: str) -> None:
+    props = service(service_type, [{"name": "serve", "port": 8000}, port])
+    message = one_violation(v.validate_ray_ports_not_exposed, SERVICE, props, "head")
+    assert message == (
+        f"Service head of type {service_type} exposes Ray's control ports ['{shown}'] outside the cluster; "
+        "use ClusterIP and `kubectl port-forward`"
+    )
+
+
+def test_ray_service_with_a_cluster_ip_head_passes() -> None:
+    assert violations(v.validate_ray_ports_not_exposed, RAY_SERVICE, ray_service()) == []
+    assert (
+        violations(v.validate_ray_ports_not_exposed, RAY_SERVICE, ray_service(serviceType="ClusterIP")) == []
+    )
+
+
+def test_ray_service_asking_kuberay_for_an_exposed_head_is_a_violation() -> None:
+    message = one_violation(
+        v.validate_ray_ports_not_exposed, RAY_SERVICE, ray_service(serviceType="LoadBalancer"), "llm"
+    )
+    assert message.startswith("RayService llm sets headGroupSpec.serviceType: LoadBalancer, which exposes")
+    message = one_violation(
+        v.validate_ray_ports_not_exposed,
+        RAY_SERVICE,
+        ray_service(headService={"spec": {"type": "NodePort"}}),
+        "llm",
+    )
+    assert message.startswith("RayService llm sets headGroupSpec.headService.spec.type: NodePort")
+
+
+def test_ray_cluster_head_is_checked_too() -> None:
+    props = {"spec": {"headGroupSpec": {"serviceType": "NodePort"}}}
+    message = one_violation(v.validate_ray_ports_not_exposed, RAY_CLUSTER, props, "rc")
+    assert message.startswith("RayCluster rc sets headGroupSpec.serviceType: NodePort")
+
+
+# --- the Hugging Face token --------------------------------------------------------------------
+
+
+def test_token_in_a_secret_and_secret_refs_pass() -> None:
+    secret = {"metadata": {"name": "hf-token"}, "type": "Opaque", "stringData": {"token": TOKEN}}
+    assert violations(v.validate_hf_token_only_in_secret, SECRET, secret) == []
+    assert violations(v.validate_hf_token_only_in_secret, RAY_SERVICE, ray_service()) == []
+    config_map = {"data": {"HF_HUB_DISABLE_TELEMETRY": "1", "note": "hf_short"}}
+    assert violations(v.validate_hf_token_only_in_secret, CONFIG_MAP, config_map) == []
+
+
+def test_token_in_a_config_map_is_a_violation() -> None:
+    message = one_violation(
+        v.validate_hf_token_only_in_secret, CONFIG_MAP, {"data": {"HF_TOKEN": TOKEN}}, "env"
+    )
+    assert message == (
+        f"{CONFIG_MAP} env has a literal Hugging Face token at data.HF_TOKEN; "
+        "keep it only in the kubernetes:core/v1:Secret and reference that"
+    )
+
+
+def test_token_inside_serve_config_text_is_a_violation() -> None:
+    props = ray_service()
+    props["spec"]["serveConfigV2"] += f"  runtime_env:\n    env_vars:\n      HF_TOKEN: {TOKEN}\n"
+    message = one_violation(v.validate_hf_token_only_in_secret, RAY_SERVICE, props, "llm")
+    assert "has a literal Hugging Face token at spec.serveConfigV2;" in message
+
+
+def test_token_in_helm_values_is_a_violation() -> None:
+    props = {"chart": "kuberay-operator", "values": {"env": [{"name": "X", "value": f"Bearer {TOKEN}"}]}}
+    message = one_violation(v.validate_hf_token_only_in_secret, HELM_RELEASE, props, "op")
+    assert "at values.env.0.value;" in message
+
+
+def test_token_env_var_set_by_value_is_a_violation() -> None:
+    props = ray_service(env=[{"name": "HF_TOKEN", "value": TOKEN}])
+    found = violations(v.validate_hf_token_only_in_secret, RAY_SERVICE, props, "llm")
+    head = "spec.rayClusterConfig.headGroupSpec.template.spec.containers.0.env"
+    worker = "spec.rayClusterConfig.workerGroupSpecs.0.template.spec.containers.0.env"
+    assert found == [
+        f"{RAY_SERVICE} llm has a literal Hugging Face token at {head}.0.value; "
+        "keep it only in the kubernetes:core/v1:Secret and reference that",
+        f"{RAY_SERVICE} llm has a literal Hugging Face token at {worker}.0.value; "
+        "keep it only in the kubernetes:core/v1:Secret and reference that",
+        f"{RAY_SERVICE} llm sets {head}.0 (HF_TOKEN) with `value`; "
+        "take it from the Secret with valueFrom.secretKeyRef",
+        f"{RAY_SERVICE} llm sets {worker}.0 (HF_TOKEN) with `value`; "
+        "take it from the Secret with valueFrom.secretKeyRef",
+    ]
+
+
+def test_token_env_var_is_judged_even_when_its_value_is_no_token() -> None:
+    props = ray_service(env=[{"name": "HUGGING_FACE_HUB_TOKEN", "value": "$(TOKEN)"}])
+    found = violations(v.validate_hf_token_only_in_secret, RAY_SERVICE, props)
+    assert len(found) == 2
+    assert all("(HUGGING_FACE_HUB_TOKEN) with `value`" in message for message in found)
+    props = ray_service(
+        env=[{"name": "HF_TOKEN", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]
+    )
+    found = violations(v.validate_hf_token_only_in_secret, RAY_SERVICE, props)
+    assert len(found) == 2
+    assert all(
+        message.endswith("(HF_TOKEN) without valueFrom.secretKeyRef; take it from the Secret")
+        for message in found
+    )
+
+
+def test_unknown_values_are_skipped_by_the_token_scan() -> None:
+    props = {"data": {"a": UNKNOWN_STRING_VALUE, "b": TOKEN}}
+    message = one_violation(v.validate_hf_token_only_in_secret, CONFIG_MAP, props)
+    assert "at data.b;" in message
+
+
+def test_the_programs_token_env_var_is_one_the_rule_knows() -> None:
+    from serve.serve_config import HF_TOKEN_ENV
+
+    assert HF_TOKEN_ENV in v.HF_TOKEN_ENV_NAMES
+
+
+# --- the pack as the CLI runs it ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    """`python -m pulumi.policy <engine> infra/policy`, exactly what pulumi-analyzer-policy-python runs."""
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:0", str(POLICY_DIR)],
+        cwd=POLICY_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        port = process.stdout.readline().strip() if ready else ""
+        if not port.isdigit():
+            process.kill()
+            _, stderr = process.communicate(timeout=10)
+            pytest.fail(f"the policy pack did not start (printed {port!r}):\n{stderr}")
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            yield analyzer_pb2_grpc.AnalyzerStub(channel)
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def test_pack_serves_every_rule_as_mandatory(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == "llm-serving-policies"
+    assert [policy.name for policy in info.policies] == [rule.name for rule in RULES]
+    mandatory = analyzer_pb2.EnforcementLevel.Value("MANDATORY")
+    assert {policy.enforcementLevel for policy in info.policies} == {mandatory}
+
+
+def test_pack_reports_a_violation_over_grpc(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
+    properties = struct_pb2.Struct()
+    json_format.ParseDict(gpu_pool(nodeConfig__spot=False), properties)
+    response = analyzer.Analyze(
+        analyzer_pb2.AnalyzeRequest(
+            type=NODE_POOL,
+            properties=properties,
+            urn=f"urn:pulumi:dev::llm-serving::{NODE_POOL}::l4",
+            name="l4",
+        )
+    )
+    assert [(d.policyName, d.message.splitlines()[-1]) for d in response.diagnostics] == [
+        ("gpu-pool-tainted-and-spot", "GPU node pool l4 must run on spot VMs (nodeConfig.spot: true)")
+    ]
+
+
+# --- every rule over the real program -----------------------------------------------------------
+
+
+def run_rules(type_: str, name: str, inputs: Mapping[str, Any]) -> list[str]:
+    """Each ResourceValidationPolicy of the pack on one resource, as `policy: message` lines."""
+    found: list[str] = []
+    args = resource_args(type_, inputs, name)
+    for policy in v.policies():
+        assert isinstance(policy, ResourceValidationPolicy)
+
+        def report_violation(message: str, urn: str | None = None, policy_name: str = policy.name) -> None:
+            found.append(f"{policy_name}: {message}")
+
+        policy.validate(args, report_violation)
+    return found
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def registered(request: pytest.FixtureRequest) -> list[Any]:
+    """Every resource the real program registers for a stack, under Pulumi's mock engine."""
+    from infra.testing import run_program
+
+    return list(run_program(request.param).resources)
+
+
+def test_policies_pass_on_real_program(registered: list[Any]) -> None:
+    from infra.testing import TEST_HF_TOKEN
+
+    types = {resource.type_ for resource in registered}
+    # Not a vacuous pass: the resources every rule is about are there, and so is the token.
+    assert {CLUSTER, NODE_POOL, SECRET, RAY_SERVICE} <= types
+    assert v.HF_TOKEN_PATTERN.fullmatch(TEST_HF_TOKEN)
+    assert any(TEST_HF_TOKEN in json.dumps(r.inputs) for r in registered if r.type_ == SECRET)
+    assert gpu_pools(registered), "no GPU node pool registered"
+
+    found = [
+        f"{r.type_} {r.name}: {line}" for r in registered for line in run_rules(r.type_, r.name, r.inputs)
+    ]
+    assert found == []
+
+
+def gpu_pools(resources: list[Any]) -> list[Any]:
+    return [r for r in resources if r.type_ == NODE_POOL and r.inputs["nodeConfig"].get("guestAccelerators")]
+
+
+def set_token_env_by_value(value: Any, token: str) -> int:
+    """Give every HF_TOKEN env var a literal `value` next to its secretKeyRef; returns how many."""
+    count = 0
+    if isinstance(value, dict):
+        if value.get("name") == "HF_TOKEN" and "valueFrom" in value:
+            value["value"] = token
+            count += 1
+        for child in value.values():
+            count += set_token_env_by_value(child, token)
+    elif isinstance(value, list):
+        for child in value:
+            count += set_token_env_by_value(child, token)
+    return count
+
+
+def test_policies_catch_changes_to_the_real_resources(registered: list[Any]) -> None:
+    from infra.testing import TEST_HF_TOKEN
+
+    ray = next(r for r in registered if r.type_ == RAY_SERVICE)
+    leaked = copy.deepcopy(ray.inputs)
+    assert set_token_env_by_value(leaked, TEST_HF_TOKEN) > 0
+    leaked["spec"]["rayClusterConfig"]["headGroupSpec"]["serviceType"] = "LoadBalancer"
+    found = run_rules(RAY_SERVICE, ray.name, leaked)
+    assert any(line.startswith("ray-ports-not-exposed: RayService") for line in found), found
+    assert any(line.startswith("hf-token-only-in-secret:") and "literal" in line for line in found), found
+    assert any("(HF_TOKEN) with `value`" in line for line in found), found
+
+    pool = gpu_pools(registered)[0]
+    on_demand = copy.deepcopy(pool.inputs)
+    on_demand["nodeConfig"]["spot"] = False
+    on_demand["autoscaling"]["totalMinNodeCount"] = 1
+    assert [line.split(":")[0] for line in run_rules(NODE_POOL, pool.name, on_demand)] == [
+        "gpu-pool-tainted-and-spot",
+        "gpu-pool-scales-to-zero",
+    ]
