@@ -7,9 +7,9 @@ from pathlib import Path
 # project's virtualenv install.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pulumi  # noqa: E402
+import pulumi
 
-from infra.program import define_stack  # noqa: E402
+from infra.program import define_stack
 
 for name, value in define_stack().items():
     pulumi.export(name, value)

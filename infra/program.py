@@ -18,7 +18,7 @@ from infra.components.cluster import GkeCluster
 from infra.components.kuberay import KubeRayOperator
 from infra.components.llm_service import LlmService
 from infra.plan import ServingPlan, build_plan
-from infra.plan.ray_service import NAMESPACE, RAY_SERVICE_NAME, PORTS
+from infra.plan.ray_service import NAMESPACE, PORTS, RAY_SERVICE_NAME
 from infra.pulumi_config import REPO_ROOT, hf_token, load_settings
 from infra.settings import StackSettings
 from serve.catalog import DEFAULT_CATALOG, load_catalog

@@ -7,6 +7,7 @@ line of a `pulumi.RunError`: no traceback, nothing created.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,10 +30,9 @@ def engine_config() -> tuple[dict[str, Any], frozenset[str]]:
     config: dict[str, Any] = {}
     for key, value in raw.items():
         if key in _OBJECT_KEYS and isinstance(value, str):
-            try:
+            # A value that is not JSON stays a string; parse_stack_config reports it with its line.
+            with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
-            except json.JSONDecodeError:
-                pass  # parse_stack_config reports the wrong type with its line
         config[key] = value
     secret_keys = {key for key in raw if runtime_config.is_config_secret(key)}
     secret_keys |= set(runtime_config.get_config_secret_keys_env())

@@ -101,7 +101,7 @@ class _RecordingMonitor(mocks.MockMonitor):
         super().__init__(_Mocks())
         self.run = run
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the engine's RPC name
+    def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             self.run.resources.append(

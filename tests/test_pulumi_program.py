@@ -115,9 +115,11 @@ def test_cluster_is_hardened_and_destroyable(run: ProgramRun) -> None:
 
 def test_gpu_pools_are_spot_tainted_and_scale_from_zero(run: ProgramRun) -> None:
     plan = build_plan_for_stack(run.stack, REPO_ROOT)
-    pools = gpu_pools(run)
+    # Registration order follows the engine's callbacks, so pools are paired by their labels.
+    pools = {tuple(sorted(p.inputs["nodeConfig"]["labels"].items())): p for p in gpu_pools(run)}
     assert len(pools) == len(plan.gpu_pools) >= 1
-    for pool, spec in zip(pools, plan.gpu_pools, strict=True):
+    for spec in plan.gpu_pools:
+        pool = pools[tuple(sorted(spec.labels.items()))]
         config = pool.inputs["nodeConfig"]
         assert config["spot"] is True
         assert config["machineType"] == spec.machine.machine_type

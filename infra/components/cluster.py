@@ -192,11 +192,10 @@ class GkeCluster(pulumi.ComponentResource):
                 )
             )
 
-        self.kubeconfig = pulumi.Output.secret(
-            pulumi.Output.all(self.cluster.name, self.cluster.endpoint, self.cluster.master_auth).apply(
-                lambda args: kubeconfig(args[0], args[1], _ca_certificate(args[2]))
-            )
-        )
+        plain_kubeconfig: pulumi.Output[str] = pulumi.Output.all(
+            self.cluster.name, self.cluster.endpoint, self.cluster.master_auth
+        ).apply(lambda args: kubeconfig(args[0], args[1], _ca_certificate(args[2])))
+        self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(plain_kubeconfig)
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
