@@ -10,9 +10,12 @@ Sources (read on PRICES_READ_ON, region PRICES_REGION):
 - compute capability: NVIDIA CUDA GPUs table (T4 7.5, L4 8.9, A100 8.0); bf16 needs
   compute capability >= 8.0, fp8 weights need >= 8.9 (Ada/Hopper) in vLLM;
 - VRAM: what the driver reports as usable (`nvidia-smi` total), in GiB;
-- prices: Compute Engine VM and GPU pricing pages, list prices in USD per hour for the
-  whole node (machine + its attached GPUs), on-demand and spot. Spot prices move; treat
-  them as the order of magnitude the cost estimate is built on, not a quote.
+- prices: list prices in USD per hour for the whole node (machine + its attached GPUs),
+  on-demand and spot, from the Compute Engine VM and GPU pricing pages cross-checked with
+  SkyPilot's GCP catalog (a dump of the Cloud Billing Catalog API). Spot prices move weekly;
+  treat them as the order of magnitude the cost estimate is built on, not a quote. The
+  A100 80GB (a2-ultragpu) spot figures are the least certain: the catalog lists a2-ultragpu
+  VM-only prices, so they are derived at the same spot/on-demand ratio (0.40) as the VM.
 - node allocatable: GKE "Node allocatable" reservation tables (see `allocatable`).
 """
 
@@ -121,7 +124,7 @@ TIERS: Final = MappingProxyType(
                     vcpus=8,
                     memory_gib=30,
                     on_demand_usd_per_hour=0.7300,
-                    spot_usd_per_hour=0.2500,
+                    spot_usd_per_hour=0.2363,
                 ),
                 MachineShape(
                     machine_type="n1-standard-16",
@@ -129,7 +132,7 @@ TIERS: Final = MappingProxyType(
                     vcpus=16,
                     memory_gib=60,
                     on_demand_usd_per_hour=1.4600,
-                    spot_usd_per_hour=0.5000,
+                    spot_usd_per_hour=0.4726,
                 ),
                 MachineShape(
                     machine_type="n1-standard-32",
@@ -137,7 +140,7 @@ TIERS: Final = MappingProxyType(
                     vcpus=32,
                     memory_gib=120,
                     on_demand_usd_per_hour=2.9200,
-                    spot_usd_per_hour=1.0000,
+                    spot_usd_per_hour=0.9452,
                 ),
             ),
             zones_in_price_region=("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"),
@@ -160,7 +163,7 @@ TIERS: Final = MappingProxyType(
                     vcpus=8,
                     memory_gib=32,
                     on_demand_usd_per_hour=0.8536,
-                    spot_usd_per_hour=0.3415,
+                    spot_usd_per_hour=0.3406,
                 ),
                 MachineShape(
                     machine_type="g2-standard-24",
@@ -168,7 +171,7 @@ TIERS: Final = MappingProxyType(
                     vcpus=24,
                     memory_gib=96,
                     on_demand_usd_per_hour=1.9980,
-                    spot_usd_per_hour=0.7992,
+                    spot_usd_per_hour=0.7986,
                 ),
                 MachineShape(
                     machine_type="g2-standard-48",
@@ -176,7 +179,7 @@ TIERS: Final = MappingProxyType(
                     vcpus=48,
                     memory_gib=192,
                     on_demand_usd_per_hour=3.9960,
-                    spot_usd_per_hour=1.5984,
+                    spot_usd_per_hour=1.5972,
                 ),
                 MachineShape(
                     machine_type="g2-standard-96",
@@ -184,7 +187,7 @@ TIERS: Final = MappingProxyType(
                     vcpus=96,
                     memory_gib=384,
                     on_demand_usd_per_hour=7.9920,
-                    spot_usd_per_hour=3.1968,
+                    spot_usd_per_hour=3.1945,
                 ),
             ),
             zones_in_price_region=("us-central1-a", "us-central1-b", "us-central1-c"),
@@ -247,7 +250,7 @@ SYSTEM_MACHINE: Final = MachineShape(
     vcpus=8,
     memory_gib=32,
     on_demand_usd_per_hour=0.2681,
-    spot_usd_per_hour=0.0804,
+    spot_usd_per_hour=0.1072,
 )
 SYSTEM_BOOT_DISK_GIB: Final = 100
 

@@ -288,13 +288,13 @@ def test_cost_matches_a_hand_computation(plans: dict[str, ServingPlan], stack: s
 
 
 def test_cost_in_dollars() -> None:
-    # dev: $0.10 fee + $0.2681 e2-standard-8; at max 2 x $0.25 (n1-standard-8 + T4, spot)
-    # + 2 x $0.3415 (g2-standard-8, spot). prod adds 4 x T4, 6 x L4 and 2 x $4.0550 (a2-ultragpu-2g).
+    # dev: $0.10 fee + $0.2681 e2-standard-8; at max 2 x $0.2363 (n1-standard-8 + T4, spot)
+    # + 2 x $0.3406 (g2-standard-8, spot). prod: 4 x T4, 6 x L4 and 2 x $4.0550 (a2-ultragpu-2g).
     plans = {stack: build_plan_for_stack(stack, REPO_ROOT) for stack in STACKS}
     assert plans["dev"].cost.idle_usd_per_hour == pytest.approx(0.3681)
-    assert plans["dev"].cost.max_usd_per_hour == pytest.approx(0.3681 + 0.50 + 0.683)
+    assert plans["dev"].cost.max_usd_per_hour == pytest.approx(0.3681 + 2 * 0.2363 + 2 * 0.3406)
     assert plans["prod"].cost.idle_usd_per_hour == pytest.approx(0.3681)
-    assert plans["prod"].cost.max_usd_per_hour == pytest.approx(0.3681 + 1.00 + 2.049 + 8.11)
+    assert plans["prod"].cost.max_usd_per_hour == pytest.approx(0.3681 + 4 * 0.2363 + 6 * 0.3406 + 2 * 4.0550)
 
 
 @pytest.mark.parametrize("stack", STACKS)
