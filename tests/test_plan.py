@@ -289,12 +289,12 @@ def test_cost_matches_a_hand_computation(plans: dict[str, ServingPlan], stack: s
 
 def test_cost_in_dollars() -> None:
     # dev: $0.10 fee + $0.2681 e2-standard-8; at max 2 x $0.2363 (n1-standard-8 + T4, spot)
-    # + 2 x $0.3406 (g2-standard-8, spot). prod: 4 x T4, 6 x L4 and 2 x $4.0550 (a2-ultragpu-2g).
+    # + 2 x $0.3406 (g2-standard-8, spot). prod: 4 x T4, 6 x L4 and 4 x $4.0550 (a2-ultragpu-2g).
     plans = {stack: build_plan_for_stack(stack, REPO_ROOT) for stack in STACKS}
     assert plans["dev"].cost.idle_usd_per_hour == pytest.approx(0.3681)
     assert plans["dev"].cost.max_usd_per_hour == pytest.approx(0.3681 + 2 * 0.2363 + 2 * 0.3406)
     assert plans["prod"].cost.idle_usd_per_hour == pytest.approx(0.3681)
-    assert plans["prod"].cost.max_usd_per_hour == pytest.approx(0.3681 + 4 * 0.2363 + 6 * 0.3406 + 2 * 4.0550)
+    assert plans["prod"].cost.max_usd_per_hour == pytest.approx(0.3681 + 4 * 0.2363 + 6 * 0.3406 + 4 * 4.0550)
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -354,6 +354,48 @@ def test_tensor_parallel_model_on_too_small_nodes_is_a_located_error(tmp_path: P
     assert problem.field.endswith("a100.gpusPerNode")
     assert tp2[0].id in problem.message
     assert f"{stack_file}:{line}:" in str(raised.value) and "gpusPerNode" in str(raised.value)
+
+
+def _set_tier_key(tier: str, key: str, value: int) -> Any:
+    def edit(lines: list[str]) -> int:
+        start = next(i for i, text in enumerate(lines) if text.strip() == f"{tier}:")
+        index = next(i for i in range(start, len(lines)) if lines[i].strip().startswith(f"{key}:"))
+        lines[index] = re.sub(rf"{key}: \d+", f"{key}: {value}", lines[index])
+        return index + 1
+
+    return edit
+
+
+def test_a_pool_too_small_for_one_model_at_max_replicas_is_a_located_error(tmp_path: Path) -> None:
+    # prod: maxReplicas 4 x tensor_parallel_size 2 = 8 A100s; 2 nodes x 2 GPUs hold only 4.
+    stack_file, line = _stack_copy(tmp_path, "prod", _set_tier_key("a100", "maxNodes", 2))
+    with pytest.raises(ConfigError) as raised:
+        build_plan_for_stack("prod", tmp_path)
+    (problem,) = raised.value.problems
+    assert (problem.file, problem.line) == (str(stack_file), line)
+    assert problem.field == "config.llm-serving:tiers.a100.maxNodes"
+    assert "need 8 GPUs" in problem.message and "maxNodes to at least 4" in problem.message
+
+
+def test_a_pool_too_small_for_every_warm_replica_is_a_located_error(tmp_path: Path) -> None:
+    # Five T4 models at prod's minReplicas 1 need five T4s at once; prod's 4 T4 nodes cannot hold
+    # them, although each alone fits at maxReplicas 4.
+    _stack_copy(tmp_path, "prod", lambda lines: 0)
+    catalog = yaml.safe_load((REPO_ROOT / "model_catalog.yaml").read_text())
+    t4 = next(model for model in catalog["models"] if model["tier"] == "t4")
+    catalog["models"] += [{**t4, "id": f"{t4['id']}-copy-{n}"} for n in range(4)]
+    (tmp_path / "model_catalog.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
+    with pytest.raises(ConfigError) as raised:
+        build_plan_for_stack("prod", tmp_path)
+    (problem,) = raised.value.problems
+    assert problem.field == "config.llm-serving:tiers.t4.maxNodes"
+    assert "5 t4 model(s) at minReplicas 1 need 5 GPUs" in problem.message
+    assert "maxNodes to at least 5" in problem.message
+
+
+def test_pools_just_big_enough_plan(tmp_path: Path) -> None:
+    _stack_copy(tmp_path, "prod", _set_tier_key("t4", "maxNodes", 4))
+    assert build_plan_for_stack("prod", tmp_path).served_model_ids
 
 
 def test_stack_with_every_tier_disabled_is_an_error(tmp_path: Path) -> None:

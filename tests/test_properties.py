@@ -166,35 +166,51 @@ def catalogs(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def stack_configs(draw: st.DrawFn, catalog: dict[str, Any]) -> dict[str, Any]:
-    """Valid settings for every tier; a tier with models is enabled at least once, and its
-    nodes are big enough for the largest tensor-parallel model on it."""
-    needed: dict[str, int] = {}
+    """Valid settings for every tier; a tier with models is enabled at least once, its nodes are
+    big enough for the largest tensor-parallel model on it, and its pool at maxNodes holds each
+    model at maxReplicas and all of them at minReplicas (the plan's capacity rule)."""
+    widest: dict[str, int] = {}
+    total_tp: dict[str, int] = {}
     for model in catalog["models"]:
         tp = model.get("tensor_parallel_size", 1)
-        needed[model["tier"]] = max(needed.get(model["tier"], 1), tp)
-    must_enable = draw(st.sampled_from(sorted(needed)))
+        widest[model["tier"]] = max(widest.get(model["tier"], 1), tp)
+        total_tp[model["tier"]] = total_tp.get(model["tier"], 0) + tp
+    must_enable = draw(st.sampled_from(sorted(widest)))
+    gpus_per_node = {
+        name: draw(
+            st.sampled_from([n for n in TIERS[name].gpu_counts_per_node if n >= widest.get(name.value, 1)])
+        )
+        for name in TierName
+    }
+    # The largest replica bounds that every tier's biggest possible pool can hold.
+    most_gpus = {name.value: MAX_NODES_PER_TIER * gpus_per_node[name] for name in TierName}
+    max_replicas = draw(
+        st.integers(1, min([MAX_REPLICAS_BOUND, *(most_gpus[t] // widest[t] for t in widest)]))
+    )
+    min_replicas = draw(st.integers(0, min([max_replicas, *(most_gpus[t] // total_tp[t] for t in total_tp)])))
     tiers: dict[str, Any] = {}
     for name in TierName:
         tier = TIERS[name]
         enabled = name.value == must_enable or draw(st.booleans())
-        counts = [n for n in tier.gpu_counts_per_node if n >= needed.get(name.value, 1)]
-        max_nodes = draw(st.integers(1, MAX_NODES_PER_TIER))
+        gpus_needed = max(
+            max_replicas * widest.get(name.value, 0), min_replicas * total_tp.get(name.value, 0), 1
+        )
+        max_nodes = draw(st.integers(-(-gpus_needed // gpus_per_node[name]), MAX_NODES_PER_TIER))
         zones = draw(st.lists(st.sampled_from(tier.zones_in_price_region), min_size=1, unique=True))
         tiers[name.value] = {
             "enabled": enabled,
             "spot": draw(st.booleans()),
-            "gpusPerNode": draw(st.sampled_from(counts)),
+            "gpusPerNode": gpus_per_node[name],
             "minNodes": draw(st.integers(0, max_nodes)),
             "maxNodes": max_nodes,
             "zones": zones,
         }
-    max_replicas = draw(st.integers(1, MAX_REPLICAS_BOUND))
     max_ongoing = draw(st.integers(1, 4096))
     config: dict[str, Any] = {
         "gcp:region": PRICES_REGION,
         "llm-serving:tiers": tiers,
         "llm-serving:autoscaling": {
-            "minReplicas": draw(st.integers(0, max_replicas)),
+            "minReplicas": min_replicas,
             "maxReplicas": max_replicas,
             "targetOngoingRequests": draw(st.integers(1, min(max_ongoing, 1024)) | st.just(0.5)),
             "maxOngoingRequests": max_ongoing,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from infra.plan.cost import CostEstimate, estimate_cost
 from infra.plan.node_pools import NodePoolSpec, gpu_pool, system_pool
 from infra.plan.ray_service import RAY_POD_ENV, env_config_map_name, ray_service_spec
-from infra.settings import TIERS_KEY, StackSettings, load_stack
+from infra.settings import AUTOSCALING_KEY, TIERS_KEY, StackSettings, load_stack
 from serve.catalog import DEFAULT_CATALOG, Catalog, ModelEntry, load_catalog
 from serve.memory import MemoryBudget
 from serve.problems import ConfigError, Problem
@@ -84,6 +84,7 @@ def _cross_problems(catalog: Catalog, settings: StackSettings, served: list[Mode
                     f"{model.tensor_parallel_size} or disable the tier",
                 )
             )
+    problems += _capacity_problems(settings, served)
     if not served:
         tiers = sorted({m.tier.value for m in catalog.models})
         problems.append(
@@ -92,6 +93,50 @@ def _cross_problems(catalog: Catalog, settings: StackSettings, served: list[Mode
                 f"no catalog model is served: enable a tier that has models ({', '.join(tiers)})",
             )
         )
+    return problems
+
+
+def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> list[Problem]:
+    """A tier's pool at maxNodes must be able to hold what the autoscaling settings promise.
+
+    Two rules, both about GPUs (a necessary condition: mixed tensor-parallel sizes can still
+    fragment nodes, but this is what a person can check by hand):
+    - every model on the tier at minReplicas at once: otherwise the Serve application never
+      becomes RUNNING, because some always-on replica can never be placed;
+    - each model alone at maxReplicas: otherwise its upper replicas stay pending forever and the
+      plan's replica range and cost at max are fiction. Models that scale to zero share the pool,
+      so they need not all fit at maxReplicas together.
+    """
+    problems: list[Problem] = []
+    scaling = settings.autoscaling
+    for tier in settings.enabled_tiers():
+        on_tier = [model for model in served if model.tier == tier]
+        if not on_tier:
+            continue
+        pool = settings.tiers[tier]
+        available = pool.max_nodes * pool.gpus_per_node
+        widest = max(on_tier, key=lambda model: model.tensor_parallel_size)
+        if widest.tensor_parallel_size > pool.gpus_per_node:
+            continue  # reported against gpusPerNode already
+        at_max = scaling.max_replicas * widest.tensor_parallel_size
+        at_min = sum(scaling.min_replicas * model.tensor_parallel_size for model in on_tier)
+        for needed, what in (
+            (
+                at_max,
+                f"{widest.id} at maxReplicas {scaling.max_replicas} x {widest.tensor_parallel_size} GPUs",
+            ),
+            (at_min, f"the {len(on_tier)} {tier.value} model(s) at minReplicas {scaling.min_replicas}"),
+        ):
+            if needed > available:
+                problems.append(
+                    settings.problem(
+                        (TIERS_KEY, tier.value, "maxNodes"),
+                        f"{what} need {needed} GPUs but maxNodes {pool.max_nodes} x gpusPerNode "
+                        f"{pool.gpus_per_node} gives {available}; set maxNodes to at least "
+                        f"{-(-needed // pool.gpus_per_node)} or lower {AUTOSCALING_KEY} replicas",
+                    )
+                )
+                break
     return problems
 
 
