@@ -194,6 +194,7 @@ def test_operator_release_is_pinned_on_the_system_pool(run: ProgramRun) -> None:
 
     release = run.one(RELEASE).inputs
     assert release["chart"] == KUBERAY_CHART and release["version"] == KUBERAY_VERSION
+    assert release["name"] == "kuberay-operator", "a fixed Helm release name, no random suffix"
     assert release["values"]["nodeSelector"] == {"llm-serving/pool": "system"}
 
 

@@ -27,6 +27,9 @@ class KubeRayOperator(pulumi.ComponentResource):
         super().__init__("llm-serving:infra:KubeRayOperator", name, None, opts)
         self.release = k8s.helm.v3.Release(
             name,
+            # A fixed release name (Pulumi would add a random suffix): `helm list`, the operator's
+            # Deployment name and the docs all say kuberay-operator.
+            name=KUBERAY_CHART,
             chart=KUBERAY_CHART,
             version=KUBERAY_VERSION,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=KUBERAY_CHART_REPO),
