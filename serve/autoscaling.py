@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 MAX_REPLICAS_BOUND = 64
@@ -26,19 +26,29 @@ class ReplicaAutoscaling(CamelStrict):
     upscale_delay_seconds: Annotated[float, Field(ge=0, le=3600)]
     downscale_delay_seconds: Annotated[float, Field(ge=0, le=86400)]
 
-    @model_validator(mode="after")
-    def _ordered(self) -> ReplicaAutoscaling:
-        if self.min_replicas > self.max_replicas:
+    # Field validators on the second key of each pair, so the error names that key and its line
+    # (a model validator could only point at the whole block).
+    @field_validator("max_replicas")
+    @classmethod
+    def _replicas_ordered(cls, max_replicas: int, info: ValidationInfo) -> int:
+        min_replicas = info.data.get("min_replicas")
+        if min_replicas is not None and min_replicas > max_replicas:
             raise ValueError(
-                f"minReplicas {self.min_replicas} is above maxReplicas {self.max_replicas}; "
+                f"maxReplicas {max_replicas} is below minReplicas {min_replicas}; "
                 "make minReplicas <= maxReplicas"
             )
-        if self.target_ongoing_requests > self.max_ongoing_requests:
+        return max_replicas
+
+    @field_validator("max_ongoing_requests")
+    @classmethod
+    def _target_reachable(cls, max_ongoing: int, info: ValidationInfo) -> int:
+        target = info.data.get("target_ongoing_requests")
+        if target is not None and target > max_ongoing:
             raise ValueError(
-                f"targetOngoingRequests {self.target_ongoing_requests:g} is above maxOngoingRequests "
-                f"{self.max_ongoing_requests}; a replica could never reach its target"
+                f"maxOngoingRequests {max_ongoing} is below targetOngoingRequests {target:g}; "
+                "a replica could never reach its target"
             )
-        return self
+        return max_ongoing
 
     def serve_deployment_config(self) -> dict[str, Any]:
         """Ray Serve deployment options (`deployment_config` of an LLM config)."""

@@ -934,7 +934,12 @@ STACK_CASES: list[Case] = [
     S(
         "stack-min-above-max-replicas",
         scaling("minReplicas", "minReplicas: 3"),
-        E(SCALING, "minReplicas 3 is above maxReplicas 2", "minReplicas <= maxReplicas", at="autoscaling:"),
+        E(
+            f"{SCALING}.maxReplicas",
+            "maxReplicas 2 is below minReplicas 3",
+            "minReplicas <= maxReplicas",
+            at="maxReplicas: 2",
+        ),
     ),
     S(
         "stack-zero-max-replicas",
@@ -959,7 +964,11 @@ STACK_CASES: list[Case] = [
     S(
         "stack-target-above-max-ongoing",
         scaling("targetOngoingRequests", "targetOngoingRequests: 64"),
-        E(SCALING, "targetOngoingRequests 64 is above maxOngoingRequests 32", at="autoscaling:"),
+        E(
+            f"{SCALING}.maxOngoingRequests",
+            "maxOngoingRequests 32 is below targetOngoingRequests 64",
+            at="maxOngoingRequests: 32",
+        ),
     ),
     S(
         "stack-negative-delay",
