@@ -54,7 +54,11 @@ def load_settings(stack: str | None = None, root: Path = REPO_ROOT) -> StackSett
     file = path.name if path.exists() else f"Pulumi.{stack}.yaml (engine config)"
     try:
         file_config, lines = _stack_file_lines(path)
-        config, secret_keys = engine_config()
+        engine_values, secret_keys = engine_config()
+        # Under `pulumi up` the engine passes every key of the stack file, so the file adds
+        # nothing; a harness or automation that passes only some keys still gets the stack's
+        # tiers and autoscaling from the file, and its own values win.
+        config = {**file_config, **engine_values}
         # A token the engine holds as a secret but the file has in plain text is still a
         # leak in git: judge the file's own value, not the decrypted one.
         file_token = file_config.get(HF_TOKEN_KEY)

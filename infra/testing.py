@@ -91,9 +91,10 @@ class _Mocks(mocks.Mocks):
         return f"{args.name}-id", _mock_state(args.typ, args.name, args.inputs)
 
     def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        # An empty failure list, not None: pulumi's MockMonitor iterates it.
         if args.token == "gcp:organizations/getProject:getProject":
-            return {"projectId": TEST_GCP_PROJECT, "number": "123456789"}, None
-        return {}, None
+            return {"projectId": TEST_GCP_PROJECT, "number": "123456789"}, []
+        return {}, []
 
 
 class _RecordingMonitor(mocks.MockMonitor):

@@ -482,3 +482,15 @@ def test_plain_text_token_in_the_stack_file_is_refused(tmp_path: Path) -> None:
         run_program("dev", config=stack_config("dev", root), root=root)
     assert "pulumi config set --secret llm-serving:hfToken <token> -s dev" in str(raised.value)
     assert TEST_HF_TOKEN not in str(raised.value)
+
+
+def test_keys_the_engine_does_not_pass_come_from_the_stack_file(runs: dict[str, ProgramRun]) -> None:
+    # Automation API or another harness may pass only the secret; the stack file supplies the rest.
+    partial = run_program(
+        "dev", config={"llm-serving:hfToken": TEST_HF_TOKEN}, secret_keys=["llm-serving:hfToken"]
+    )
+    full = runs["dev"]
+    assert sorted((r.type_, r.name) for r in partial.resources) == sorted(
+        (r.type_, r.name) for r in full.resources
+    )
+    assert partial.one(RAY_SERVICE).inputs == full.one(RAY_SERVICE).inputs
