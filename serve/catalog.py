@@ -192,7 +192,7 @@ def _fit_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
         found.append(
             (
                 ("tensor_parallel_size",),
-                f"{tp} is not a GPU count a {tier.name} node offers; "
+                f"{tp} is not a GPU count {tier.name} nodes offer; "
                 f"use one of {list(tier.gpu_counts_per_node)}",
             )
         )
