@@ -32,12 +32,21 @@ def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, 
     }
     if model.quantization is not None:
         engine_kwargs["quantization"] = model.quantization
-    return {
+    config: dict[str, Any] = {
         "model_loading_config": {"model_id": model.id, "model_source": model.source},
         "accelerator_type": model.gpu_tier.ray_accelerator_type,
         "engine_kwargs": engine_kwargs,
         "deployment_config": autoscaling.serve_deployment_config(),
     }
+    if model.tensor_parallel_size > 1:
+        # Tensor-parallel ranks exchange activations on every layer: keep them on one node.
+        # Ray's default, PACK, would split a replica across two nodes that each have a free GPU.
+        # Ray adds the accelerator_type hint to each bundle itself.
+        config["placement_group_config"] = {
+            "bundles": [{"GPU": 1} for _ in range(model.tensor_parallel_size)],
+            "strategy": "STRICT_PACK",
+        }
+    return config
 
 
 def serve_config(models: Sequence[ModelEntry], autoscaling: ReplicaAutoscaling) -> dict[str, Any]:

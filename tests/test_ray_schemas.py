@@ -246,3 +246,24 @@ def test_builder_args_reject_duplicate_model_ids(plans: dict[str, ServingPlan]) 
     config = _one_config(plans)
     with pytest.raises(pydantic.ValidationError, match="Duplicate models"):
         ray_llm_builder.LLMServingArgs.model_validate({"llm_configs": [config, copy.deepcopy(config)]})
+
+
+def test_tensor_parallel_replicas_stay_on_one_node(plans: dict[str, Any]) -> None:
+    """A TP>1 replica's placement group is STRICT_PACK, as Ray's engine config reads it."""
+    tensor_parallel = [
+        raw
+        for plan in plans.values()
+        for raw in plan.llm_configs
+        if raw["engine_kwargs"]["tensor_parallel_size"] > 1
+    ]
+    assert tensor_parallel, "the shipped catalog has a tensor-parallel model"
+    for raw in tensor_parallel:
+        engine = LLMConfig(**copy.deepcopy(raw)).get_engine_config()
+        tp = raw["engine_kwargs"]["tensor_parallel_size"]
+        assert engine.placement_strategy == "STRICT_PACK"
+        accelerator = f"accelerator_type:{raw['accelerator_type']}"
+        assert engine.placement_bundles == [{"GPU": 1, accelerator: 0.001}] * tp
+    for plan in plans.values():
+        for raw in plan.llm_configs:
+            if raw["engine_kwargs"]["tensor_parallel_size"] == 1:
+                assert "placement_group_config" not in raw, "single-GPU replicas keep Ray's default"
