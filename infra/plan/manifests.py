@@ -245,7 +245,7 @@ def _kubernetes_document(inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _helm_release_document(resource: RegisteredResource, inputs: dict[str, Any]) -> dict[str, Any]:
-    release_name = inputs.get("name") or f"<autonamed by Pulumi: {resource.name}-XXXXXXXX>"
+    release_name = inputs.get("name") or f"<autonamed by Pulumi: {resource.name}-<random suffix>>"
     spec: dict[str, Any] = {
         "chart": inputs.get("chart"),
         "version": inputs.get("version"),
@@ -330,7 +330,7 @@ def build_manifests(
             document = _kubernetes_document(inputs)
             kind = str(document.get("kind") or resource.type_.rsplit(":", 1)[-1])
             metadata = document.get("metadata") or {}
-            name = str(metadata.get("name") or f"<autonamed by Pulumi: {resource.name}-XXXXXXXX>")
+            name = str(metadata.get("name") or f"<autonamed by Pulumi: {resource.name}-<random suffix>>")
             manifests.append(Manifest("kubernetes", kind, name, resource, document, comments))
         else:
             kind = resource.type_.rsplit(":", 1)[-1]
