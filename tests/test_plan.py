@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -269,13 +270,22 @@ def test_model_change_touches_only_serve_config(
 
 
 def _hand_cost(stack: str) -> tuple[float, float]:
-    """From the stack file and serve.tiers' price table: fee + on-demand system node + spot GPU nodes."""
+    """From the stack file, the catalog and serve.tiers' price table: fee + on-demand system node +
+    GPU nodes; at idle a pool runs minNodes or the nodes its models' warm replicas need."""
+    config = stack_yaml(stack)
+    min_replicas = config["llm-serving:autoscaling"]["minReplicas"]
+    catalog = yaml.safe_load((REPO_ROOT / "model_catalog.yaml").read_text())["models"]
     idle = maximum = GKE_CLUSTER_FEE_USD_PER_HOUR + SYSTEM_MACHINE.on_demand_usd_per_hour
-    for name, tier in stack_yaml(stack)["llm-serving:tiers"].items():
+    for name, tier in config["llm-serving:tiers"].items():
         if tier["enabled"]:
             machine = TIERS[TierName(name)].machine_for(tier["gpusPerNode"])
             price = machine.spot_usd_per_hour if tier["spot"] else machine.on_demand_usd_per_hour
-            idle += price * tier["minNodes"]
+            warm_gpus = sum(
+                min_replicas * model.get("tensor_parallel_size", 1)
+                for model in catalog
+                if model["tier"] == name
+            )
+            idle += price * max(tier["minNodes"], math.ceil(warm_gpus / tier["gpusPerNode"]))
             maximum += price * tier["maxNodes"]
     return idle, maximum
 
@@ -293,7 +303,8 @@ def test_cost_in_dollars() -> None:
     plans = {stack: build_plan_for_stack(stack, REPO_ROOT) for stack in STACKS}
     assert plans["dev"].cost.idle_usd_per_hour == pytest.approx(0.3681)
     assert plans["dev"].cost.max_usd_per_hour == pytest.approx(0.3681 + 2 * 0.2363 + 2 * 0.3406)
-    assert plans["prod"].cost.idle_usd_per_hour == pytest.approx(0.3681)
+    # prod keeps one warm replica per model: one node of each GPU tier runs at idle.
+    assert plans["prod"].cost.idle_usd_per_hour == pytest.approx(0.3681 + 0.2363 + 0.3406 + 4.0550)
     assert plans["prod"].cost.max_usd_per_hour == pytest.approx(0.3681 + 4 * 0.2363 + 6 * 0.3406 + 4 * 4.0550)
 
 
@@ -303,7 +314,14 @@ def test_cost_lines_cover_fee_and_every_pool(plans: dict[str, ServingPlan], stac
     lines = plan.cost.lines
     assert len(lines) == 1 + len(plan.node_pools)
     for line, pool in zip(lines[1:], plan.node_pools, strict=True):
-        assert (line.units_idle, line.units_max) == (pool.min_nodes, pool.max_nodes)
+        warm_gpus = sum(
+            plan.settings.autoscaling.min_replicas * model.tensor_parallel_size
+            for model in plan.served
+            if pool.tier is not None and model.tier == pool.tier
+        )
+        nodes_for_warm_replicas = -(-warm_gpus // max(pool.accelerator_count, 1))
+        assert line.units_idle == max(pool.min_nodes, nodes_for_warm_replicas)
+        assert line.units_max == pool.max_nodes
         assert line.usd_per_unit_hour == pool.machine.usd_per_hour(spot=pool.spot)
 
 

@@ -186,7 +186,17 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
         ray_service_spec=ray_service_spec(document, system, gpu_pools),
         env_config_map_name=env_config_map_name(),
         env_config_map_data=dict(RAY_POD_ENV),
-        cost=estimate_cost((system, *gpu_pools)),
+        cost=estimate_cost(
+            (system, *gpu_pools),
+            warm_gpus={
+                pool.name: sum(
+                    scaling.min_replicas * model.tensor_parallel_size
+                    for model in served
+                    if model.tier == pool.tier
+                )
+                for pool in gpu_pools
+            },
+        ),
     )
 
 

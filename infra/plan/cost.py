@@ -1,8 +1,13 @@
-"""Hourly cost of a stack at idle (GPU pools at their minimum) and at max (every pool full)."""
+"""Hourly cost of a stack at idle and at max (every pool full).
+
+Idle means no traffic: each pool runs its minNodes, or as many nodes as the models' warm
+replicas (minReplicas) need, whichever is more. A stack whose models keep a warm replica pays
+for that GPU node around the clock, and the estimate says so.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
@@ -43,7 +48,15 @@ class CostEstimate(BaseModel):
         return round(sum(line.max_usd_per_hour for line in self.lines), 4)
 
 
-def estimate_cost(pools: Sequence[NodePoolSpec]) -> CostEstimate:
+def idle_nodes(pool: NodePoolSpec, warm_gpus: int) -> int:
+    """Nodes a pool runs with no traffic: its minimum, or what `warm_gpus` GPUs need."""
+    per_node = max(pool.accelerator_count, 1)
+    return min(pool.max_nodes, max(pool.min_nodes, -(-warm_gpus // per_node)))
+
+
+def estimate_cost(pools: Sequence[NodePoolSpec], warm_gpus: Mapping[str, int] | None = None) -> CostEstimate:
+    """`warm_gpus`: per pool name, the GPUs the warm replicas (minReplicas) hold at idle."""
+    warm = warm_gpus or {}
     lines = [
         CostLine(
             item="GKE cluster fee", usd_per_unit_hour=GKE_CLUSTER_FEE_USD_PER_HOUR, units_idle=1, units_max=1
@@ -55,7 +68,7 @@ def estimate_cost(pools: Sequence[NodePoolSpec]) -> CostEstimate:
             CostLine(
                 item=f"{pool.name}: {pool.machine.machine_type} ({pricing})",
                 usd_per_unit_hour=pool.usd_per_node_hour,
-                units_idle=pool.min_nodes,
+                units_idle=idle_nodes(pool, warm.get(pool.name, 0)),
                 units_max=pool.max_nodes,
             )
         )
