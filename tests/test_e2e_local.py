@@ -30,6 +30,9 @@ from infra.plan import build_plan_for_stack
 pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT_S = 900.0
+# The tiny model's weights are random: it may sample its end-of-text token first and answer
+# nothing. vLLM's `min_tokens` holds stop tokens back for a few tokens, so content is never empty.
+NON_EMPTY = {"min_tokens": 4}
 SHUTDOWN_TIMEOUT_S = 180.0
 MARKER_ENV = "LLM_SERVING_E2E_MARKER"
 READY_LINE = re.compile(r"^Serving (?P<models>.+) at (?P<url>http://\S+/v1) \(OpenAI API\)$")
@@ -150,13 +153,16 @@ def test_chat_completion_for_every_served_model(serve_local: ServeLocal, dev_mod
     client = serve_local.client()
     for model in dev_models:
         reply = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=16
+            model=model,
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=16,
+            extra_body=NON_EMPTY,
         )
         assert reply.model == model
         assert reply.choices[0].message.content, f"{model}: empty content"
         assert reply.usage is not None
         assert reply.usage.prompt_tokens > 0
-        assert 0 < reply.usage.completion_tokens <= 16
+        assert 4 <= reply.usage.completion_tokens <= 16
         assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
@@ -171,6 +177,7 @@ def test_streamed_chat_completion_for_every_served_model(
             max_tokens=16,
             stream=True,
             stream_options={"include_usage": True},
+            extra_body=NON_EMPTY,
         )
         pieces, usage, chunks = [], None, 0
         for chunk in stream:
