@@ -1,54 +1,57 @@
-"""A RayService checked against KubeRay v1.7.0's own CRD: `validate_ray_service(obj) -> list[str]`.
+"""KubeRay v1.7.0's own CRDs as JSON Schema: `crd_errors(kind, obj)`, `validate_ray_service(obj)`.
 
-The CRD's `openAPIV3Schema` is a Kubernetes structural schema. The API server *prunes*
-fields it does not declare instead of refusing them, so a misspelt field would vanish
-silently on `kubectl apply`. The conversion to JSON Schema (Draft 7) below refuses them:
+A CRD's `openAPIV3Schema` is a Kubernetes *structural* schema, not plain JSON Schema. The
+API server prunes every field a structural schema does not declare, so a misspelt field
+(`workerGroupSpec` for `workerGroupSpecs`) is not an error on `kubectl apply`: it silently
+disappears. `structural_to_json_schema` turns the structural schema into a JSON Schema
+(Draft 7) that rejects such fields instead:
 
-- `properties` listed and no `x-kubernetes-preserve-unknown-fields: true` ->
-  `additionalProperties: false`;
-- `additionalProperties: <schema>` (a map) is kept; `x-kubernetes-preserve-unknown-fields`
-  leaves the object open;
-- `x-kubernetes-int-or-string: true` -> `anyOf: [integer, string]` (the string branch keeps
-  `pattern`/length constraints);
-- `nullable: true` adds `null`; `format: int32/int64` become integer ranges;
-- annotations (`description`, `default`, list/map types) are dropped and CEL rules
-  (`x-kubernetes-validations`) cannot be evaluated here; any other keyword raises, so a
-  constraint is never ignored silently.
+- an object with `properties` (or with neither `properties` nor `additionalProperties`) and
+  without `x-kubernetes-preserve-unknown-fields: true` gets `additionalProperties: false`:
+  exactly the fields the API server would prune are the ones rejected;
+- an object with `additionalProperties: <schema>` is a map and keeps it;
+- `x-kubernetes-preserve-unknown-fields: true` leaves unknown fields allowed;
+- `x-kubernetes-int-or-string: true` becomes `anyOf: [integer, string]` (the string branch
+  keeps the string constraints such as the quantity `pattern`), since the structural form
+  carries no `type`;
+- `nullable: true` adds `"null"` to the type;
+- `format: int32/int64` become the integer ranges; other formats are not checked;
+- annotations without validation meaning (`description`, `default`, `x-kubernetes-list-type`,
+  `-list-map-keys`, `-map-type`) are dropped;
+- `x-kubernetes-validations` (CEL rules) cannot be evaluated here: their paths are collected
+  and the tests assert the plan sets none of those fields;
+- any other keyword raises, so the converter never silently ignores a constraint.
 
-The root `metadata` is a bare `type: object` in the CRD (the API server checks ObjectMeta
-itself); it is replaced by a small ObjectMeta schema (name and namespace required, DNS names).
+OpenAPI v3.0 schema objects differ from Draft 7 only in keywords these CRDs do not use
+(boolean `exclusiveMinimum`/`exclusiveMaximum`, which the converter refuses), so Draft 7
+validation of the converted schema means what the API server means.
 
-The CRD is read from `../shared/kuberay-v1.7.0/crds/ray.io_rayservices.yaml` next to the repo;
-if it is missing the calling test fails (never skips).
+The root `metadata` is `type: object` with no properties in every CRD (the API server
+validates ObjectMeta itself); it is replaced by a small ObjectMeta schema.
+
+The CRDs are read from `../shared/kuberay-v1.7.0/crds/` next to the repo (`conftest.kuberay_dir`);
+if they are missing the calling test fails (never skips).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
-from pathlib import Path
 from typing import Any, Final
 
 import jsonschema
 import pytest
 import yaml
+from conftest import kuberay_dir
 
-CRD_PATH: Final = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "kuberay-v1.7.0"
-    / "crds"
-    / "ray.io_rayservices.yaml"
-)
-_ANNOTATIONS: Final = frozenset(
+_DROPPED: Final = frozenset(
     {
         "description",
         "default",
-        "example",
         "x-kubernetes-list-type",
         "x-kubernetes-list-map-keys",
         "x-kubernetes-map-type",
-        "x-kubernetes-validations",
-        "x-kubernetes-embedded-resource",
+        "example",
     }
 )
 _COPIED: Final = frozenset(
@@ -65,7 +68,7 @@ _COPIED: Final = frozenset(
         "maxItems",
     }
 )
-_STRUCTURE: Final = frozenset(
+_HANDLED: Final = frozenset(
     {
         "properties",
         "additionalProperties",
@@ -78,17 +81,17 @@ _STRUCTURE: Final = frozenset(
         "format",
         "x-kubernetes-int-or-string",
         "x-kubernetes-preserve-unknown-fields",
+        "x-kubernetes-validations",
     }
 )
-_STRING_CONSTRAINTS: Final = ("pattern", "minLength", "maxLength", "enum")
+_STRING_KEYWORDS: Final = ("pattern", "minLength", "maxLength", "enum")
 _INT_RANGES: Final = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
-_DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-_DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-OBJECT_META: Final = {
+_DNS_1123_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+OBJECT_META_SCHEMA: Final = {
     "type": "object",
     "properties": {
-        "name": {"type": "string", "maxLength": 253, "pattern": _DNS_SUBDOMAIN},
-        "namespace": {"type": "string", "maxLength": 63, "pattern": _DNS_LABEL},
+        "name": {"type": "string", "maxLength": 253, "pattern": _DNS_1123_SUBDOMAIN},
+        "namespace": {"type": "string", "maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
     },
@@ -96,40 +99,48 @@ OBJECT_META: Final = {
 }
 
 
-def structural_to_json_schema(node: dict[str, Any], path: str = "") -> dict[str, Any]:
-    """Draft 7 JSON Schema accepting what the structural schema keeps and refusing what it prunes."""
-    unknown = set(node) - _ANNOTATIONS - _COPIED - _STRUCTURE
+def structural_to_json_schema(
+    node: dict[str, Any], path: str = "", cel: list[str] | None = None
+) -> dict[str, Any]:
+    """A Draft 7 JSON Schema that accepts what the structural schema keeps and rejects what it prunes.
+
+    `cel` collects the paths that carry `x-kubernetes-validations` rules (not evaluated here).
+    """
+    unknown = set(node) - _DROPPED - _COPIED - _HANDLED
     if unknown:
         raise ValueError(f"{path or '(root)'}: unsupported schema keywords {sorted(unknown)}")
+    if "x-kubernetes-validations" in node and cel is not None:
+        cel.append(path or "(root)")
+
     if node.get("x-kubernetes-int-or-string"):
         string: dict[str, Any] = {"type": "string"}
-        string.update({key: node[key] for key in _STRING_CONSTRAINTS if key in node})
+        string.update({key: node[key] for key in _STRING_KEYWORDS if key in node})
         return {"anyOf": [{"type": "integer"}, string]}
 
-    out: dict[str, Any] = {key: node[key] for key in _COPIED if key in node}
-    if node.get("type") == "integer" and node.get("format") in _INT_RANGES:
-        low, high = _INT_RANGES[node["format"]]
-        out.setdefault("minimum", low)
-        out.setdefault("maximum", high)
+    out: dict[str, Any] = {key: copy.deepcopy(node[key]) for key in _COPIED if key in node}
+    if node.get("format") in _INT_RANGES and node.get("type") == "integer":
+        out["minimum"], out["maximum"] = _INT_RANGES[node["format"]]
     for key in ("anyOf", "allOf", "oneOf"):
         if key in node:
-            out[key] = [structural_to_json_schema(item, f"{path}<{key}>") for item in node[key]]
+            out[key] = [structural_to_json_schema(item, f"{path}<{key}>", cel) for item in node[key]]
     if "not" in node:
-        out["not"] = structural_to_json_schema(node["not"], f"{path}<not>")
+        out["not"] = structural_to_json_schema(node["not"], f"{path}<not>", cel)
     if "items" in node:
-        out["items"] = structural_to_json_schema(node["items"], f"{path}[]")
-    if "properties" in node:
+        out["items"] = structural_to_json_schema(node["items"], f"{path}[]", cel)
+
+    if node.get("type") == "object" or "properties" in node:
         out["properties"] = {
-            name: structural_to_json_schema(child, f"{path}.{name}")
-            for name, child in node["properties"].items()
+            name: structural_to_json_schema(child, f"{path}.{name}", cel)
+            for name, child in node.get("properties", {}).items()
         }
-    extra = node.get("additionalProperties")
-    if isinstance(extra, dict):
-        out["additionalProperties"] = structural_to_json_schema(extra, f"{path}{{*}}")
-    elif isinstance(extra, bool):
-        out["additionalProperties"] = extra
-    elif "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
-        out["additionalProperties"] = False  # the API server would prune it: refuse it instead
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            out["additionalProperties"] = structural_to_json_schema(extra, f"{path}{{*}}", cel)
+        elif isinstance(extra, bool):
+            out["additionalProperties"] = extra
+        elif not node.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False  # the API server would prune it: reject it instead
+
     if node.get("nullable"):
         if "type" in out:
             out["type"] = [out["type"], "null"]
@@ -139,36 +150,44 @@ def structural_to_json_schema(node: dict[str, Any], path: str = "") -> dict[str,
 
 
 @functools.cache
-def ray_service_json_schema() -> dict[str, Any]:
-    """JSON Schema of the RayService CRD's served storage version (v1)."""
-    if not CRD_PATH.is_file():
-        pytest.fail(f"{CRD_PATH} is missing: the KubeRay v1.7.0 CRDs must be in ../shared next to the repo")
+def crd_json_schema(kind: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """JSON Schema of the served storage version (v1) of a KubeRay CRD, and its CEL-rule paths."""
+    plural = {"RayService": "rayservices", "RayCluster": "rayclusters"}[kind]
+    path = kuberay_dir() / "crds" / f"ray.io_{plural}.yaml"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: the KubeRay v1.7.0 CRDs must be in ../shared")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    crd = yaml.load(CRD_PATH.read_text(encoding="utf-8"), Loader=loader)
-    assert crd["spec"]["names"]["kind"] == "RayService"
+    crd = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+    assert crd["spec"]["names"]["kind"] == kind
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     assert version["served"] and version["storage"]
-    schema = structural_to_json_schema(version["schema"]["openAPIV3Schema"])
-    schema["properties"]["metadata"] = OBJECT_META
+    structural = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+    assert structural["properties"]["metadata"] == {"type": "object"}
+    structural["properties"]["metadata"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    cel: list[str] = []
+    schema = structural_to_json_schema(structural, cel=cel)
+    schema["properties"]["metadata"] = OBJECT_META_SCHEMA
     schema["properties"]["apiVersion"] = {"const": "ray.io/v1"}
-    schema["properties"]["kind"] = {"const": "RayService"}
+    schema["properties"]["kind"] = {"const": kind}
     schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata", "spec"})
     schema["$schema"] = "http://json-schema.org/draft-07/schema#"
     jsonschema.Draft7Validator.check_schema(schema)
-    return schema
+    return schema, tuple(cel)
 
 
 @functools.cache
-def _validator() -> jsonschema.Draft7Validator:
-    return jsonschema.Draft7Validator(ray_service_json_schema())
+def _validator(kind: str) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(crd_json_schema(kind)[0])
+
+
+def crd_errors(kind: str, document: dict[str, Any]) -> list[str]:
+    """One `path: message` string per way `document` breaks the `kind` CRD, sorted; [] if valid."""
+    return sorted(
+        f"{'.'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
+        for error in _validator(kind).iter_errors(document)
+    )
 
 
 def validate_ray_service(obj: dict[str, Any]) -> list[str]:
-    """Every way `obj` (a whole RayService: apiVersion, kind, metadata, spec) breaks the v1.7.0 CRD.
-
-    One `path: message` string per error, sorted; an empty list means valid.
-    """
-    return sorted(
-        f"{'.'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
-        for error in _validator().iter_errors(obj)
-    )
+    """Every way a whole RayService (apiVersion, kind, metadata, spec) breaks the v1.7.0 CRD."""
+    return crd_errors("RayService", obj)

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pulumi
 import pytest
 import yaml
-from conftest import REPO_ROOT, STACKS, kuberay_dir
+from conftest import REPO_ROOT, STACKS
+from kuberay_schema import validate_ray_service
 
 from infra.plan import ServingPlan, build_plan_for_stack
 from infra.plan import __main__ as cli
@@ -183,56 +182,6 @@ def test_encrypted_token_is_reported_as_set(tmp_path: Path) -> None:
 # --- the written manifests ----------------------------------------------------------------
 
 
-@functools.cache
-def _crd_schema(path: Path) -> dict[str, Any]:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    crd = yaml.load(path.read_text(), Loader=loader)
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
-    jsonschema.Draft7Validator.check_schema(schema)
-    return schema
-
-
-def ray_service_schema() -> dict[str, Any]:
-    """The v1 schema of KubeRay v1.7.0's RayService CRD (fails, never skips, without ../shared)."""
-    return _crd_schema(kuberay_dir() / "crds" / "ray.io_rayservices.yaml")
-
-
-def ray_service_crd_problems(obj: Mapping[str, Any]) -> list[str]:
-    """Validate against the KubeRay v1.7.0 RayService CRD's v1 openAPIV3Schema.
-
-    jsonschema checks types, enums, required fields and formats; the walk below adds what the
-    API server's strict field validation adds: a field the schema does not declare is an error
-    (a structural schema would otherwise prune it silently).
-    """
-    schema = ray_service_schema()
-    validator = jsonschema.Draft7Validator(schema)
-    problems = [
-        f"{'.'.join(map(str, error.absolute_path)) or '(object)'}: {error.message}"
-        for error in validator.iter_errors(obj)
-    ]
-
-    def unknown_fields(value: Any, node: Mapping[str, Any], where: str) -> None:
-        if node.get("x-kubernetes-preserve-unknown-fields"):
-            return
-        if isinstance(value, Mapping):
-            properties = node.get("properties")
-            extra = node.get("additionalProperties")
-            for key, item in value.items():
-                if properties is not None and key in properties:
-                    unknown_fields(item, properties[key], f"{where}.{key}")
-                elif isinstance(extra, Mapping):
-                    unknown_fields(item, extra, f"{where}.{key}")
-                elif properties is not None:
-                    problems.append(f"{where}.{key}: unknown field".lstrip("."))
-        elif isinstance(value, list) and isinstance(node.get("items"), Mapping):
-            for index, item in enumerate(value):
-                unknown_fields(item, node["items"], f"{where}[{index}]")
-
-    unknown_fields(obj, schema, "")
-    return problems
-
-
 @pytest.mark.parametrize("stack", STACKS)
 def test_ray_service_yaml_is_the_plans_spec_and_valid(
     reports: dict[str, Report], plans: dict[str, ServingPlan], stack: str
@@ -243,7 +192,7 @@ def test_ray_service_yaml_is_the_plans_spec_and_valid(
     assert ray_service["metadata"]["name"] == "llm" and ray_service["metadata"]["namespace"] == "llm-serving"
     assert set(ray_service) == {"apiVersion", "kind", "metadata", "spec"}
     assert ray_service["spec"] == plans[stack].ray_service_spec
-    assert ray_service_crd_problems(ray_service) == []
+    assert validate_ray_service(ray_service) == []
 
 
 def test_crd_check_catches_mistakes(plans: dict[str, ServingPlan]) -> None:
@@ -253,10 +202,13 @@ def test_crd_check_catches_mistakes(plans: dict[str, ServingPlan]) -> None:
     spec["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] = "one"
     del spec["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["name"]
     obj = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "llm"}, "spec": spec}
-    problems = ray_service_crd_problems(obj)
+    problems = validate_ray_service(obj)
     assert "spec.rayClusterConfig.enableInTreeAutoscaling: 'yes' is not of type 'boolean'" in problems
     assert "spec.rayClusterConfig.workerGroupSpecs.0.replicas: 'one' is not of type 'integer'" in problems
-    assert "spec.rayClusterConfig.workerGroupSpecs[0].maxReplica: unknown field" in problems
+    assert (
+        "spec.rayClusterConfig.workerGroupSpecs.0: Additional properties are not allowed "
+        "('maxReplica' was unexpected)" in problems
+    )
     assert any("'name' is a required property" in problem for problem in problems)
 
 
