@@ -230,14 +230,14 @@ def _depends_on(run: ProgramRun) -> dict[str, set[str]]:
 
 
 def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
-    seen, todo = set(), [start]
-    while todo:
-        node = todo.pop()
+    seen, pending = set(), [start]
+    while pending:
+        node = pending.pop()
         if node == goal:
             return True
         if node not in seen:
             seen.add(node)
-            todo.extend(graph.get(node, ()))
+            pending.extend(graph.get(node, ()))
     return False
 
 

@@ -6,6 +6,7 @@ check it directly, and `python -m infra.plan` prints it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from serve.catalog import DEFAULT_CATALOG, Catalog, ModelEntry, load_catalog
 from serve.memory import MemoryBudget
 from serve.problems import ConfigError, Problem
 from serve.serve_config import llm_config, serve_config
+from serve.tiers import TierName
 
 __all__ = ["ServingPlan", "build_plan", "build_plan_for_stack"]
 
@@ -96,6 +98,11 @@ def _cross_problems(catalog: Catalog, settings: StackSettings, served: list[Mode
     return problems
 
 
+def _warm_gpus(served: Sequence[ModelEntry], tier: TierName | None, min_replicas: int) -> int:
+    """GPUs the warm replicas (minReplicas of every model on `tier`) hold with no traffic."""
+    return sum(min_replicas * model.tensor_parallel_size for model in served if model.tier == tier)
+
+
 def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> list[Problem]:
     """A tier's pool at maxNodes must be able to hold what the autoscaling settings promise.
 
@@ -119,7 +126,7 @@ def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> lis
         if widest.tensor_parallel_size > pool.gpus_per_node:
             continue  # reported against gpusPerNode already
         at_max = scaling.max_replicas * widest.tensor_parallel_size
-        at_min = sum(scaling.min_replicas * model.tensor_parallel_size for model in on_tier)
+        at_min = _warm_gpus(on_tier, tier, scaling.min_replicas)
         for needed, what in (
             (
                 at_max,
@@ -188,14 +195,7 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
         env_config_map_data=dict(RAY_POD_ENV),
         cost=estimate_cost(
             (system, *gpu_pools),
-            warm_gpus={
-                pool.name: sum(
-                    scaling.min_replicas * model.tensor_parallel_size
-                    for model in served
-                    if model.tier == pool.tier
-                )
-                for pool in gpu_pools
-            },
+            warm_gpus={pool.name: _warm_gpus(served, pool.tier, scaling.min_replicas) for pool in gpu_pools},
         ),
     )
 
