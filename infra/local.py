@@ -16,10 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from configcheck.problems import ConfigError
 from infra.plan import build_plan_for_stack
-from infra.pulumi_config import REPO_ROOT
 from serve.local import DEFAULT_KV_CACHE_GIB, DEFAULT_NUM_CPUS, localize_serve_config, run_local
-from serve.problems import ConfigError
+from serve.paths import REPO_ROOT
 from serve.tiny_model import ensure_tiny_model
 
 

@@ -14,33 +14,22 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
-from infra.components.cluster import GkeCluster
-from infra.components.kuberay import KubeRayOperator
-from infra.components.llm_service import LlmService
-from infra.plan import ServingPlan, build_plan
+from configcheck.problems import ConfigError
+from infra.components.cluster import GkeCluster, GkeClusterArgs
+from infra.components.kuberay import KubeRayOperator, KubeRayOperatorArgs
+from infra.components.llm_service import LlmService, LlmServiceArgs
+from infra.plan import ServingPlan, build_plan_for_stack
 from infra.plan.ray_service import NAMESPACE, PORTS, RAY_SERVICE_NAME
-from infra.pulumi_config import REPO_ROOT, hf_token, load_settings
+from infra.pulumi_config import engine_config, hf_token
 from infra.settings import StackSettings
-from serve.catalog import DEFAULT_CATALOG, load_catalog
-from serve.problems import ConfigError
+from serve.paths import REPO_ROOT
 
 
 def plan_for_running_stack(root: Path = REPO_ROOT) -> ServingPlan:
-    """Validate catalog and stack together, so one preview reports every problem in both."""
-    problems = []
-    settings: StackSettings | None = None
+    """The plan of the stack being deployed; every problem in the catalog or the stack's config
+    becomes one line of a RunError (no traceback, nothing created)."""
     try:
-        settings = load_settings(root=root)
-    except pulumi.RunError as error:
-        problems.append(str(error))
-    try:
-        catalog = load_catalog(root / DEFAULT_CATALOG)
-    except ConfigError as error:
-        problems.append(str(error))
-    if problems or settings is None:
-        raise pulumi.RunError("\n".join(problems))
-    try:
-        return build_plan(catalog, settings)
+        return build_plan_for_stack(pulumi.get_stack(), root, engine=engine_config())
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
 
@@ -62,16 +51,30 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
     settings = plan.settings
     cluster = GkeCluster(
         "gke",
-        stack=plan.stack,
-        region=settings.region,
-        workload_pool=_workload_pool(settings),
-        system_pool=plan.system_pool,
-        gpu_pools=plan.gpu_pools,
+        GkeClusterArgs(
+            stack=plan.stack,
+            region=settings.region,
+            workload_pool=_workload_pool(settings),
+            system_pool=plan.system_pool,
+            gpu_pools=plan.gpu_pools,
+        ),
     )
+    in_cluster = pulumi.ResourceOptions(provider=cluster.provider)
     operator = KubeRayOperator(
-        "kuberay-operator", provider=cluster.provider, node_selector=plan.system_pool.labels
+        "kuberay-operator", KubeRayOperatorArgs(node_selector=plan.system_pool.labels), opts=in_cluster
     )
-    LlmService("llm", plan=plan, hf_token=hf_token(), provider=cluster.provider, operator=operator.release)
+    LlmService(
+        "llm",
+        LlmServiceArgs(
+            namespace=NAMESPACE,
+            hf_token=hf_token(),
+            env_config_map_name=plan.env_config_map_name,
+            env=plan.env_config_map_data,
+            ray_service_spec=plan.ray_service_spec,
+            operator=operator.release,
+        ),
+        opts=in_cluster,
+    )
     return {
         "cluster_name": cluster.cluster.name,
         "kubeconfig": cluster.kubeconfig,

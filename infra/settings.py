@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -19,15 +20,23 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
-    ValidationInfo,
     field_validator,
 )
 
-from serve.autoscaling import CamelStrict, ReplicaAutoscaling
-from serve.located_yaml import load_file
-from serve.problems import ConfigError, LineMap, Path_, Problem, locate
+from configcheck.models import CamelStrict, not_below
+from configcheck.problems import ConfigError, LineMap, Path_, Problem, locate
+from configcheck.pydantic_errors import (
+    allowed_keys,
+    closest_key,
+    describe,
+    unknown_key_message,
+    validation_problems,
+)
+from configcheck.secrets import HF_TOKEN_PATTERN
+from configcheck.yaml_lines import load_file
+from serve.autoscaling import ReplicaAutoscaling
+from serve.paths import REPO_ROOT
 from serve.tiers import PRICES_REGION, TIERS, TierName
-from serve.validation import allowed_keys, closest_key, describe, unknown_key_message, validation_problems
 
 PROJECT: Final = "llm-serving"
 TIERS_KEY: Final = f"{PROJECT}:tiers"
@@ -43,7 +52,6 @@ MAX_NODES_PER_TIER: Final = 32
 _TIER_FIELDS: Final = "enabled, spot, gpusPerNode, minNodes, maxNodes and zones"
 _ZONE: Final = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION: Final = re.compile(r"^[a-z]+-[a-z]+\d+$")
-_HF_TOKEN_TEXT: Final = re.compile(r"hf_[A-Za-z0-9]{20,}")
 _PROJECT: Final = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 
 
@@ -74,14 +82,7 @@ class TierSettings(CamelStrict):
             raise ValueError(f"{', '.join(twice)} listed twice; list each zone once")
         return zones
 
-    @field_validator("max_nodes")
-    @classmethod
-    def _ordered(cls, max_nodes: int, info: ValidationInfo) -> int:
-        # On maxNodes (not the whole tier) so the problem points at a line with a number on it.
-        min_nodes = info.data.get("min_nodes")
-        if min_nodes is not None and min_nodes > max_nodes:
-            raise ValueError(f"maxNodes {max_nodes} is below minNodes {min_nodes}; make minNodes <= maxNodes")
-        return max_nodes
+    _nodes_ordered = not_below("max_nodes", "min_nodes", fix="make minNodes <= maxNodes")
 
 
 class StackSettings(BaseModel):
@@ -213,7 +214,7 @@ def parse_stack_config(
         if key not in ALLOWED_KEYS:
             add((str(key),), _unknown_config_key_message(str(key)))
     for path, text in _strings(config, ()):
-        if _HF_TOKEN_TEXT.search(text) and not (path == (HF_TOKEN_KEY,) and HF_TOKEN_KEY in secret_keys):
+        if HF_TOKEN_PATTERN.search(text) and not (path == (HF_TOKEN_KEY,) and HF_TOKEN_KEY in secret_keys):
             add(
                 path,
                 "a Hugging Face token is written in plain text; delete it from the file, revoke it on "
@@ -233,7 +234,7 @@ def parse_stack_config(
             (HF_TOKEN_KEY,),
             f"expected the token as an encrypted secret, got {describe(token)}; run `{set_secret}`",
         )
-    elif HF_TOKEN_KEY not in secret_keys and not _HF_TOKEN_TEXT.search(token):
+    elif HF_TOKEN_KEY not in secret_keys and not HF_TOKEN_PATTERN.search(token):
         add((HF_TOKEN_KEY,), f"the token is plain text, not a secret; run `{set_secret}`")
 
     region = config.get(GCP_REGION_KEY)
@@ -326,29 +327,30 @@ def parse_stack_config(
     )
 
 
-def stack_file(stack: str, root: Path = Path(".")) -> Path:
+def stack_file(stack: str, root: Path = REPO_ROOT) -> Path:
+    """`Pulumi.<stack>.yaml` under `root`: the one place the stack-file name is spelled."""
     return root / f"Pulumi.{stack}.yaml"
 
 
-def load_stack_file(path: Path, stack: str | None = None) -> StackSettings:
-    """Settings straight from a `Pulumi.<stack>.yaml` file, without the Pulumi engine."""
-    stack = stack or path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+def _read_stack_file(path: Path) -> tuple[Any, LineMap]:
     data, lines = load_file(path)
-    file = str(path)
-    if data is None:
-        data = {}
+    return ({} if data is None else data), lines
+
+
+def _stack_file_problems(
+    data: Any, file: str, lines: LineMap
+) -> tuple[Mapping[str, Any] | None, list[Problem]]:
+    """The file's `config:` mapping (None if there is none to read) and its top-level problems."""
     if not isinstance(data, Mapping):
-        raise ConfigError(
-            [
-                locate(
-                    file,
-                    lines,
-                    (),
-                    f"a stack file is a mapping with a `config:` key, got {describe(data)}: "
-                    "put the settings under `config:`",
-                )
-            ]
-        )
+        return None, [
+            locate(
+                file,
+                lines,
+                (),
+                f"a stack file is a mapping with a `config:` key, got {describe(data)}: "
+                "put the settings under `config:`",
+            )
+        ]
     problems = [
         locate(file, lines, (str(key),), unknown_key_message(str(key), list(PULUMI_STACK_FILE_KEYS)))
         for key in data
@@ -364,6 +366,17 @@ def load_stack_file(path: Path, stack: str | None = None) -> StackSettings:
                 f"expected a mapping of `project:key: value` lines, got {describe(config)}",
             )
         )
+        return None, problems
+    return config, problems
+
+
+def load_stack_file(path: Path, stack: str | None = None) -> StackSettings:
+    """Settings straight from a `Pulumi.<stack>.yaml` file, without the Pulumi engine."""
+    stack = stack or path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    data, lines = _read_stack_file(path)
+    file = str(path)
+    config, problems = _stack_file_problems(data, file, lines)
+    if config is None:
         raise ConfigError(problems)
     try:
         settings = parse_stack_config(config, stack=stack, file=file, lines=lines)
@@ -374,5 +387,46 @@ def load_stack_file(path: Path, stack: str | None = None) -> StackSettings:
     return settings
 
 
-def load_stack(stack: str, root: Path = Path(".")) -> StackSettings:
+def load_stack(stack: str, root: Path = REPO_ROOT) -> StackSettings:
     return load_stack_file(stack_file(stack, root), stack)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the Pulumi engine passed to a running program: every `project:key` value, and which
+    of those keys it holds as secrets."""
+
+    values: Mapping[str, Any]
+    secret_keys: frozenset[str] = frozenset()
+
+
+def settings_from_engine(stack: str, engine: EngineConfig, root: Path = REPO_ROOT) -> StackSettings:
+    """The running stack's settings: the engine's values, validated like the stack file.
+
+    Lines come from `Pulumi.<stack>.yaml` when it exists, so a bad value is reported at the line
+    a person edits. Under `pulumi up` the engine passes every key of the stack file, so the file
+    adds nothing; a harness or the Automation API that passes only some keys still gets the
+    stack's tiers and autoscaling from the file, and its own values win.
+    """
+    path = stack_file(stack, root)
+    file_config: Mapping[str, Any] = {}
+    lines = LineMap()
+    if path.exists():
+        data, lines = _read_stack_file(path)
+        found = data.get("config") if isinstance(data, Mapping) else None
+        file_config = found if isinstance(found, Mapping) else {}
+    file = path.name if path.exists() else f"{path.name} (engine config)"
+    config = {**file_config, **engine.values}
+    secret_keys = engine.secret_keys
+    # A token the engine holds as a secret but the file has in plain text is still a leak in
+    # git: judge the file's own value, not the decrypted one.
+    file_token = file_config.get(HF_TOKEN_KEY)
+    if isinstance(file_token, str):
+        config[HF_TOKEN_KEY] = file_token
+        secret_keys = secret_keys - {HF_TOKEN_KEY}
+    elif HF_TOKEN_KEY in config:
+        # Encrypted in the file (`secure:`) or injected by the engine: it is a secret.
+        secret_keys = secret_keys | {HF_TOKEN_KEY}
+    return parse_stack_config(
+        config, stack=stack, file=file, lines=lines, secret_keys=secret_keys, require_hf_token=True
+    )

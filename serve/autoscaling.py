@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, StrictInt
+
+from configcheck.models import CamelStrict, not_below
 
 MAX_REPLICAS_BOUND = 64
-
-
-class CamelStrict(BaseModel):
-    """Pulumi config keys are camelCase; unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
 
 
 class ReplicaAutoscaling(CamelStrict):
@@ -26,29 +21,10 @@ class ReplicaAutoscaling(CamelStrict):
     upscale_delay_seconds: Annotated[float, Field(ge=0, le=3600)]
     downscale_delay_seconds: Annotated[float, Field(ge=0, le=86400)]
 
-    # Field validators on the second key of each pair, so the error names that key and its line
-    # (a model validator could only point at the whole block).
-    @field_validator("max_replicas")
-    @classmethod
-    def _replicas_ordered(cls, max_replicas: int, info: ValidationInfo) -> int:
-        min_replicas = info.data.get("min_replicas")
-        if min_replicas is not None and min_replicas > max_replicas:
-            raise ValueError(
-                f"maxReplicas {max_replicas} is below minReplicas {min_replicas}; "
-                "make minReplicas <= maxReplicas"
-            )
-        return max_replicas
-
-    @field_validator("max_ongoing_requests")
-    @classmethod
-    def _target_reachable(cls, max_ongoing: int, info: ValidationInfo) -> int:
-        target = info.data.get("target_ongoing_requests")
-        if target is not None and target > max_ongoing:
-            raise ValueError(
-                f"maxOngoingRequests {max_ongoing} is below targetOngoingRequests {target:g}; "
-                "a replica could never reach its target"
-            )
-        return max_ongoing
+    _replicas_ordered = not_below("max_replicas", "min_replicas", fix="make minReplicas <= maxReplicas")
+    _target_reachable = not_below(
+        "max_ongoing_requests", "target_ongoing_requests", fix="a replica could never reach its target"
+    )
 
     def serve_deployment_config(self) -> dict[str, Any]:
         """Ray Serve deployment options (`deployment_config` of an LLM config)."""

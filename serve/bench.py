@@ -169,13 +169,13 @@ async def run_benchmark(
 def _local_serve_config(model: str | None) -> tuple[dict[str, Any], str]:
     """A one-model deploy document from the catalog, localized onto the tiny model."""
     from serve.autoscaling import ReplicaAutoscaling
-    from serve.catalog import DEFAULT_CATALOG, load_catalog
+    from serve.catalog import load_catalog
     from serve.local import localize_serve_config
+    from serve.paths import CATALOG_FILE_NAME, REPO_ROOT
     from serve.serve_config import serve_config
-    from serve.tiny_model import REPO_ROOT, ensure_tiny_model
+    from serve.tiny_model import ensure_tiny_model
 
-    path = DEFAULT_CATALOG if DEFAULT_CATALOG.exists() else REPO_ROOT / DEFAULT_CATALOG
-    catalog = load_catalog(path)
+    catalog = load_catalog(REPO_ROOT / CATALOG_FILE_NAME)
     entry = catalog.by_id(model) if model else catalog.models[0]
     # One replica from the start: the benchmark measures serving, not scale-up from zero.
     scaling = ReplicaAutoscaling(

@@ -10,18 +10,27 @@ import argparse
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
+from pydantic import Field, StrictBool, StrictInt, ValidationError, field_validator
 
-from serve.located_yaml import load_file
-from serve.memory import MemoryBudget, estimate
-from serve.problems import ConfigError, LineMap, Path_, Problem, locate
+from configcheck.models import Strict
+from configcheck.problems import ConfigError, LineMap, Path_, Problem, locate
+from configcheck.pydantic_errors import describe, validation_problems
+from configcheck.yaml_lines import load_file
+from serve.memory import (
+    BYTES_PER_WEIGHT_BY_DTYPE,
+    BYTES_PER_WEIGHT_BY_QUANTIZATION,
+    MemoryBudget,
+    estimate,
+)
+from serve.paths import CATALOG_FILE_NAME
 from serve.tiers import TIERS, GpuTier, TierName
-from serve.validation import describe, validation_problems
 
-DEFAULT_CATALOG: Final = Path("model_catalog.yaml")
+# Relative, so messages name the file the way a person at the repository root types it.
+DEFAULT_CATALOG: Final = Path(CATALOG_FILE_NAME)
 
 _DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HF_REPO_PART: Final = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
@@ -30,11 +39,13 @@ _COMMIT_SHA: Final = re.compile(r"^[0-9a-f]{40}$")
 MAX_TENSOR_PARALLEL: Final = 8
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _one_of(names: Iterable[str]) -> str:
+    """'a', 'b' or 'c'."""
+    quoted = [repr(name) for name in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
-class Architecture(_Strict):
+class Architecture(Strict):
     """Facts from the model's config.json that the memory estimate needs."""
 
     parameters_billion: Annotated[float, Field(gt=0, le=2000)]
@@ -55,7 +66,7 @@ class Architecture(_Strict):
         return value
 
 
-class EngineSettings(_Strict):
+class EngineSettings(Strict):
     """The vLLM engine settings a catalog may set; anything else is refused."""
 
     gpu_memory_utilization: Annotated[float, Field(gt=0.5, le=0.98)] = 0.90
@@ -69,7 +80,7 @@ class EngineSettings(_Strict):
         return self.model_dump(exclude_none=True)
 
 
-class ModelEntry(_Strict):
+class ModelEntry(Strict):
     id: str = Field(description="OpenAI model name clients send; a DNS label.")
     source: str = Field(description="Hugging Face repo id, owner/name.")
     revision: str = Field(description="Pinned 40-hex commit of the Hugging Face repo.")
@@ -127,15 +138,18 @@ class ModelEntry(_Strict):
     @field_validator("dtype")
     @classmethod
     def _dtype(cls, value: str) -> str:
-        if value not in ("float16", "bfloat16"):
-            raise ValueError(f"dtype {value!r} is not supported; use 'float16' or 'bfloat16'")
+        if value not in BYTES_PER_WEIGHT_BY_DTYPE:
+            raise ValueError(f"dtype {value!r} is not supported; use {_one_of(BYTES_PER_WEIGHT_BY_DTYPE)}")
         return value
 
     @field_validator("quantization")
     @classmethod
     def _quantization(cls, value: str | None) -> str | None:
-        if value is not None and value not in ("awq", "gptq", "fp8"):
-            raise ValueError(f"quantization {value!r} is not supported; use 'awq', 'gptq', 'fp8' or omit it")
+        if value is not None and value not in BYTES_PER_WEIGHT_BY_QUANTIZATION:
+            raise ValueError(
+                f"quantization {value!r} is not supported; use {_one_of(BYTES_PER_WEIGHT_BY_QUANTIZATION)} "
+                "or omit it"
+            )
         return value
 
     @property
@@ -159,13 +173,13 @@ class ModelEntry(_Strict):
         )
 
 
-class CatalogDocument(_Strict):
+class CatalogDocument(Strict):
     """The file's top level; each model is validated on its own so every error is reported."""
 
     models: list[Any]
 
 
-class Catalog(_Strict):
+class Catalog(Strict):
     file: str
     models: tuple[ModelEntry, ...]
 

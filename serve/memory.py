@@ -33,9 +33,12 @@ GIB: Final = 2**30
 RUNTIME_OVERHEAD_GIB_PER_GPU: Final = 1.5
 KV_BYTES_PER_ELEMENT: Final = 2
 
-# Bytes per weight: 16-bit dtypes store 2 bytes; fp8 stores 1; 4-bit AWQ/GPTQ store half a
-# byte plus group scales and zeros (≈ 0.5625 at group size 128, rounded up to be safe).
-BYTES_PER_WEIGHT: Final = {"float16": 2.0, "bfloat16": 2.0, "fp8": 1.0, "awq": 0.5625, "gptq": 0.5625}
+# Bytes per weight, which also lists every dtype and quantization the catalog accepts:
+# 16-bit dtypes store 2 bytes; fp8 stores 1; 4-bit AWQ/GPTQ store half a byte plus group
+# scales and zeros (≈ 0.5625 at group size 128, rounded up to be safe).
+BYTES_PER_WEIGHT_BY_DTYPE: Final = {"float16": 2.0, "bfloat16": 2.0}
+BYTES_PER_WEIGHT_BY_QUANTIZATION: Final = {"fp8": 1.0, "awq": 0.5625, "gptq": 0.5625}
+BYTES_PER_WEIGHT: Final = {**BYTES_PER_WEIGHT_BY_DTYPE, **BYTES_PER_WEIGHT_BY_QUANTIZATION}
 
 
 class MemoryBudget(BaseModel):

@@ -280,6 +280,3 @@ def allocatable(machine: MachineShape) -> Allocatable:
         memory_mib=int((machine.memory_gib - memory_reserved_gib) * 1024) - _EVICTION_THRESHOLD_MIB,
     )
 
-
-def tier(name: str) -> GpuTier:
-    return TIERS[TierName(name)]

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from serve.paths import CACHE_DIR
+
 # ---------------------------------------------------------------- the recipe, in one place
 RECIPE_VERSION: Final = 1
 SEED: Final = 20240601
@@ -66,7 +68,6 @@ TORCH_DTYPE: Final = "float32"
 
 MARKER_FILE: Final = "tiny-model-recipe.json"
 CACHE_ENV: Final = "LLM_SERVING_CACHE"
-REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 
 _WORD_TEXT: Final = (
     "the a model serves tokens on every replica of the cluster while ray routes each request "
@@ -105,7 +106,7 @@ def recipe_digest() -> str:
 def default_cache_dir() -> Path:
     """`$LLM_SERVING_CACHE/tiny-model`, else `<repo>/.cache/tiny-model` (gitignored)."""
     base = os.environ.get(CACHE_ENV)
-    return Path(base) / "tiny-model" if base else REPO_ROOT / ".cache" / "tiny-model"
+    return Path(base) / "tiny-model" if base else CACHE_DIR / "tiny-model"
 
 
 def _corpus(rng: random.Random) -> Iterator[str]:

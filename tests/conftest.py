@@ -8,10 +8,11 @@ from typing import Final
 import pytest
 
 from infra.plan import ServingPlan, build_plan_for_stack
+from infra.versions import KUBERAY_VERSION
+from serve.paths import REPO_ROOT
 
-REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 STACKS: Final = ("dev", "prod")
-KUBERAY_DIR_NAME: Final = "kuberay-v1.7.0"
+KUBERAY_DIR_NAME: Final = f"kuberay-v{KUBERAY_VERSION}"
 
 
 def shared_dir() -> Path:

@@ -28,11 +28,11 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
+from configcheck.problems import ConfigError
+from configcheck.yaml_lines import load_file
 from infra.plan import build_plan_for_stack
 from infra.settings import parse_stack_config
 from serve.catalog import main as catalog_main
-from serve.located_yaml import load_file
-from serve.problems import ConfigError
 
 CATALOG_NAME = "model_catalog.yaml"
 TOKEN = "hf_" + "A1b2C3d4E5" * 3 + "xy"  # looks like a real token to the detector; it is not one
@@ -1098,7 +1098,7 @@ def problem_lines(case: Case, path: Path, tmp_path: Path, capsys: pytest.Capture
         assert summary == f"{path}: {len(lines)} problem{'s' if len(lines) != 1 else ''}"
         return lines
     with pytest.raises(ConfigError) as raised:
-        build_plan_for_stack(case.target, root=tmp_path, catalog_path=tmp_path / CATALOG_NAME)
+        build_plan_for_stack(case.target, root=tmp_path)
     text = str(raised.value)
     assert "Traceback" not in text
     return text.splitlines()
@@ -1163,7 +1163,7 @@ def test_problems_in_both_files_are_reported_together(tmp_path: Path) -> None:
     case = S("both", tier_block("t4", "maxNodes", "maxNodes: 0"), catalog=sub("tier: t4", "tier: h100"))
     path, _ = written(case, tmp_path)
     with pytest.raises(ConfigError) as raised:
-        build_plan_for_stack("dev", root=tmp_path, catalog_path=tmp_path / CATALOG_NAME)
+        build_plan_for_stack("dev", root=tmp_path)
     files = {problem.file for problem in raised.value.problems}
     assert files == {str(path), str(tmp_path / CATALOG_NAME)}
 

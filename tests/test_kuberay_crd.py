@@ -13,7 +13,7 @@ from typing import Any, Final
 import jsonschema
 import pytest
 from conftest import STACKS
-from kuberay_schema import crd_errors, crd_json_schema, structural_to_json_schema
+from helpers.kuberay_schema import crd_errors, crd_json_schema, structural_to_json_schema
 
 from infra.plan import ServingPlan
 from infra.plan.ray_service import NAMESPACE, RAY_SERVICE_NAME

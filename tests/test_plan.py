@@ -13,11 +13,11 @@ import pytest
 import yaml
 from conftest import REPO_ROOT, STACKS
 
+from configcheck.problems import ConfigError
 from infra.plan import ServingPlan, build_plan, build_plan_for_stack
 from infra.plan.node_pools import SPOT_TAINT_KEY, TIER_LABEL, NodePoolSpec
 from infra.plan.ray_service import DAEMONSET_CPU_MILLIS, DAEMONSET_MEMORY_MIB, HF_SECRET_KEY, HF_SECRET_NAME
 from serve.catalog import Catalog, ModelEntry
-from serve.problems import ConfigError
 from serve.serve_config import HF_TOKEN_ENV
 from serve.tiers import GKE_CLUSTER_FEE_USD_PER_HOUR, SYSTEM_MACHINE, TIERS, TierName, allocatable
 

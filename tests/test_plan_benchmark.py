@@ -16,12 +16,12 @@ import pytest
 from conftest import REPO_ROOT, STACKS
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from configcheck.problems import LineMap
 from infra.plan import build_plan, build_plan_for_stack
-from infra.plan.__main__ import main
+from infra.report.__main__ import main
+from infra.report.mock_engine import run_program, stack_config
 from infra.settings import StackSettings, load_stack
-from infra.testing import run_program, stack_config
 from serve.catalog import Catalog, parse_catalog
-from serve.problems import LineMap
 from serve.tiers import TierName
 
 GENERATED_MODELS = 200

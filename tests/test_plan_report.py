@@ -17,21 +17,23 @@ import pulumi
 import pytest
 import yaml
 from conftest import REPO_ROOT, STACKS
-from kuberay_schema import validate_ray_service
+from helpers.agreement import agreement_problems
+from helpers.kuberay_schema import validate_ray_service
 
 from infra.plan import ServingPlan, build_plan_for_stack
-from infra.plan import __main__ as cli
-from infra.plan.manifests import (
+from infra.report import __main__ as cli
+from infra.report.manifests import (
     GCP_PROJECT_PLACEHOLDER,
     HF_TOKEN_REDACTED,
+    SECRET_REDACTED,
     SecretLeakError,
     build_manifests,
-    decode_wire,
+    redact_secrets,
     write_manifests,
 )
-from infra.plan.report import agreement_problems, usd
+from infra.report.mock_engine import TEST_GCP_PROJECT, TEST_HF_TOKEN, ProgramRun, run_program, stack_config
+from infra.report.tables import usd
 from infra.settings import AUTOSCALING_KEY, HF_TOKEN_KEY, TIERS_KEY
-from infra.testing import TEST_GCP_PROJECT, TEST_HF_TOKEN, ProgramRun, run_program, stack_config
 from infra.versions import KUBERAY_CHART, KUBERAY_CHART_REPO, KUBERAY_NAMESPACE, KUBERAY_VERSION
 
 LOCATED = re.compile(r"^\S+:\d+: \S+: .+$")
@@ -306,25 +308,23 @@ def test_a_secret_in_a_document_stops_the_write(runs: dict[str, ProgramRun], tmp
     assert not (tmp_path / "out").exists()
 
 
-def test_wire_markers_become_placeholders() -> None:
-    secret = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "value": {"k": "v"}}
-    reference = {
-        "4dabf18193072939515e22adb298388d": "5cf8f73096256a8f31e491e813e4eb8e",
-        "urn": "urn:pulumi:dev::llm-serving::gcp:container/cluster:Cluster::gke",
-        "id": "gke-id",
+def test_secret_paths_are_redacted_keeping_their_shape() -> None:
+    inputs = {
+        "stringData": {"token": "hf_x", "other": "y"},
+        "kubeconfig": "apiVersion: v1",
+        "plain": {"n": 2},
+        "items": [{"secret": "s"}, {"public": "p"}],
     }
-    decoded = decode_wire(
-        {"s": secret, "r": reference, "u": "04da6b54-80e4-46f7-96ec-b56ff0331ba9", "n": 2.0, "f": 0.5},
-        hf_tokens=frozenset({"v"}),
-        names={reference["urn"]: "gke"},
+    redacted = redact_secrets(
+        inputs, [("stringData",), ("kubeconfig",), ("items", 0, "secret")], frozenset({"hf_x"})
     )
-    assert decoded == {
-        "s": {"k": HF_TOKEN_REDACTED},
-        "r": "${gke}",
-        "u": "<unknown until apply>",
-        "n": 2,
-        "f": 0.5,
+    assert redacted == {
+        "stringData": {"token": HF_TOKEN_REDACTED, "other": HF_TOKEN_REDACTED},
+        "kubeconfig": SECRET_REDACTED,
+        "plain": {"n": 2},
+        "items": [{"secret": SECRET_REDACTED}, {"public": "p"}],
     }
+    assert inputs["stringData"] == {"token": "hf_x", "other": "y"}, "the run's inputs are not modified"
 
 
 def test_stale_files_are_replaced(tmp_path: Path) -> None:

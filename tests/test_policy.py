@@ -545,13 +545,13 @@ def run_rules(type_: str, name: str, inputs: Mapping[str, Any]) -> list[str]:
 @pytest.fixture(scope="module", params=STACKS)
 def registered(request: pytest.FixtureRequest) -> list[Any]:
     """Every resource the real program registers for a stack, under Pulumi's mock engine."""
-    from infra.testing import run_program
+    from infra.report.mock_engine import run_program
 
     return list(run_program(request.param).resources)
 
 
 def test_policies_pass_on_real_program(registered: list[Any]) -> None:
-    from infra.testing import TEST_HF_TOKEN
+    from infra.report.mock_engine import TEST_HF_TOKEN
 
     types = {resource.type_ for resource in registered}
     # Not a vacuous pass: the resources every rule is about are there, and so is the token.
@@ -586,7 +586,7 @@ def set_token_env_by_value(value: Any, token: str) -> int:
 
 
 def test_policies_catch_changes_to_the_real_resources(registered: list[Any]) -> None:
-    from infra.testing import TEST_HF_TOKEN
+    from infra.report.mock_engine import TEST_HF_TOKEN
 
     ray = next(r for r in registered if r.type_ == RAY_SERVICE)
     leaked = copy.deepcopy(ray.inputs)

@@ -26,19 +26,19 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO_ROOT
+from helpers.kuberay_schema import validate_ray_service
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from kuberay_schema import validate_ray_service
 from ray.serve.llm import LLMConfig
 from ray.serve.schema import ServeDeploySchema
 
+from configcheck.problems import ConfigError
 from infra.plan import build_plan
 from infra.plan.ray_service import NAMESPACE, RAY_SERVICE_NAME
 from infra.settings import MAX_NODES_PER_TIER, load_stack_file
 from serve.autoscaling import MAX_REPLICAS_BOUND
 from serve.catalog import MAX_TENSOR_PARALLEL, load_catalog
 from serve.memory import BYTES_PER_WEIGHT, GIB, KV_BYTES_PER_ELEMENT, RUNTIME_OVERHEAD_GIB_PER_GPU, estimate
-from serve.problems import ConfigError
 from serve.tiers import PRICES_REGION, TIERS, TierName
 
 BASE_SETTINGS = settings(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import pulumi
@@ -112,22 +113,27 @@ def _ca_certificate(master_auth: object) -> str:
     return str(getattr(master_auth, "cluster_ca_certificate", "") or "")
 
 
+@dataclass(frozen=True)
+class GkeClusterArgs:
+    stack: str
+    """Stack name, part of the node service account's id (one account per stack and project)."""
+    region: str
+    """Region of the regional cluster; each pool lists its own zones in it."""
+    workload_pool: pulumi.Input[str]
+    """Workload Identity pool, `<project>.svc.id.goog`."""
+    system_pool: NodePoolSpec
+    """The on-demand CPU pool for the Ray head and the operator."""
+    gpu_pools: Sequence[NodePoolSpec]
+    """One tainted GPU pool per enabled tier."""
+
+
 class GkeCluster(pulumi.ComponentResource):
     """The cluster, its node pools and a Kubernetes provider that waits for the pools."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        stack: str,
-        region: str,
-        workload_pool: pulumi.Input[str],
-        system_pool: NodePoolSpec,
-        gpu_pools: Sequence[NodePoolSpec],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: GkeClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-serving:infra:GkeCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        stack, region = args.stack, args.region
 
         self.node_service_account = gcp.serviceaccount.Account(
             f"{name}-nodes",
@@ -156,7 +162,7 @@ class GkeCluster(pulumi.ComponentResource):
             networking_mode="VPC_NATIVE",
             ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(),
             workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
-                workload_pool=workload_pool
+                workload_pool=args.workload_pool
             ),
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel=RELEASE_CHANNEL),
             enable_shielded_nodes=True,
@@ -167,7 +173,7 @@ class GkeCluster(pulumi.ComponentResource):
         )
 
         self.node_pools: list[gcp.container.NodePool] = []
-        for pool in (system_pool, *gpu_pools):
+        for pool in (args.system_pool, *args.gpu_pools):
             autoscaled = pool.tier is not None or pool.max_nodes != pool.min_nodes
             self.node_pools.append(
                 gcp.container.NodePool(

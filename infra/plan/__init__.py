@@ -1,7 +1,8 @@
 """The serving plan: a pure function of (catalog, stack settings) to everything the stack creates.
 
-No Pulumi and no cloud calls here; `infra.stack` turns a plan into resources, the tests
-check it directly, and `python -m infra.plan` prints it.
+No Pulumi and no cloud calls here (a test imports every module of this package and checks
+that): `infra.program` turns a plan into resources, the tests check it directly, and
+`python -m infra.plan` prints it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from configcheck.problems import ConfigError, Problem
+from infra.inputs import load_inputs
 from infra.plan.cost import CostEstimate, estimate_cost
 from infra.plan.node_pools import NodePoolSpec, gpu_pool, system_pool
-from infra.plan.ray_service import RAY_POD_ENV, env_config_map_name, ray_service_spec
-from infra.settings import AUTOSCALING_KEY, TIERS_KEY, StackSettings, load_stack
-from serve.catalog import DEFAULT_CATALOG, Catalog, ModelEntry, load_catalog
+from infra.plan.ray_service import RAY_POD_ENV, env_config_map_name, ray_cluster_config, ray_service_spec
+from infra.settings import AUTOSCALING_KEY, TIERS_KEY, EngineConfig, StackSettings
+from serve.catalog import Catalog, ModelEntry
 from serve.memory import MemoryBudget
-from serve.problems import ConfigError, Problem
-from serve.serve_config import llm_config, serve_config
+from serve.paths import REPO_ROOT
+from serve.serve_config import serve_config
 from serve.tiers import TierName
 
 __all__ = ["ServingPlan", "build_plan", "build_plan_for_stack"]
@@ -47,6 +50,8 @@ class SkippedModel(BaseModel):
 
 
 class ServingPlan(BaseModel):
+    """Everything a stack creates. Each document is held once; the views of it are properties."""
+
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     stack: str
@@ -55,12 +60,10 @@ class ServingPlan(BaseModel):
     served: tuple[ModelEntry, ...]
     skipped: tuple[SkippedModel, ...]
     placements: tuple[Placement, ...]
-    llm_configs: tuple[dict[str, Any], ...]
     serve_config: dict[str, Any]
     system_pool: NodePoolSpec
     gpu_pools: tuple[NodePoolSpec, ...]
-    ray_service_spec: dict[str, Any]
-    env_config_map_name: str
+    ray_cluster_config: dict[str, Any]
     env_config_map_data: dict[str, str]
     cost: CostEstimate
 
@@ -71,6 +74,19 @@ class ServingPlan(BaseModel):
     @property
     def node_pools(self) -> tuple[NodePoolSpec, ...]:
         return (self.system_pool, *self.gpu_pools)
+
+    @property
+    def llm_configs(self) -> list[dict[str, Any]]:
+        """Each served model's LLMConfig document, as it appears in the serve config."""
+        return [llm for app in self.serve_config["applications"] for llm in app["args"]["llm_configs"]]
+
+    @property
+    def ray_service_spec(self) -> dict[str, Any]:
+        return ray_service_spec(self.serve_config, self.ray_cluster_config)
+
+    @property
+    def env_config_map_name(self) -> str:
+        return env_config_map_name(self.env_config_map_data)
 
 
 def _cross_problems(catalog: Catalog, settings: StackSettings, served: list[ModelEntry]) -> list[Problem]:
@@ -165,8 +181,6 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
         raise ConfigError(problems)
 
     scaling = settings.autoscaling
-    configs = tuple(llm_config(model, scaling) for model in served)
-    document = serve_config(served, scaling)
     system = system_pool(settings)
     gpu_pools = tuple(gpu_pool(tier, settings) for tier in settings.enabled_tiers())
     return ServingPlan(
@@ -186,12 +200,10 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
             )
             for model in served
         ),
-        llm_configs=configs,
-        serve_config=document,
+        serve_config=serve_config(served, scaling),
         system_pool=system,
         gpu_pools=gpu_pools,
-        ray_service_spec=ray_service_spec(document, system, gpu_pools),
-        env_config_map_name=env_config_map_name(),
+        ray_cluster_config=ray_cluster_config(system, gpu_pools),
         env_config_map_data=dict(RAY_POD_ENV),
         cost=estimate_cost(
             (system, *gpu_pools),
@@ -200,21 +212,12 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
     )
 
 
-def build_plan_for_stack(stack: str, root: Path = Path("."), catalog_path: Path | None = None) -> ServingPlan:
-    """Load `model_catalog.yaml` and `Pulumi.<stack>.yaml` under `root` and plan them.
+def build_plan_for_stack(
+    stack: str, root: Path = REPO_ROOT, *, engine: EngineConfig | None = None
+) -> ServingPlan:
+    """Load and validate the catalog and the stack's settings under `root`, then plan them.
 
-    Both files are validated before the plan so that every problem in either is reported.
+    Both files are validated before planning, so every problem in either is reported at once.
     """
-    problems: list[Problem] = []
-    catalog = settings = None
-    try:
-        catalog = load_catalog(catalog_path or root / DEFAULT_CATALOG)
-    except ConfigError as error:
-        problems += error.problems
-    try:
-        settings = load_stack(stack, root)
-    except ConfigError as error:
-        problems += error.problems
-    if problems or catalog is None or settings is None:
-        raise ConfigError(problems)
-    return build_plan(catalog, settings)
+    inputs = load_inputs(stack, root, engine=engine)
+    return build_plan(inputs.catalog, inputs.settings)

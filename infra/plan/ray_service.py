@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import yaml
@@ -47,9 +47,9 @@ WORKER_GRACE_SECONDS: Final = 30
 PORTS: Final = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": SERVE_HTTP_PORT}
 
 
-def env_config_map_name() -> str:
+def env_config_map_name(data: Mapping[str, str] = RAY_POD_ENV) -> str:
     """Content-addressed, so a change makes a new immutable ConfigMap and a new pod template."""
-    digest = hashlib.sha256(json.dumps(RAY_POD_ENV, sort_keys=True).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(json.dumps(dict(data), sort_keys=True).encode()).hexdigest()[:8]
     return f"{ENV_CONFIG_MAP_PREFIX}-{digest}"
 
 
@@ -135,21 +135,24 @@ def worker_group(pool: NodePoolSpec) -> dict[str, Any]:
     }
 
 
-def ray_service_spec(
-    serve_config: dict[str, Any], system: NodePoolSpec, gpu_pools: Sequence[NodePoolSpec]
-) -> dict[str, Any]:
+def ray_cluster_config(system: NodePoolSpec, gpu_pools: Sequence[NodePoolSpec]) -> dict[str, Any]:
+    """The RayService's `rayClusterConfig`: a function of the pools alone, never of the models."""
+    return {
+        "rayVersion": RAY_VERSION,
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {
+            "version": "v2",
+            "upscalingMode": "Default",
+            "idleTimeoutSeconds": AUTOSCALER_IDLE_TIMEOUT_SECONDS,
+        },
+        "headGroupSpec": head_group(system),
+        "workerGroupSpecs": [worker_group(pool) for pool in gpu_pools],
+    }
+
+
+def ray_service_spec(serve_config: dict[str, Any], cluster_config: dict[str, Any]) -> dict[str, Any]:
     return {
         "upgradeStrategy": {"type": UPGRADE_STRATEGY},
         "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False),
-        "rayClusterConfig": {
-            "rayVersion": RAY_VERSION,
-            "enableInTreeAutoscaling": True,
-            "autoscalerOptions": {
-                "version": "v2",
-                "upscalingMode": "Default",
-                "idleTimeoutSeconds": AUTOSCALER_IDLE_TIMEOUT_SECONDS,
-            },
-            "headGroupSpec": head_group(system),
-            "workerGroupSpecs": [worker_group(pool) for pool in gpu_pools],
-        },
+        "rayClusterConfig": cluster_config,
     }

@@ -17,7 +17,6 @@ What the engine passes, and what that means here:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -25,12 +24,8 @@ from typing import Any, Final
 from pulumi_policy import Policy, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 from pulumi_policy.proxy import UnknownValueError
 
-CLUSTER: Final = "gcp:container/cluster:Cluster"
-NODE_POOL: Final = "gcp:container/nodePool:NodePool"
-SERVICE: Final = "kubernetes:core/v1:Service"
-SECRET: Final = "kubernetes:core/v1:Secret"
-RAY_SERVICE: Final = "kubernetes:ray.io/v1:RayService"
-RAY_CLUSTER: Final = "kubernetes:ray.io/v1:RayCluster"
+from configcheck.secrets import HF_TOKEN_PATTERN
+from infra.resource_types import CLUSTER, NODE_POOL, RAY_CLUSTER, RAY_SERVICE, SECRET, SERVICE
 
 # Taint effects that keep pods without a matching toleration off a node (PREFER_NO_SCHEDULE does not).
 REPELLING_TAINT_EFFECTS: Final = frozenset({"NO_SCHEDULE", "NO_EXECUTE"})
@@ -41,8 +36,6 @@ DEFAULT_COMPUTE_SA_SUFFIX: Final = "-compute@developer.gserviceaccount.com"
 # Ray's unauthenticated control ports on the head node, by KubeRay's container port names.
 RAY_INTERNAL_PORTS: Final = {"dashboard": 8265, "gcs-server": 6379, "gcs": 6379, "client": 10001}
 EXPOSING_SERVICE_TYPES: Final = frozenset({"LoadBalancer", "NodePort"})
-# The same pattern infra.settings rejects in stack files: `hf_` and at least 20 alphanumerics.
-HF_TOKEN_PATTERN: Final = re.compile(r"hf_[A-Za-z0-9]{20,}")
 HF_TOKEN_ENV_NAMES: Final = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
 
 Validator = Callable[[ResourceValidationArgs, ReportViolation], None]

@@ -1,15 +1,20 @@
 """Run the real Pulumi program under Pulumi's own mock engine and record what it registers.
 
-Used by the tests, the policy tests and the offline plan report (`python -m infra.plan`):
-the program is the one `pulumi up` runs; only the engine's resource monitor is replaced,
-so every resource's inputs, parent, provider, dependencies and secret markers are seen
-exactly as the engine would receive them.
+The offline report (`python -m infra.report`) and the tests use it: the program is the one
+`pulumi up` runs; only the engine's resource monitor is replaced (`pulumi.runtime.set_mocks`
+with a `MockMonitor`), so every resource's inputs, parent, provider, dependencies and secret
+markers are seen exactly as the engine would receive them.
+
+Pulumi's public mock API hands `Mocks.new_resource` the inputs with secrets still wrapped;
+unwrapping them here records where each secret was (`RegisteredResource.secret_paths`), so a
+report can redact exactly those values. The monitor subclass only adds what `MockResourceArgs`
+leaves out: the URN, parent, dependencies and resource options of each registration.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,20 +22,16 @@ from pathlib import Path
 from typing import Any, Final
 
 import pulumi
-from google.protobuf import json_format
-from pulumi.runtime import config as runtime_config
 from pulumi.runtime import mocks, rpc
-from pulumi.runtime.settings import SETTINGS
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
-from infra.pulumi_config import REPO_ROOT
-from infra.settings import GCP_PROJECT_KEY, HF_TOKEN_KEY, PROJECT
-from serve.located_yaml import load_file
+from configcheck.problems import Path_
+from configcheck.yaml_lines import load_file
+from infra import resource_types
+from infra.settings import GCP_PROJECT_KEY, HF_TOKEN_KEY, PROJECT, stack_file
+from serve.paths import REPO_ROOT
 
-# Pulumi's wire marker for a secret value inside a serialized property map.
-SECRET_SIG: Final = "1b47061264138c4ac30d75fd1eb44270"
-SIG_KEY: Final = "4dabf18193072939515e22adb298388d"
+# What a run uses where the real stack has a secret or a project the engine would supply.
+# Not a real token: the report redacts it like the real one and refuses to write it.
 TEST_HF_TOKEN: Final = "hf_TestTokenNotARealOne0123456789abcdef"
 TEST_GCP_PROJECT: Final = "llm-serving-test"
 
@@ -43,9 +44,13 @@ class RegisteredResource:
     parent: str
     provider: str
     dependencies: list[str]
+    # Inputs as the provider would see them: camelCase keys, secrets unwrapped.
     inputs: dict[str, Any]
-    # The inputs as sent on the wire, secrets still wrapped in their signature objects.
-    wire_inputs: dict[str, Any]
+    # Where in `inputs` the program passed a secret (("stringData", "token"), ...).
+    secret_paths: frozenset[Path_]
+    # What the mock engine answered: the id and the state the program reads back.
+    resource_id: str
+    outputs: dict[str, Any]
     custom: bool
     protect: bool
     retain_on_delete: bool
@@ -74,11 +79,11 @@ class ProgramRun:
 def _mock_state(type_: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """Outputs the real providers compute that the program reads back."""
     state = dict(inputs)
-    if type_ == "gcp:container/cluster:Cluster":
+    if type_ == resource_types.CLUSTER:
         state.setdefault("name", f"{name}-cluster")
         state["endpoint"] = "203.0.113.10"
         state["masterAuth"] = {"clusterCaCertificate": "Q0EtREFUQQ=="}
-    if type_ == "gcp:serviceaccount/account:Account":
+    if type_ == resource_types.SERVICE_ACCOUNT:
         account = inputs.get("accountId", name)
         state["email"] = f"{account}@{TEST_GCP_PROJECT}.iam.gserviceaccount.com"
         state["member"] = f"serviceAccount:{state['email']}"
@@ -86,25 +91,68 @@ def _mock_state(type_: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]
     return state
 
 
+def unwrap_secrets(value: Any, path: Path_ = (), found: set[Path_] | None = None) -> Any:
+    """`value` with Pulumi's secret wrappers removed; adds the path of each secret to `found`."""
+    if rpc.is_rpc_secret(value):
+        if found is not None:
+            found.add(path)
+        return unwrap_secrets(rpc.unwrap_rpc_secret(value), path, None)
+    if isinstance(value, dict):
+        return {key: unwrap_secrets(item, (*path, key), found) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unwrap_secrets(item, (*path, index), found) for index, item in enumerate(value)]
+    return value
+
+
+@dataclass
+class _Answer:
+    """What `new_resource` saw and answered for the registration in progress."""
+
+    inputs: dict[str, Any]
+    secret_paths: frozenset[Path_]
+    resource_id: str
+    outputs: dict[str, Any]
+
+
 class _Mocks(mocks.Mocks):
+    def __init__(self) -> None:
+        # The SDK registers resources from a thread pool: answers are kept per (type, name),
+        # which the engine requires to be unique, not as "the last one".
+        self.answers: dict[tuple[str, str], _Answer] = {}
+        self._lock = threading.Lock()
+
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        return f"{args.name}-id", _mock_state(args.typ, args.name, args.inputs)
+        resource_id = f"{args.name}-id"
+        # The state keeps the secret wrappers, so outputs read back stay secret.
+        state = _mock_state(args.typ, args.name, args.inputs)
+        secret_paths: set[Path_] = set()
+        inputs = unwrap_secrets(args.inputs, (), secret_paths)
+        answer = _Answer(inputs, frozenset(secret_paths), resource_id, unwrap_secrets(state))
+        with self._lock:
+            self.answers[(args.typ, args.name)] = answer
+        return resource_id, state
+
+    def answer_for(self, type_: str, name: str) -> _Answer | None:
+        with self._lock:
+            return self.answers.pop((type_, name), None)
 
     def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         # An empty failure list, not None: pulumi's MockMonitor iterates it.
-        if args.token == "gcp:organizations/getProject:getProject":
+        if args.token == resource_types.GET_PROJECT:
             return {"projectId": TEST_GCP_PROJECT, "number": "123456789"}, []
         return {}, []
 
 
 class _RecordingMonitor(mocks.MockMonitor):
     def __init__(self, run: ProgramRun) -> None:
-        super().__init__(_Mocks())
+        self.recording = _Mocks()
+        super().__init__(self.recording)
         self.run = run
 
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
-        if request.type != "pulumi:pulumi:Stack":
+        answer = self.recording.answer_for(request.type, request.name)
+        if answer is not None:  # None for the root Stack, which the mock monitor answers itself
             self.run.resources.append(
                 RegisteredResource(
                     type_=request.type,
@@ -113,8 +161,10 @@ class _RecordingMonitor(mocks.MockMonitor):
                     parent=request.parent,
                     provider=request.provider,
                     dependencies=list(request.dependencies),
-                    inputs=_inputs(request),
-                    wire_inputs=json_format.MessageToDict(request.object),
+                    inputs=answer.inputs,
+                    secret_paths=answer.secret_paths,
+                    resource_id=answer.resource_id,
+                    outputs=answer.outputs,
                     custom=request.custom,
                     protect=request.protect,
                     retain_on_delete=request.retainOnDelete,
@@ -124,24 +174,9 @@ class _RecordingMonitor(mocks.MockMonitor):
         return response
 
 
-def _unwrap_secrets(value: Any) -> Any:
-    if rpc.is_rpc_secret(value):
-        return _unwrap_secrets(rpc.unwrap_rpc_secret(value))
-    if isinstance(value, dict):
-        return {key: _unwrap_secrets(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_unwrap_secrets(item) for item in value]
-    return value
-
-
-def _inputs(request: Any) -> dict[str, Any]:
-    """Inputs as the provider would see them: secrets unwrapped, camelCase keys."""
-    return dict(_unwrap_secrets(rpc.deserialize_properties(request.object)))
-
-
 def stack_config(stack: str, root: Path = REPO_ROOT, *, with_token: bool = True) -> dict[str, Any]:
     """The engine config a `pulumi up -s STACK` would pass: the stack file plus the secrets."""
-    data, _ = load_file(root / f"Pulumi.{stack}.yaml")
+    data, _ = load_file(stack_file(stack, root))
     config = {key: value for key, value in (data.get("config") or {}).items() if key != HF_TOKEN_KEY}
     config.setdefault(GCP_PROJECT_KEY, TEST_GCP_PROJECT)
     if with_token:
@@ -151,20 +186,13 @@ def stack_config(stack: str, root: Path = REPO_ROOT, *, with_token: bool = True)
 
 @contextmanager
 def _engine_config(config: Mapping[str, Any], secret_keys: list[str]) -> Iterator[None]:
+    # The engine passes every value as text; structured ones as JSON.
     encoded = {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
-    saved = {name: os.environ.get(name) for name in ("PULUMI_CONFIG", "PULUMI_CONFIG_SECRET_KEYS")}
-    os.environ["PULUMI_CONFIG"] = json.dumps(encoded)
-    os.environ["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(secret_keys)
-    runtime_config.set_all_config(encoded, secret_keys)
+    pulumi.runtime.set_all_config(encoded, secret_keys)
     try:
         yield
     finally:
-        runtime_config.set_all_config({}, [])
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        pulumi.runtime.set_all_config({}, [])
 
 
 def run_program(
@@ -173,7 +201,6 @@ def run_program(
     config: Mapping[str, Any] | None = None,
     secret_keys: list[str] | None = None,
     root: Path = REPO_ROOT,
-    preview: bool = False,
 ) -> ProgramRun:
     """Run infra.program for `stack` under the mock engine; raises pulumi.RunError on bad input."""
     from infra.program import define_stack
@@ -181,24 +208,20 @@ def run_program(
     config = stack_config(stack, root) if config is None else config
     secret_keys = [HF_TOKEN_KEY] if secret_keys is None else secret_keys
     run = ProgramRun(stack=stack)
-    outputs: dict[str, Any] = {}
 
-    async def _resolve() -> None:
+    async def resolve(outputs: dict[str, Any]) -> None:
         for name, value in outputs.items():
             output = pulumi.Output.from_input(value)
             run.outputs[name] = await output.future()
             if await output.is_secret():
                 run.secret_outputs.add(name)
 
-    def program() -> None:
-        outputs.update(define_stack(root))
+    def program() -> Any:
+        # `pulumi.runtime.test` awaits what this returns once every resource is registered.
+        return resolve(define_stack(root))
 
     with _engine_config(config, secret_keys):
-        SETTINGS.rpc_manager.clear()
-        SETTINGS.outputs.clear()
-        pulumi.runtime.set_mocks(
-            _Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=_RecordingMonitor(run)
-        )
-        _sync_await(run_pulumi_func(program))
-        _sync_await(run_pulumi_func(lambda: _sync_await(_resolve())))
+        monitor = _RecordingMonitor(run)
+        pulumi.runtime.set_mocks(monitor.recording, project=PROJECT, stack=stack, monitor=monitor)
+        pulumi.runtime.test(program)()
     return run

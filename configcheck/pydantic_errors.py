@@ -9,7 +9,7 @@ from typing import Any, TypeVar, Union
 
 from pydantic import BaseModel, ValidationError
 
-from serve.problems import ConfigError, LineMap, Path_, Problem, locate
+from configcheck.problems import LineMap, Path_, Problem, locate
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -160,14 +160,6 @@ def validation_problems(
             message = _message(model, {**error, "loc": loc})
             problems.append(locate(file, lines, (*prefix, *loc), message))
         return None, problems
-
-
-def validate(model: type[ModelT], data: Any, file: str, lines: LineMap, prefix: Path_ = ()) -> ModelT:
-    """Validate `data` as `model`, raising one located problem per pydantic error."""
-    value, problems = validation_problems(model, data, file, lines, prefix)
-    if value is None:
-        raise ConfigError(problems)
-    return value
 
 
 def _is_union_tag(part: Any) -> bool:

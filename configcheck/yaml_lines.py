@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import yaml
 
-from serve.problems import ConfigError, LineMap, Path_, Problem, format_path
+from configcheck.problems import ConfigError, LineMap, Path_, Problem, format_path
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -1,12 +1,9 @@
-"""The offline plan report: placement, node pools and cost of a stack, and how two stacks differ.
-
-Tables come from the pure plan (`infra.plan.build_plan_for_stack`); the manifests come from
-the real Pulumi program under the mock engine (`infra.plan.manifests`). `agreement_problems`
-checks that the two say the same thing.
-"""
+"""The plan as a person reads it: placement, node pools and cost of a stack, and how two stacks
+differ. Pure: rich tables from a `ServingPlan` and the stack files, no Pulumi."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,16 +15,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from infra.plan import ServingPlan
-from infra.plan.node_pools import POOL_LABEL, NodePoolSpec
+from configcheck.yaml_lines import load_file
+from infra.plan import ServingPlan, build_plan_for_stack
+from infra.plan.node_pools import NodePoolSpec
 from infra.settings import AUTOSCALING_KEY, HF_TOKEN_KEY, TIERS_KEY, set_secret_command, stack_file
-from infra.testing import ProgramRun
-from serve.located_yaml import load_file
+from serve.paths import REPO_ROOT
 
-RAY_SERVICE_TYPE: Final = "kubernetes:ray.io/v1:RayService"
-CONFIG_MAP_TYPE: Final = "kubernetes:core/v1:ConfigMap"
-SECRET_TYPE: Final = "kubernetes:core/v1:Secret"
-NODE_POOL_TYPE: Final = "gcp:container/nodePool:NodePool"
 # Stacks may differ only in these (the project's rule; infra/settings.py enforces the keys).
 SCOPED_KEYS: Final = (TIERS_KEY, AUTOSCALING_KEY)
 # Wide enough that no model id or pool name is cut when the output is not a terminal.
@@ -194,80 +187,6 @@ def print_plan(console: Console, plan: ServingPlan) -> None:
     )
 
 
-# --- plan vs program ----------------------------------------------------------------------
-
-
-def _pool_facts(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    config = inputs.get("nodeConfig") or {}
-    accelerators = config.get("guestAccelerators") or []
-    scaling = inputs.get("autoscaling") or {}
-    return {
-        "machine": config.get("machineType"),
-        "spot": bool(config.get("spot")),
-        "zones": list(inputs.get("nodeLocations") or []),
-        "accelerator": (accelerators[0].get("type"), accelerators[0].get("count")) if accelerators else None,
-        "min": scaling.get("totalMinNodeCount", inputs.get("nodeCount")),
-        "max": scaling.get("totalMaxNodeCount", inputs.get("nodeCount")),
-    }
-
-
-def _plan_pool_facts(pool: NodePoolSpec) -> dict[str, Any]:
-    return {
-        "machine": pool.machine.machine_type,
-        "spot": pool.spot,
-        "zones": list(pool.zones),
-        "accelerator": (pool.gke_accelerator, pool.accelerator_count) if pool.gke_accelerator else None,
-        "min": pool.min_nodes,
-        "max": pool.max_nodes,
-    }
-
-
-def agreement_problems(plan: ServingPlan, run: ProgramRun) -> list[str]:
-    """Where what the program registered differs from the pure plan (empty when they agree)."""
-    problems: list[str] = []
-
-    def single(type_: str) -> dict[str, Any] | None:
-        found = run.of_type(type_)
-        if len(found) != 1:
-            problems.append(f"expected one {type_}, the program registered {len(found)}")
-            return None
-        return found[0].inputs
-
-    ray_service = single(RAY_SERVICE_TYPE)
-    if ray_service is not None and ray_service.get("spec") != plan.ray_service_spec:
-        problems.append("the registered RayService spec differs from the plan's ray_service_spec")
-    config_map = single(CONFIG_MAP_TYPE)
-    if config_map is not None:
-        if (config_map.get("metadata") or {}).get("name") != plan.env_config_map_name:
-            problems.append("the registered env ConfigMap name differs from the plan's")
-        if config_map.get("data") != plan.env_config_map_data:
-            problems.append("the registered env ConfigMap data differs from the plan's")
-    single(SECRET_TYPE)
-
-    registered = {
-        str(((r.inputs.get("nodeConfig") or {}).get("labels") or {}).get(POOL_LABEL)): r.inputs
-        for r in run.of_type(NODE_POOL_TYPE)
-    }
-    planned = {pool.name: pool for pool in plan.node_pools}
-    if set(registered) != set(planned):
-        problems.append(f"node pools: program {sorted(registered)}, plan {sorted(planned)}")
-    for name in sorted(set(registered) & set(planned)):
-        program_facts, plan_facts = _pool_facts(registered[name]), _plan_pool_facts(planned[name])
-        if program_facts != plan_facts:
-            problems.append(f"node pool {name}: program {program_facts}, plan {plan_facts}")
-
-    outputs = run.outputs
-    if outputs.get("served_models") != plan.served_model_ids:
-        problems.append(
-            f"served models: program {outputs.get('served_models')}, plan {plan.served_model_ids}"
-        )
-    cost = outputs.get("estimated_cost_usd_per_hour") or {}
-    expected = {"idle": plan.cost.idle_usd_per_hour, "max": plan.cost.max_usd_per_hour}
-    if {key: cost.get(key) for key in expected} != expected:
-        problems.append(f"cost: program {cost}, plan {expected}")
-    return problems
-
-
 # --- two stacks ---------------------------------------------------------------------------
 
 
@@ -367,3 +286,56 @@ def diff_lines(root: Path, plan: ServingPlan, other: ServingPlan) -> list[str]:
     ):
         lines.append(f"  {label}: {usd(before)} -> {usd(after)} ({_signed(round(after - before, 4))})")
     return lines
+
+
+# --- the command line shared by `python -m infra.plan` and `python -m infra.report` ------------
+
+EXIT_PROBLEMS: Final = 1
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stack", help="stack name: reads Pulumi.<stack>.yaml")
+    parser.add_argument(
+        "--diff",
+        metavar="OTHER_STACK",
+        help="print only what differs from OTHER_STACK (settings, models, cost)",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="repository root with the catalog and stack files (default: this repo)",
+    )
+
+
+def display_root(root: Path) -> Path:
+    """The root as a path relative to the working directory when it is below it (shorter messages)."""
+    resolved, cwd = root.resolve(), Path.cwd().resolve()
+    if resolved == cwd:
+        return Path(".")
+    if resolved.is_relative_to(cwd):
+        return Path(os.path.relpath(resolved, cwd))
+    return resolved
+
+
+def load_plans(args: argparse.Namespace) -> tuple[Path, ServingPlan, ServingPlan | None]:
+    """The root, the stack's plan and the `--diff` stack's plan; ConfigError on bad input."""
+    root = display_root(args.root or REPO_ROOT)
+    plan = build_plan_for_stack(args.stack, root)
+    other = build_plan_for_stack(args.diff, root) if args.diff else None
+    return root, plan, other
+
+
+def print_problems(lines: str) -> int:
+    for line in lines.splitlines():
+        if line.strip():
+            print(line, file=sys.stderr)
+    return EXIT_PROBLEMS
+
+
+def print_diff_or_plan(console: Console, root: Path, plan: ServingPlan, other: ServingPlan | None) -> None:
+    if other is not None:
+        for line in diff_lines(root, plan, other):
+            console.print(line, markup=False, soft_wrap=True)
+    else:
+        print_plan(console, plan)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from configcheck.secrets import redact
 
 Path_ = tuple[str | int, ...]
 
@@ -42,9 +44,13 @@ class Problem:
     message: str
 
     def __post_init__(self) -> None:
+        # Never echo a secret: a token pasted into the wrong key would otherwise be printed
+        # back in full by every message that quotes the value.
         # One line per problem, always: a message built from a multi-line error (a YAML
         # parser's, a library's) would otherwise break `FILE:LINE: field: message` parsing.
-        object.__setattr__(self, "message", " ".join(self.message.split()))
+        object.__setattr__(self, "message", redact(" ".join(self.message.split())))
+        # A token pasted where a key or list item belongs reaches the field path as well.
+        object.__setattr__(self, "field", redact(self.field))
         object.__setattr__(self, "line", max(1, self.line))
 
     def __str__(self) -> str:
@@ -64,9 +70,3 @@ class ConfigError(Exception):
 def locate(file: str, lines: LineMap, path: Path_, message: str) -> Problem:
     """A problem at `path`, on the line of the deepest part of the path that exists in the file."""
     return Problem(file=file, line=lines.line_of(path), field=format_path(path), message=message)
-
-
-def raise_if_any(problems: Iterable[Problem]) -> None:
-    found = list(problems)
-    if found:
-        raise ConfigError(found)

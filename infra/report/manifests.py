@@ -1,13 +1,14 @@
 """What the Pulumi program registers, rendered as one YAML document per object.
 
-The documents are built from the resources `infra.testing.run_program` records while the
-real program runs under Pulumi's mock engine, not re-derived from the plan: the report
+The documents are built from the resources `infra.report.mock_engine.run_program` records
+while the real program runs under Pulumi's mock engine, not re-derived from the plan: the report
 shows what `pulumi up` would send. Kubernetes objects become manifests (apiVersion, kind,
 metadata, ...); the Helm release and the GCP resources become their Pulumi inputs
 (camelCase), labelled as such.
 
 Three kinds of values are not written as the engine holds them:
-- secrets (anything the program marks secret, e.g. the HF token): `<redacted: ...>`;
+- secrets (every value the program marked secret, at the paths the mock run recorded while
+  unwrapping them, e.g. the HF token): `<redacted: ...>`;
 - outputs of another resource (the cluster id a node pool points at, the node service
   account's email): under the mock engine they are made-up values, so they are written as
   `${resource.property}`, known only once that resource exists;
@@ -25,22 +26,16 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
-from pulumi.runtime import mocks
-from pulumi.runtime.rpc import UNKNOWN
 
+from configcheck.problems import Path_
+from infra import resource_types
+from infra.report.mock_engine import ProgramRun, RegisteredResource
 from infra.settings import HF_TOKEN_KEY
-from infra.testing import SECRET_SIG, SIG_KEY, ProgramRun, RegisteredResource
-
-# Pulumi's wire signatures besides secrets (pulumi.runtime.rpc keeps them private).
-RESOURCE_REF_SIG: Final = "5cf8f73096256a8f31e491e813e4eb8e"
-OUTPUT_VALUE_SIG: Final = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
 
 HF_TOKEN_REDACTED: Final = f"<redacted: pulumi config {HF_TOKEN_KEY}>"
 SECRET_REDACTED: Final = "<redacted: secret>"
-UNKNOWN_PLACEHOLDER: Final = "<unknown until apply>"
 GCP_PROJECT_PLACEHOLDER: Final = "<gcp:project>"
 
-HELM_RELEASE_TYPE: Final = "kubernetes:helm.sh/v3:Release"
 KUBERNETES_DIR: Final = "."
 GCP_DIR: Final = "gcp"
 _FILE_SLUGS: Final = {"Account": "serviceaccount"}
@@ -62,10 +57,6 @@ class Manifest:
     document: dict[str, Any]
     comments: list[str] = field(default_factory=list)
     path: Path = Path()
-
-    @property
-    def pulumi_type(self) -> str:
-        return self.resource.type_
 
     def text(self) -> str:
         header = "".join(f"# {line}\n" for line in self.comments)
@@ -91,12 +82,15 @@ def dump_yaml(document: Any) -> str:
     return yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
 
 
-# --- decoding the wire inputs -----------------------------------------------------------
+# --- secrets and outputs of other resources ---------------------------------------------
 
 
-def _number(value: float) -> int | float:
-    """Protobuf Structs carry every number as a double; the program wrote integers."""
-    return int(value) if value.is_integer() else value
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
 
 
 def _redact(value: Any, label: str) -> Any:
@@ -108,75 +102,50 @@ def _redact(value: Any, label: str) -> Any:
     return label
 
 
-def _secret_label(value: Any, hf_tokens: frozenset[str]) -> str:
-    leaves = _leaves(value)
-    if any(leaf in hf_tokens for leaf in leaves):
-        return HF_TOKEN_REDACTED
-    return SECRET_REDACTED
+def redact_secrets(
+    inputs: Mapping[str, Any], secret_paths: Iterable[Path_], hf_tokens: frozenset[str]
+) -> Any:
+    """`inputs` with the value at each secret path redacted; an HF token's label says where it comes from."""
 
-
-def _leaves(value: Any) -> list[Any]:
-    if isinstance(value, Mapping):
-        return [leaf for item in value.values() for leaf in _leaves(item)]
-    if isinstance(value, list):
-        return [leaf for item in value for leaf in _leaves(item)]
-    return [value]
-
-
-def decode_wire(value: Any, *, hf_tokens: frozenset[str], names: Mapping[str, str]) -> Any:
-    """Wire inputs (secrets still wrapped) to plain data with readable placeholders.
-
-    `names` maps a resource URN to its logical name, for resource references.
-    """
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, float):
-        return _number(value)
-    if isinstance(value, str):
-        return UNKNOWN_PLACEHOLDER if value == UNKNOWN else value
-    if isinstance(value, list):
-        return [decode_wire(item, hf_tokens=hf_tokens, names=names) for item in value]
-    if isinstance(value, Mapping):
-        signature = value.get(SIG_KEY)
-        if signature == SECRET_SIG:
-            inner = value.get("value")
-            return _redact(
-                decode_wire(inner, hf_tokens=frozenset(), names=names), _secret_label(inner, hf_tokens)
+    def at(value: Any, path: Path_) -> Any:
+        if not path:
+            label = (
+                HF_TOKEN_REDACTED if any(leaf in hf_tokens for leaf in _leaves(value)) else SECRET_REDACTED
             )
-        if signature == RESOURCE_REF_SIG:
-            urn = str(value.get("urn", ""))
-            return f"${{{names.get(urn, urn.rsplit('::', 1)[-1])}}}"
-        if signature == OUTPUT_VALUE_SIG:
-            if value.get("secret"):
-                inner = value.get("value")
-                return _redact(inner, _secret_label(inner, hf_tokens))
-            if "value" not in value:
-                return UNKNOWN_PLACEHOLDER
-            return decode_wire(value["value"], hf_tokens=hf_tokens, names=names)
-        if signature is not None:
-            return f"<pulumi value {signature}>"
-        return {key: decode_wire(item, hf_tokens=hf_tokens, names=names) for key, item in value.items()}
+            return _redact(value, label)
+        head, rest = path[0], path[1:]
+        if isinstance(value, Mapping) and head in value:
+            return {key: at(item, rest) if key == head else item for key, item in value.items()}
+        if isinstance(value, list) and isinstance(head, int) and head < len(value):
+            return [at(item, rest) if index == head else item for index, item in enumerate(value)]
+        return value
+
+    redacted: Any = dict(inputs)
+    for path in secret_paths:
+        redacted = at(redacted, tuple(path))
+    return redacted
+
+
+def _whole_numbers(value: Any) -> Any:
+    """Protobuf Structs carry every number as a double; the program wrote integers."""
+    if isinstance(value, Mapping):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 
-# --- outputs of other resources ---------------------------------------------------------
-
-
-def _mock_outputs(resource: RegisteredResource) -> dict[str, Any]:
-    """The id and the computed outputs the mock engine gave `resource` (made up, never real)."""
-    from infra.testing import _Mocks  # the same mocks run_program used
-
-    args = mocks.MockResourceArgs(
-        typ=resource.type_, name=resource.name, inputs=dict(resource.inputs), custom=resource.custom
-    )
-    resource_id, state = _Mocks().new_resource(args)
+def _computed_outputs(resource: RegisteredResource) -> dict[str, str]:
+    """The id and the outputs the mock engine made up for `resource` (never real values)."""
     computed = {
         key: value
-        for key, value in state.items()
+        for key, value in resource.outputs.items()
         if isinstance(value, str) and value and resource.inputs.get(key) != value
     }
-    if resource_id:
-        computed["id"] = resource_id
+    if resource.resource_id:
+        computed["id"] = resource.resource_id
     return computed
 
 
@@ -189,7 +158,7 @@ def _output_placeholders(
         dependency = by_urn.get(urn)
         if dependency is None or not dependency.custom:
             continue
-        for key, value in _mock_outputs(dependency).items():
+        for key, value in _computed_outputs(dependency).items():
             placeholders.setdefault(value, f"${{{dependency.name}.{key}}}")
     return placeholders
 
@@ -306,15 +275,14 @@ def build_manifests(
     """
     tokens = frozenset(hf_tokens)
     by_urn = run.by_urn()
-    names = {urn: resource.name for urn, resource in by_urn.items()}
     manifests: list[Manifest] = []
     for resource in run.resources:
-        if not resource.custom or resource.type_.startswith("pulumi:providers:"):
+        if not resource.custom or resource.type_.startswith(resource_types.PROVIDER_PREFIX):
             continue
-        inputs = decode_wire(resource.wire_inputs, hf_tokens=tokens, names=names)
+        inputs = redact_secrets(_whole_numbers(resource.inputs), resource.secret_paths, tokens)
         inputs = _sorted(_substitute(inputs, _output_placeholders(resource, by_urn), gcp_project_placeholder))
         comments = _describe(resource, by_urn)
-        if resource.type_ == HELM_RELEASE_TYPE:
+        if resource.type_ == resource_types.HELM_RELEASE:
             document = _helm_release_document(resource, inputs)
             comments = [
                 "Not a Kubernetes object: the inputs of the Pulumi resource",

@@ -1,0 +1,24 @@
+"""Pulumi type tokens of the resources the program registers, as the engine (and policies) see them.
+
+No imports: the policy pack reads these too and must not load the program's modules. A test
+checks that every resource the program registers has its token here.
+"""
+
+from typing import Final
+
+CLUSTER: Final = "gcp:container/cluster:Cluster"
+NODE_POOL: Final = "gcp:container/nodePool:NodePool"
+SERVICE_ACCOUNT: Final = "gcp:serviceaccount/account:Account"
+PROJECT_IAM_MEMBER: Final = "gcp:projects/iAMMember:IAMMember"
+KUBERNETES_PROVIDER: Final = "pulumi:providers:kubernetes"
+HELM_RELEASE: Final = "kubernetes:helm.sh/v3:Release"
+NAMESPACE: Final = "kubernetes:core/v1:Namespace"
+SECRET: Final = "kubernetes:core/v1:Secret"
+CONFIG_MAP: Final = "kubernetes:core/v1:ConfigMap"
+SERVICE: Final = "kubernetes:core/v1:Service"
+RAY_SERVICE: Final = "kubernetes:ray.io/v1:RayService"
+RAY_CLUSTER: Final = "kubernetes:ray.io/v1:RayCluster"
+# Data sources the program calls (invokes), not resources.
+GET_PROJECT: Final = "gcp:organizations/getProject:getProject"
+
+PROVIDER_PREFIX: Final = "pulumi:providers:"

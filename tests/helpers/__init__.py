@@ -1,0 +1,1 @@
+"""Helpers the tests share: importable as `helpers.<module>` (pytest's `pythonpath` has tests/)."""

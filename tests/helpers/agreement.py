@@ -1,0 +1,83 @@
+"""Where the registered program and the pure plan could disagree: the check the plan report used
+to run at run time, kept as a test oracle. Empty when they agree."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from infra import resource_types
+from infra.plan import ServingPlan
+from infra.plan.node_pools import POOL_LABEL, NodePoolSpec
+from infra.report.mock_engine import ProgramRun
+
+
+def _pool_facts(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    config = inputs.get("nodeConfig") or {}
+    accelerators = config.get("guestAccelerators") or []
+    scaling = inputs.get("autoscaling") or {}
+    return {
+        "machine": config.get("machineType"),
+        "spot": bool(config.get("spot")),
+        "zones": list(inputs.get("nodeLocations") or []),
+        "accelerator": (accelerators[0].get("type"), accelerators[0].get("count")) if accelerators else None,
+        "min": scaling.get("totalMinNodeCount", inputs.get("nodeCount")),
+        "max": scaling.get("totalMaxNodeCount", inputs.get("nodeCount")),
+    }
+
+
+def _plan_pool_facts(pool: NodePoolSpec) -> dict[str, Any]:
+    return {
+        "machine": pool.machine.machine_type,
+        "spot": pool.spot,
+        "zones": list(pool.zones),
+        "accelerator": (pool.gke_accelerator, pool.accelerator_count) if pool.gke_accelerator else None,
+        "min": pool.min_nodes,
+        "max": pool.max_nodes,
+    }
+
+
+def agreement_problems(plan: ServingPlan, run: ProgramRun) -> list[str]:
+    """Where what the program registered differs from the pure plan (empty when they agree)."""
+    problems: list[str] = []
+
+    def single(type_: str) -> dict[str, Any] | None:
+        found = run.of_type(type_)
+        if len(found) != 1:
+            problems.append(f"expected one {type_}, the program registered {len(found)}")
+            return None
+        return found[0].inputs
+
+    ray_service = single(resource_types.RAY_SERVICE)
+    if ray_service is not None and ray_service.get("spec") != plan.ray_service_spec:
+        problems.append("the registered RayService spec differs from the plan's ray_service_spec")
+    config_map = single(resource_types.CONFIG_MAP)
+    if config_map is not None:
+        if (config_map.get("metadata") or {}).get("name") != plan.env_config_map_name:
+            problems.append("the registered env ConfigMap name differs from the plan's")
+        if config_map.get("data") != plan.env_config_map_data:
+            problems.append("the registered env ConfigMap data differs from the plan's")
+    single(resource_types.SECRET)
+
+    registered = {
+        str(((r.inputs.get("nodeConfig") or {}).get("labels") or {}).get(POOL_LABEL)): r.inputs
+        for r in run.of_type(resource_types.NODE_POOL)
+    }
+    planned = {pool.name: pool for pool in plan.node_pools}
+    if set(registered) != set(planned):
+        problems.append(f"node pools: program {sorted(registered)}, plan {sorted(planned)}")
+    for name in sorted(set(registered) & set(planned)):
+        program_facts, plan_facts = _pool_facts(registered[name]), _plan_pool_facts(planned[name])
+        if program_facts != plan_facts:
+            problems.append(f"node pool {name}: program {program_facts}, plan {plan_facts}")
+
+    outputs = run.outputs
+    if outputs.get("served_models") != plan.served_model_ids:
+        problems.append(
+            f"served models: program {outputs.get('served_models')}, plan {plan.served_model_ids}"
+        )
+    cost = outputs.get("estimated_cost_usd_per_hour") or {}
+    expected = {"idle": plan.cost.idle_usd_per_hour, "max": plan.cost.max_usd_per_hour}
+    if {key: cost.get(key) for key in expected} != expected:
+        problems.append(f"cost: program {cost}, plan {expected}")
+    return problems
