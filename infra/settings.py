@@ -66,13 +66,26 @@ def set_secret_command(stack: str) -> str:
 
 
 class TierSettings(CamelStrict):
-    enabled: StrictBool
-    spot: StrictBool
-    gpus_per_node: Annotated[StrictInt, Field(ge=1, le=16)]
-    min_nodes: Annotated[StrictInt, Field(ge=0, le=MAX_NODES_PER_TIER)]
-    max_nodes: Annotated[StrictInt, Field(ge=1, le=MAX_NODES_PER_TIER)]
+    """One GPU tier's node pool in a stack (`llm-serving:tiers.<tier>`)."""
+
+    enabled: StrictBool = Field(description="Create the tier's pool and serve its catalog models.")
+    spot: StrictBool = Field(description="Spot VMs (about a third of the price, 30 s reclaim notice).")
+    gpus_per_node: Annotated[
+        StrictInt,
+        Field(ge=1, le=16, description="GPUs per node; picks the machine shape from the tier table."),
+    ]
+    min_nodes: Annotated[
+        StrictInt, Field(ge=0, le=MAX_NODES_PER_TIER, description="Nodes kept running with no traffic.")
+    ]
+    max_nodes: Annotated[
+        StrictInt,
+        Field(ge=1, le=MAX_NODES_PER_TIER, description="Most nodes the pool and its worker group grow to."),
+    ]
     # Each zone is checked as an item, so a bad one is reported on its own line.
-    zones: Annotated[list[Annotated[str, AfterValidator(_zone_name)]], Field(min_length=1, max_length=6)]
+    zones: Annotated[
+        list[Annotated[str, AfterValidator(_zone_name)]],
+        Field(min_length=1, max_length=6, description="Zones of the stack's region the pool may use."),
+    ]
 
     @field_validator("zones")
     @classmethod

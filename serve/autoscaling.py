@@ -14,12 +14,25 @@ MAX_REPLICAS_BOUND = 64
 class ReplicaAutoscaling(CamelStrict):
     """Ray Serve autoscaling applied to every model's deployment in a stack."""
 
-    min_replicas: Annotated[StrictInt, Field(ge=0, le=MAX_REPLICAS_BOUND)]
-    max_replicas: Annotated[StrictInt, Field(ge=1, le=MAX_REPLICAS_BOUND)]
-    target_ongoing_requests: Annotated[float, Field(gt=0, le=1024)]
-    max_ongoing_requests: Annotated[StrictInt, Field(ge=1, le=4096)]
-    upscale_delay_seconds: Annotated[float, Field(ge=0, le=3600)]
-    downscale_delay_seconds: Annotated[float, Field(ge=0, le=86400)]
+    min_replicas: Annotated[
+        StrictInt,
+        Field(ge=0, le=MAX_REPLICAS_BOUND, description="Warm replicas per model; 0 scales to zero."),
+    ]
+    max_replicas: Annotated[
+        StrictInt, Field(ge=1, le=MAX_REPLICAS_BOUND, description="Replicas per model at most.")
+    ]
+    target_ongoing_requests: Annotated[
+        float, Field(gt=0, le=1024, description="In-flight requests per replica Serve scales towards.")
+    ]
+    max_ongoing_requests: Annotated[
+        StrictInt, Field(ge=1, le=4096, description="In-flight requests a replica accepts before queueing.")
+    ]
+    upscale_delay_seconds: Annotated[
+        float, Field(ge=0, le=3600, description="How long demand must stay high before adding a replica.")
+    ]
+    downscale_delay_seconds: Annotated[
+        float, Field(ge=0, le=86400, description="How long demand must stay low before removing one.")
+    ]
 
     _replicas_ordered = not_below("max_replicas", "min_replicas", fix="make minReplicas <= maxReplicas")
     _target_reachable = not_below(

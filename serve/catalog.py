@@ -48,12 +48,27 @@ def _one_of(names: Iterable[str]) -> str:
 class Architecture(Strict):
     """Facts from the model's config.json that the memory estimate needs."""
 
-    parameters_billion: Annotated[float, Field(gt=0, le=2000)]
-    num_layers: Annotated[StrictInt, Field(gt=0, le=1000)]
-    num_attention_heads: Annotated[StrictInt, Field(gt=0, le=1024)]
-    num_kv_heads: Annotated[StrictInt, Field(gt=0, le=1024)]
-    head_dim: Annotated[StrictInt, Field(gt=0, le=1024)]
-    max_position_embeddings: Annotated[StrictInt, Field(gt=0, le=10_000_000)]
+    parameters_billion: Annotated[
+        float,
+        Field(gt=0, le=2000, description="Parameter count in billions (weights = this x bytes per weight)."),
+    ]
+    num_layers: Annotated[
+        StrictInt, Field(gt=0, le=1000, description="config.json `num_hidden_layers`: KV cache per token.")
+    ]
+    num_attention_heads: Annotated[
+        StrictInt,
+        Field(gt=0, le=1024, description="config.json `num_attention_heads`: must split evenly over TP."),
+    ]
+    num_kv_heads: Annotated[
+        StrictInt,
+        Field(gt=0, le=1024, description="config.json `num_key_value_heads` (GQA): KV cache per token."),
+    ]
+    head_dim: Annotated[
+        StrictInt, Field(gt=0, le=1024, description="config.json `head_dim` (or hidden_size / heads).")
+    ]
+    max_position_embeddings: Annotated[
+        StrictInt, Field(gt=0, le=10_000_000, description="The longest context the model was trained for.")
+    ]
 
     @field_validator("num_kv_heads")
     @classmethod
@@ -69,12 +84,26 @@ class Architecture(Strict):
 class EngineSettings(Strict):
     """The vLLM engine settings a catalog may set; anything else is refused."""
 
-    gpu_memory_utilization: Annotated[float, Field(gt=0.5, le=0.98)] = 0.90
-    max_num_seqs: Annotated[StrictInt, Field(ge=1, le=1024)] | None = None
-    max_num_batched_tokens: Annotated[StrictInt, Field(ge=1, le=1_048_576)] | None = None
-    enable_prefix_caching: StrictBool | None = None
-    enable_chunked_prefill: StrictBool | None = None
-    enforce_eager: StrictBool | None = None
+    gpu_memory_utilization: Annotated[
+        float, Field(gt=0.5, le=0.98, description="Share of each GPU's memory vLLM may use (the budget).")
+    ] = 0.90
+    max_num_seqs: (
+        Annotated[StrictInt, Field(ge=1, le=1024, description="Sequences vLLM schedules in one batch.")]
+        | None
+    ) = None
+    max_num_batched_tokens: (
+        Annotated[StrictInt, Field(ge=1, le=1_048_576, description="Tokens vLLM processes in one step.")]
+        | None
+    ) = None
+    enable_prefix_caching: StrictBool | None = Field(
+        default=None, description="Reuse the KV cache of shared prompt prefixes."
+    )
+    enable_chunked_prefill: StrictBool | None = Field(
+        default=None, description="Split long prompts across steps (vLLM's default on recent versions)."
+    )
+    enforce_eager: StrictBool | None = Field(
+        default=None, description="Skip CUDA graph capture: faster start, slower decode."
+    )
 
     def as_engine_kwargs(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -84,16 +113,23 @@ class ModelEntry(Strict):
     id: str = Field(description="OpenAI model name clients send; a DNS label.")
     source: str = Field(description="Hugging Face repo id, owner/name.")
     revision: str = Field(description="Pinned 40-hex commit of the Hugging Face repo.")
-    tier: TierName
-    tensor_parallel_size: Annotated[StrictInt, Field(ge=1, le=MAX_TENSOR_PARALLEL)] = 1
-    dtype: str
-    quantization: str | None = None
-    max_model_len: Annotated[StrictInt, Field(ge=16, le=10_000_000)]
+    tier: TierName = Field(description="GPU tier the model runs on: t4, l4 or a100 (80GB).")
+    tensor_parallel_size: Annotated[
+        StrictInt,
+        Field(ge=1, le=MAX_TENSOR_PARALLEL, description="GPUs per replica, all on one node (STRICT_PACK)."),
+    ] = 1
+    dtype: str = Field(description="Activation and weight dtype: float16 or bfloat16 (no bf16 on T4).")
+    quantization: str | None = Field(default=None, description="Weight quantization: awq, gptq or fp8.")
+    max_model_len: Annotated[
+        StrictInt, Field(ge=16, le=10_000_000, description="Longest sequence (prompt + answer) served.")
+    ]
     concurrency: Annotated[StrictInt, Field(ge=1, le=4096)] = Field(
         default=1, description="Full-length sequences the KV cache must hold at once."
     )
-    architecture: Architecture
-    engine: EngineSettings = EngineSettings()
+    architecture: Architecture = Field(description="Facts from config.json for the memory estimate.")
+    engine: EngineSettings = Field(
+        default_factory=EngineSettings, description="vLLM engine settings from a typed allowlist."
+    )
 
     @field_validator("id")
     @classmethod
