@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STACK ?= dev
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-fast lint serve-local plan bench check-catalog clean
+.PHONY: install test test-fast lint serve-local plan bench bench-serve check-catalog clean
 
 install: $(INSTALLED)
 
@@ -40,7 +40,12 @@ serve-local: install
 plan: install
 	$(PY) -m infra.report $(STACK) --out build/plan-$(STACK) $(ARGS)
 
+# The pytest-benchmark timings of planning, the mock program run and the report (tests marked bench).
 bench: install
+	$(VENV)/bin/pytest -m bench --benchmark-enable $(ARGS)
+
+# The HTTP load generator against a running OpenAI endpoint (make serve-local first).
+bench-serve: install
 	$(PY) -m serve.bench $(ARGS)
 
 clean:

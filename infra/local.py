@@ -1,10 +1,15 @@
 """`make serve-local`: a stack's real serve application on this machine's CPU.
 
 The deploy document is the plan's serveConfigV2, byte for byte what the RayService carries;
-`serve.local.localize_serve_config` swaps only each model's weights (the tiny model, or
+`serve.localize.localize_serve_config` swaps only each model's weights (the tiny model, or
 `--model-dir`) and its accelerator (CPU), keeping model ids and Serve settings. No cloud
 credentials and no Pulumi engine are needed: the plan is a pure function of the catalog and
-the stack file.
+the stack file. `serve.supervisor.LocalService` runs it.
+
+Stopping: SIGINT (Ctrl-C, also when started as a background job with SIGINT ignored), SIGTERM,
+SIGHUP and the parent process exiting all stop Serve and the local Ray cluster; a second one
+during the stop skips the grace periods. If this process is killed outright, the run's guard
+process cleans up; what a killed guard leaves is removed by the next start.
 
     python -m infra.local [--stack dev] [--models ID[,ID...]] [--model-dir DIR] [--port 8000]
 """
@@ -12,15 +17,31 @@ the stack file.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+from typing import Any, Final
 
 from configcheck.problems import ConfigError
 from infra.plan import build_plan_for_stack
-from serve.local import DEFAULT_KV_CACHE_GIB, DEFAULT_NUM_CPUS, localize_serve_config, run_local
+from serve.localize import DEFAULT_KV_CACHE_GIB, llm_configs, localize_serve_config
 from serve.paths import REPO_ROOT
+from serve.supervisor import (
+    DEFAULT_NUM_CPUS,
+    LocalService,
+    LocalServiceError,
+    Progress,
+    StopRequest,
+    StopRequested,
+)
 from serve.tiny_model import ensure_tiny_model
+
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +86,97 @@ def _selected_models(values: Sequence[str] | None) -> list[str] | None:
     return [model.strip() for value in values for model in value.split(",") if model.strip()]
 
 
+def _progress(progress: Progress | str) -> None:
+    # The terminal or pipe may be gone (a killed parent took it along): stopping matters more.
+    with contextlib.suppress(OSError):
+        print(progress, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _stop_signals(stop: StopRequest) -> Iterator[None]:
+    """Turn SIGINT, SIGTERM and SIGHUP into stop requests for as long as the service runs.
+
+    Installed explicitly, whatever was inherited: a background job of a script starts with
+    SIGINT ignored, and Python then leaves it ignored.
+    """
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        stop.request(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _example_curl(base_url: str, model_id: str) -> str:
+    body = json.dumps(
+        {"model": model_id, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}
+    )
+    return f"curl {base_url}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'"
+
+
+def _ready_message(service: LocalService, serve_config: Mapping[str, Any], echo_logs: bool) -> str:
+    sources = sorted(
+        {str(llm["model_loading_config"].get("model_source")) for llm in llm_configs(serve_config)}
+    )
+    logs = "the console" if echo_logs else str(service.log_path)
+    return "\n".join(
+        [
+            "",
+            f"Serving {', '.join(service.model_ids)} at {service.openai_base_url} (OpenAI API)",
+            f"  weights: {', '.join(sources)}",
+            "  try:",
+            f"    {_example_curl(service.base_url, service.model_ids[0])}",
+            f"  Serve logs: {logs}",
+            "Ctrl-C stops Serve and the local Ray cluster.",
+            "",
+        ]
+    )
+
+
+def run_local(
+    serve_config: Mapping[str, Any],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    num_cpus: int = DEFAULT_NUM_CPUS,
+    echo_logs: bool = False,
+    stop: StopRequest | None = None,
+) -> int:
+    """Serve a localized deploy document until a stop signal or the parent's exit; exit code.
+
+    Prints progress to stderr, and the URL and an example request once every model answers.
+    """
+    stop = stop or StopRequest(watch_parent=True)
+    service = LocalService(
+        serve_config,
+        host=host,
+        port=port,
+        num_cpus=num_cpus,
+        echo_logs=echo_logs,
+        on_progress=_progress,
+        stop_request=stop,
+    )
+    with _stop_signals(stop):
+        try:
+            with service:
+                with contextlib.suppress(OSError):
+                    print(_ready_message(service, serve_config, echo_logs), flush=True)
+                service.serve_until_stopped()
+        except StopRequested as request:
+            _progress(f"stopped during start: {request}")
+        except LocalServiceError as error:
+            _progress(f"error: {error}")
+            return 1
+    _progress("stopped")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    stop = StopRequest(watch_parent=True)  # first: the parent may exit while the plan is built
     args = _parser().parse_args(argv)
     try:
         plan = build_plan_for_stack(args.stack, REPO_ROOT)
@@ -86,7 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped = ", ".join(f"{s.model_id} ({s.reason})" for s in plan.skipped)
     if skipped:
         print(f"not served in stack {args.stack}: {skipped}", file=sys.stderr)
-    return run_local(config, host=args.host, port=args.port, num_cpus=args.num_cpus, echo_logs=args.echo_logs)
+    return run_local(
+        config, host=args.host, port=args.port, num_cpus=args.num_cpus, echo_logs=args.echo_logs, stop=stop
+    )
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def _local_serve_config(model: str | None) -> tuple[dict[str, Any], str]:
     """A one-model deploy document from the catalog, localized onto the tiny model."""
     from serve.autoscaling import ReplicaAutoscaling
     from serve.catalog import load_catalog
-    from serve.local import localize_serve_config
+    from serve.localize import localize_serve_config
     from serve.paths import CATALOG_FILE_NAME, REPO_ROOT
     from serve.serve_config import serve_config
     from serve.tiny_model import ensure_tiny_model
@@ -210,12 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         base_url, model = args.base_url, args.model
         if base_url is None:
-            from serve.local import LocalService
+            from serve.supervisor import LocalService
 
             config, model = _local_serve_config(args.model)
             print(f"starting a local service for {model} (tiny local model)", file=sys.stderr)
             service = stack.enter_context(
-                LocalService(config, port=args.port, progress=lambda m: print(m, file=sys.stderr, flush=True))
+                LocalService(
+                    config, port=args.port, on_progress=lambda p: print(p, file=sys.stderr, flush=True)
+                )
             )
             base_url = service.base_url
         try:

@@ -279,4 +279,3 @@ def allocatable(machine: MachineShape) -> Allocatable:
         cpu_millis=int((machine.vcpus - cpu_reserved) * 1000),
         memory_mib=int((machine.memory_gib - memory_reserved_gib) * 1024) - _EVICTION_THRESHOLD_MIB,
     )
-

@@ -1,44 +1,37 @@
-"""Shared test helpers: the repo root, the shared reference files next to it, and both stacks' plans."""
+"""Fixtures the test modules share. Constants and functions live in `helpers`, not here."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Final
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
+from helpers.stack_files import STACKS
 
 from infra.plan import ServingPlan, build_plan_for_stack
-from infra.versions import KUBERAY_VERSION
 from serve.paths import REPO_ROOT
 
-STACKS: Final = ("dev", "prod")
-KUBERAY_DIR_NAME: Final = f"kuberay-v{KUBERAY_VERSION}"
-
-
-def shared_dir() -> Path:
-    """`../shared` next to the repo: design notes and the KubeRay release files the checks read.
-
-    Missing reference files fail the test that needs them (never a skip): a check that
-    quietly does not run is worse than no check.
-    """
-    path = REPO_ROOT.parent / "shared"
-    if not path.is_dir():
-        pytest.fail(f"shared reference directory {path} is missing: check out ../shared next to the repo")
-    return path
-
-
-def kuberay_dir() -> Path:
-    path = shared_dir() / KUBERAY_DIR_NAME
-    crds = path / "crds"
-    if not crds.is_dir():
-        pytest.fail(
-            f"KubeRay CRDs not found at {crds}: copy the {KUBERAY_DIR_NAME} release's crds/ there "
-            "(ray.io_rayservices.yaml, ray.io_rayclusters.yaml)"
-        )
-    return path
+if TYPE_CHECKING:
+    from infra.report.mock_engine import ProgramRun
 
 
 @pytest.fixture(scope="session")
 def plans() -> dict[str, ServingPlan]:
     """Both stacks' plans, built once. Treat them as read-only: deep-copy before changing anything."""
     return {stack: build_plan_for_stack(stack, REPO_ROOT) for stack in STACKS}
+
+
+@pytest.fixture(scope="session")
+def program_runs() -> dict[str, ProgramRun]:
+    """The real Pulumi program for both stacks under the mock engine, run once. Read-only."""
+    from helpers.mock_runs import shipped_run
+
+    return {stack: shipped_run(stack) for stack in STACKS}
+
+
+@pytest.fixture(scope="session")
+def ray_oracles() -> ModuleType:
+    """`helpers.ray_oracles`: Ray's and vLLM's own definitions, imported on first use (about 11 s)."""
+    from helpers import ray_oracles
+
+    return ray_oracles

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
 import yaml
+from helpers.stack_files import copy_inputs
 
 from configcheck.problems import ConfigError, Problem
 from configcheck.secrets import REDACTED, redact
 from infra.plan import build_plan_for_stack
+from infra.settings import stack_file
 from serve.catalog import main as catalog_main
 from serve.paths import CATALOG_FILE_NAME, REPO_ROOT
+
+DEV_STACK_FILE: Final = stack_file("dev").name
 
 # Shaped like a real Hugging Face token (hf_ + 34 letters and digits); not a real one.
 TOKEN: Final = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
@@ -61,8 +64,7 @@ def _places(file_name: str) -> list[tuple[Any, ...]]:
 
 
 def _messages_with_token(tmp_path: Path, file_name: str, path: tuple[Any, ...]) -> str:
-    for name in (CATALOG_FILE_NAME, "Pulumi.dev.yaml"):
-        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    copy_inputs(tmp_path)
     target = tmp_path / file_name
     target.write_text(yaml.safe_dump(_with_token(yaml.safe_load(target.read_text()), path)))
     try:
@@ -72,9 +74,9 @@ def _messages_with_token(tmp_path: Path, file_name: str, path: tuple[Any, ...]) 
     return ""
 
 
-@pytest.mark.parametrize("path", _places("Pulumi.dev.yaml"), ids=str)
+@pytest.mark.parametrize("path", _places(DEV_STACK_FILE), ids=str)
 def test_no_stack_file_message_echoes_a_pasted_token(tmp_path: Path, path: tuple[Any, ...]) -> None:
-    messages = _messages_with_token(tmp_path, "Pulumi.dev.yaml", path)
+    messages = _messages_with_token(tmp_path, DEV_STACK_FILE, path)
     assert messages, f"a token at {path} was accepted"
     assert TOKEN not in messages
 

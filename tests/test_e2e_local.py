@@ -1,158 +1,319 @@
-"""`make serve-local` end to end: the dev stack's serve application on this CPU, driven with `openai`.
+"""`make serve-local` end to end: the dev stack's serve application on this CPU, driven with `openai`,
+then stopped in every way a person, a script or CI stops it, each time leaving nothing behind.
 
-The service is started exactly as `make serve-local` starts it (`python -m infra.local --stack dev`)
-in a child process that carries a unique marker in its environment. Every process of the local Ray
-cluster and vLLM inherits that environment, so after Ctrl-C the test can prove none is left.
+Every run is started exactly as `make serve-local` starts it (`python -m infra.local --stack dev`),
+in a child process that carries a unique marker in its environment. Ray, `serve run`, vLLM and
+the run's guard inherit that environment; processes that overwrite theirs (Ray's agents set long
+process titles) are found through the sessions marked processes were seen in. While a run is up
+the test notes those sessions and every /dev/shm file their processes map; after the stop none of
+them may have a process left, and none of those files may exist.
+
+Stop tests serve one model and stop once its vLLM engine has started (its shared-memory queues
+exist), which is the state that used to leave a whole Ray cluster and ~1.9 GB of /dev/shm behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import openai
 import pytest
-from conftest import REPO_ROOT
 from openai import OpenAI
 
 from infra.plan import build_plan_for_stack
+from serve.paths import REPO_ROOT
+from serve.supervisor import RUNS_DIR, RunRecord, wait_until
 
 pytestmark = pytest.mark.slow
 
+T = TypeVar("T")
 STARTUP_TIMEOUT_S = 900.0
+SHUTDOWN_TIMEOUT_S = 180.0
 # The tiny model's weights are random: it may sample its end-of-text token first and answer
 # nothing. vLLM's `min_tokens` holds stop tokens back for a few tokens, so content is never empty.
 NON_EMPTY = {"min_tokens": 4}
-SHUTDOWN_TIMEOUT_S = 180.0
 MARKER_ENV = "LLM_SERVING_E2E_MARKER"
+ONE_MODEL = "qwen2-5-1-5b-instruct"
 READY_LINE = re.compile(r"^Serving (?P<models>.+) at (?P<url>http://\S+/v1) \(OpenAI API\)$")
+SHM = "/dev/shm/"
+
+# How the command is started: directly (as make does), under a parent process the test can kill,
+# or as a background job of a bash script (which starts it with SIGINT ignored).
+Launch = Literal["direct", "parent", "background"]
+_PARENT = (
+    "import subprocess, sys; p = subprocess.Popen(sys.argv[1:]); print(p.pid, flush=True); sys.exit(p.wait())"
+)
+_BACKGROUND = '"$@" & echo $!; wait $!'
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
 
-def marked_processes(marker: str) -> set[int]:
-    """Live processes whose environment carries `marker` (those the service started)."""
-    needle = f"{MARKER_ENV}={marker}".encode()
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            found.add(int(entry))
-    return found
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""
+
+
+def _running(pid: int) -> bool:
+    stat = _read(f"/proc/{pid}/stat")
+    # The state follows the parenthesised command name; Z is a zombie (proc(5)).
+    return bool(stat) and stat.rsplit(b")", 1)[-1].split()[0] != b"Z"
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def _mapped_shm(pid: int) -> set[str]:
+    """/dev/shm files `pid` maps or holds open that still exist (read from /proc, as the kernel says)."""
+    paths = {line.split(maxsplit=5)[-1] for line in _read(f"/proc/{pid}/maps").decode().splitlines()}
+    fd_dir = f"/proc/{pid}/fd"
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(fd_dir):
+            with contextlib.suppress(OSError):
+                paths.add(os.readlink(f"{fd_dir}/{fd}"))
+    return {p for p in paths if p.startswith(SHM) and os.path.exists(p)}
 
 
 @dataclass
-class ServeLocal:
-    process: subprocess.Popen[str]
+class CliRun:
+    """One `python -m infra.local` run and everything the test saw of it."""
+
+    process: subprocess.Popen[str]  # the command, or the parent / script that started it
     marker: str
-    base_url: str
-    model_ids: list[str]
+    launch: Launch
+    started_at: float = field(default_factory=time.time)
+    cli_pid: int = 0
+    base_url: str = ""
+    model_ids: list[str] = field(default_factory=list)
     stdout: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
-    pids_while_running: set[int] = field(default_factory=set)
+    sessions: set[int] = field(default_factory=set)
+    shm_files: set[str] = field(default_factory=set)
+    record: RunRecord | None = None
+    _lines: queue.Queue[str] = field(default_factory=queue.Queue)
 
-    def client(self) -> OpenAI:
-        return OpenAI(base_url=self.base_url, api_key="local", timeout=120.0, max_retries=0)
-
+    # ------------------------------------------------------------------ watching
     def logs(self) -> str:
         return "--- stdout ---\n" + "".join(self.stdout) + "--- stderr ---\n" + "".join(self.stderr[-80:])
 
+    def marked(self) -> set[int]:
+        needle = f"{MARKER_ENV}={self.marker}".encode()
+        return {p for p in _pids() if p != os.getpid() and needle in _read(f"/proc/{p}/environ").split(b"\0")}
 
-def _pump(stream: object, sink: list[str], lines: queue.Queue[str] | None) -> None:
+    def processes(self) -> set[int]:
+        """Live processes of the run: marked ones, and any in a session a marked one was seen in."""
+        in_sessions = {pid for pid in _pids() if _sid(pid) in self.sessions}
+        return {pid for pid in self.marked() | in_sessions if _running(pid)}
+
+    def observe(self) -> None:
+        own_session = os.getsid(0)
+        self.sessions |= {sid for pid in self.marked() if (sid := _sid(pid)) not in (None, own_session)}
+        for pid in self.processes():
+            self.shm_files |= _mapped_shm(pid)
+        if self.record is None and self.cli_pid:
+            records = (RunRecord.load(path) for path in RUNS_DIR.glob("*.json"))
+            self.record = next((r for r in records if r and r.owner.pid == self.cli_pid), None)
+
+    def wait_for(
+        self, what: str, condition: Callable[[], T | None], *, observe: bool = True, interval: float = 1.0
+    ) -> T:
+        def check() -> T | None:
+            if observe:
+                self.observe()
+            if self.process.poll() is not None:
+                pytest.fail(f"serve-local exited with {self.process.returncode} before {what}\n{self.logs()}")
+            return condition()
+
+        found = wait_until(check, timeout=STARTUP_TIMEOUT_S, interval=interval)
+        if found is None:
+            pytest.fail(f"serve-local did not reach {what} within {STARTUP_TIMEOUT_S:.0f} s\n{self.logs()}")
+        return found
+
+    def wait_for_line(self, pattern: str, stream: Literal["stdout", "stderr"] = "stderr") -> re.Match[str]:
+        lines = self.stdout if stream == "stdout" else self.stderr
+        regex = re.compile(pattern)
+
+        def match() -> re.Match[str] | None:
+            return next(filter(None, map(regex.search, lines)), None)
+
+        return self.wait_for(repr(pattern), match, observe=False, interval=0.05)
+
+    def wait_until_ready(self) -> None:
+        ready = self.wait_for_line(READY_LINE.pattern, "stdout")
+        self.base_url, self.model_ids = ready["url"], ready["models"].split(", ")
+
+    def wait_until_engine_started(self) -> None:
+        """Until Ray and `serve run` are up and a vLLM engine has created its shared memory."""
+        self.wait_for("a vLLM engine's /dev/shm files", lambda: True if self._live_shm() else None)
+        assert self.record is not None, "no run record names this command as its owner"
+
+    def _live_shm(self) -> set[str]:
+        return {p for p in self.shm_files if p.startswith(SHM + "psm_") and os.path.exists(p)}
+
+    # ------------------------------------------------------------------ stopping
+    def signal_cli(self, sig: signal.Signals) -> None:
+        self.observe()
+        os.kill(self.cli_pid, sig)
+
+    def wait_exit(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve-local did not exit within {timeout:.0f} s\n{self.logs()}")
+
+    def leftovers(self) -> dict[str, object]:
+        left: dict[str, object] = {
+            "processes": sorted(self.processes()),
+            "shm files": sorted(p for p in self.shm_files if os.path.exists(p)),
+            "orphaned semaphores": sorted(self._orphaned_semaphores()),
+        }
+        if self.record is not None:
+            left["run record"] = self.record.path.exists()
+            left["work dir"] = Path(self.record.work_dir).exists()
+        left["command"] = _running(self.cli_pid)
+        return {k: v for k, v in left.items() if v}
+
+    def _orphaned_semaphores(self) -> set[str]:
+        new = {str(p) for p in Path(SHM).glob("sem.mp-*") if p.stat().st_mtime >= self.started_at}
+        return new - {f for pid in _pids() for f in _mapped_shm(pid)} if new else set()
+
+    def assert_nothing_left(self, timeout: float = 60.0) -> None:
+        """Wait for (the guard may still be working), then insist on, a machine free of the run."""
+        assert self.sessions, "no session of the run was seen: the marker did not reach it"
+        wait_until(lambda: True if not self.leftovers() else None, timeout=timeout, interval=0.5)
+        assert self.leftovers() == {}, self.logs()
+
+    def kill_everything(self) -> None:
+        """Last resort for a failed test: never leave a Ray cluster behind on the machine."""
+        for pid in self.processes():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for path in self.shm_files:
+            Path(path).unlink(missing_ok=True)
+
+
+def _pump(stream: object, sink: list[str], lines: queue.Queue[str]) -> None:
     for line in iter(stream.readline, ""):  # type: ignore[attr-defined]
         sink.append(line)
-        if lines is not None:
-            lines.put(line)
+        lines.put(line)
 
 
+def start_cli(*args: str, launch: Launch = "direct") -> CliRun:
+    """Start `python -m infra.local --stack dev` the way make does, optionally under a wrapper."""
+    marker = uuid.uuid4().hex
+    command = [sys.executable, "-m", "infra.local", "--stack", "dev", "--port", str(_free_port()), *args]
+    wrapped = {
+        "direct": command,
+        "parent": [sys.executable, "-c", _PARENT, *command],
+        "background": ["bash", "-c", _BACKGROUND, "bash", *command],
+    }[launch]
+    process = subprocess.Popen(
+        wrapped,
+        cwd=REPO_ROOT,
+        env={**os.environ, MARKER_ENV: marker},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run = CliRun(process=process, marker=marker, launch=launch)
+    threading.Thread(target=_pump, args=(process.stdout, run.stdout, run._lines), daemon=True).start()
+    threading.Thread(target=_pump, args=(process.stderr, run.stderr, queue.Queue()), daemon=True).start()
+    run.cli_pid = process.pid if launch == "direct" else int(run._lines.get(timeout=30))
+    return run
+
+
+@pytest.fixture
+def runs() -> Iterator[list[CliRun]]:
+    """Runs a test starts; whatever a failed test left of them is killed."""
+    started: list[CliRun] = []
+    yield started
+    for run in started:
+        run.kill_everything()
+
+
+@pytest.fixture
+def one_model(runs: list[CliRun]) -> Callable[..., CliRun]:
+    """Start a one-model run (what most stop modes need) and wait until its engine has started."""
+
+    def start(launch: Launch = "direct") -> CliRun:
+        run = start_cli("--models", ONE_MODEL, launch=launch)
+        runs.append(run)
+        run.wait_until_engine_started()
+        return run
+
+    return start
+
+
+# =========================================================================== the dev stack, served
 @pytest.fixture(scope="module")
 def dev_models() -> list[str]:
     return build_plan_for_stack("dev", REPO_ROOT).served_model_ids
 
 
 @pytest.fixture(scope="module")
-def serve_local(dev_models: list[str]) -> Iterator[ServeLocal]:
-    marker = uuid.uuid4().hex
-    port = _free_port()
-    env = {**os.environ, MARKER_ENV: marker}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "infra.local", "--stack", "dev", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    stdout_lines: queue.Queue[str] = queue.Queue()
-    service = ServeLocal(process=process, marker=marker, base_url="", model_ids=[])
-    threading.Thread(target=_pump, args=(process.stdout, service.stdout, stdout_lines), daemon=True).start()
-    threading.Thread(target=_pump, args=(process.stderr, service.stderr, None), daemon=True).start()
+def serve_local(dev_models: list[str]) -> Iterator[CliRun]:
+    run = start_cli()
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not service.base_url:
-            if process.poll() is not None:
-                pytest.fail(f"serve-local exited with {process.returncode} before serving\n{service.logs()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve-local did not serve within {STARTUP_TIMEOUT_S:.0f} s\n{service.logs()}")
-            try:
-                line = stdout_lines.get(timeout=2.0).strip()
-            except queue.Empty:
-                continue
-            ready = READY_LINE.match(line)
-            if ready:
-                service.base_url = ready["url"]
-                service.model_ids = ready["models"].split(", ")
-        service.pids_while_running = marked_processes(marker)
-        yield service
+        run.wait_until_ready()
+        run.observe()
+        yield run
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for pid in marked_processes(marker):
-            os.kill(pid, signal.SIGKILL)
+        if run.process.poll() is None:
+            run.signal_cli(signal.SIGINT)
+            run.wait_exit()
+        run.kill_everything()
 
 
-def test_it_prints_the_url_and_an_example_curl(serve_local: ServeLocal, dev_models: list[str]) -> None:
+def client(run: CliRun) -> OpenAI:
+    return OpenAI(base_url=run.base_url, api_key="local", timeout=120.0, max_retries=0)
+
+
+def test_it_prints_the_url_and_an_example_curl(serve_local: CliRun, dev_models: list[str]) -> None:
     printed = "".join(serve_local.stdout)
     assert serve_local.model_ids == dev_models
     assert f"curl {serve_local.base_url.removesuffix('/v1')}/v1/chat/completions" in printed
     assert f'"model": "{dev_models[0]}"' in printed
 
 
-def test_models_listed_are_the_served_catalog_ids(serve_local: ServeLocal, dev_models: list[str]) -> None:
-    listed = sorted(model.id for model in serve_local.client().models.list())
+def test_models_listed_are_the_served_catalog_ids(serve_local: CliRun, dev_models: list[str]) -> None:
+    listed = sorted(model.id for model in client(serve_local).models.list())
     assert listed == sorted(dev_models)
 
 
-def test_chat_completion_for_every_served_model(serve_local: ServeLocal, dev_models: list[str]) -> None:
-    client = serve_local.client()
+def test_chat_completion_for_every_served_model(serve_local: CliRun, dev_models: list[str]) -> None:
     for model in dev_models:
-        reply = client.chat.completions.create(
+        reply = client(serve_local).chat.completions.create(
             model=model,
             messages=[{"role": "user", "content": "Say hello."}],
             max_tokens=16,
@@ -166,12 +327,9 @@ def test_chat_completion_for_every_served_model(serve_local: ServeLocal, dev_mod
         assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
-def test_streamed_chat_completion_for_every_served_model(
-    serve_local: ServeLocal, dev_models: list[str]
-) -> None:
-    client = serve_local.client()
+def test_streamed_chat_completion_for_every_served_model(serve_local: CliRun, dev_models: list[str]) -> None:
     for model in dev_models:
-        stream = client.chat.completions.create(
+        stream = client(serve_local).chat.completions.create(
             model=model,
             messages=[{"role": "user", "content": "Count to five."}],
             max_tokens=16,
@@ -191,9 +349,9 @@ def test_streamed_chat_completion_for_every_served_model(
         assert usage is not None and usage.completion_tokens > 0 and usage.prompt_tokens > 0
 
 
-def test_unknown_model_gets_a_4xx_that_names_it(serve_local: ServeLocal) -> None:
+def test_unknown_model_gets_a_4xx_that_names_it(serve_local: CliRun) -> None:
     with pytest.raises(openai.APIStatusError) as raised:
-        serve_local.client().chat.completions.create(
+        client(serve_local).chat.completions.create(
             model="no-such-model", messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
     assert 400 <= raised.value.status_code < 500
@@ -201,13 +359,102 @@ def test_unknown_model_gets_a_4xx_that_names_it(serve_local: ServeLocal) -> None
     assert "no-such-model" in raised.value.response.text
 
 
-def test_ctrl_c_stops_serve_and_ray_and_leaves_no_process(serve_local: ServeLocal) -> None:
-    # Runs last in this module: it ends the service the other tests used.
-    assert len(serve_local.pids_while_running) >= 3, "the marker did not reach Ray's processes"
-    serve_local.process.send_signal(signal.SIGINT)
-    assert serve_local.process.wait(timeout=SHUTDOWN_TIMEOUT_S) == 0, serve_local.logs()
-    deadline = time.monotonic() + 10
-    while marked_processes(serve_local.marker) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert marked_processes(serve_local.marker) == set(), serve_local.logs()
+def test_ctrl_c_stops_serve_and_ray_and_leaves_nothing(serve_local: CliRun) -> None:
+    # Runs after the client tests: it ends the service they used.
+    assert len(serve_local.processes()) >= 10, "the marker did not reach Ray's processes"
+    assert serve_local._live_shm(), "the engines' /dev/shm files were not seen"
+    serve_local.signal_cli(signal.SIGINT)
+    assert serve_local.wait_exit() == 0, serve_local.logs()
+    serve_local.assert_nothing_left()
     assert "stopped" in "".join(serve_local.stderr)
+
+
+# =========================================================================== every other way to stop it
+def test_sigterm_stops_it(one_model: Callable[..., CliRun]) -> None:
+    run = one_model()
+    run.signal_cli(signal.SIGTERM)
+    assert run.wait_exit() == 0, run.logs()
+    run.assert_nothing_left()
+
+
+def test_sigkill_two_seconds_into_a_sigterm_stop_leaves_the_rest_to_the_guard(
+    one_model: Callable[..., CliRun],
+) -> None:
+    # What scripts and CI do: SIGTERM, then SIGKILL shortly after, while the stop is running.
+    run = one_model()
+    run.signal_cli(signal.SIGTERM)
+    run.wait_for_line(r"stopping: run .*\(SIGTERM\)")
+    time.sleep(2.0)
+    assert run.process.poll() is None, "the stop finished within 2 s: nothing was left to interrupt"
+    run.signal_cli(signal.SIGKILL)
+    assert run.wait_exit() == -signal.SIGKILL
+    run.assert_nothing_left(timeout=SHUTDOWN_TIMEOUT_S)
+
+
+def test_sigkill_of_the_command_leaves_the_cleanup_to_the_guard(one_model: Callable[..., CliRun]) -> None:
+    run = one_model()
+    assert run.record is not None and run.record.guard is not None
+    run.signal_cli(signal.SIGKILL)
+    assert run.wait_exit() == -signal.SIGKILL
+    run.assert_nothing_left(timeout=SHUTDOWN_TIMEOUT_S)
+
+
+def test_the_parent_dying_stops_it(one_model: Callable[..., CliRun]) -> None:
+    run = one_model(launch="parent")
+    run.process.kill()  # the parent, SIGKILL: the command is re-parented and must notice
+    run.process.wait()
+    run.assert_nothing_left(timeout=SHUTDOWN_TIMEOUT_S)
+    assert "parent process" in "".join(run.stderr)
+
+
+def test_a_second_ctrl_c_during_the_stop_hurries_it_and_still_leaves_nothing(
+    one_model: Callable[..., CliRun],
+) -> None:
+    run = one_model()
+    run.signal_cli(signal.SIGINT)
+    run.wait_for_line(r"ending \d+ process\(es\)")
+    run.signal_cli(signal.SIGINT)
+    assert run.wait_exit(timeout=60) == 0, run.logs()
+    run.assert_nothing_left()
+    assert "no more grace periods" in "".join(run.stderr)
+
+
+def test_bash_background_jobs_start_with_sigint_ignored() -> None:
+    # The premise of the next test (bash(1): "If job control is not in effect, asynchronous
+    # commands ignore SIGINT and SIGQUIT in addition to these inherited handlers.")
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"]
+    out = subprocess.run(
+        ["bash", "-c", _BACKGROUND, "bash", *probe], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.splitlines()[-1] == "True"
+
+
+def test_ctrl_c_stops_it_when_a_script_started_it_in_the_background(one_model: Callable[..., CliRun]) -> None:
+    run = one_model(launch="background")
+    run.signal_cli(signal.SIGINT)
+    assert run.wait_exit() == 0, run.logs()  # bash's `wait $!` returns the command's exit code
+    run.assert_nothing_left()
+
+
+def test_the_next_start_removes_what_a_killed_run_and_guard_left(
+    one_model: Callable[..., CliRun], runs: list[CliRun]
+) -> None:
+    killed = one_model()
+    assert killed.record is not None and killed.record.guard is not None
+    os.kill(killed.record.guard.pid, signal.SIGKILL)
+    killed.signal_cli(signal.SIGKILL)
+    killed.wait_exit()
+    time.sleep(2.0)
+    assert killed.processes() and killed._live_shm(), "nothing was left behind to clean up"
+
+    following = start_cli("--models", ONE_MODEL)
+    runs.append(following)
+    run_id = killed.record.run_id
+    following.wait_for_line(rf"removing what run {run_id} \(pid {killed.cli_pid}\) left behind")
+    following.wait_for_line(rf"no process of run {run_id} left")
+    killed.assert_nothing_left()
+
+    following.wait_for_line("a private Ray head")
+    following.signal_cli(signal.SIGINT)  # still starting: a stop during the start
+    assert following.wait_exit() == 0, following.logs()
+    following.assert_nothing_left()

@@ -1,22 +1,21 @@
-"""The rendered RayService validated against KubeRay v1.7.0's own CRDs (issue 2, item 6).
+"""The rendered RayService validated against KubeRay v1.7.0's own CRDs, and the CRD check itself.
 
 The conversion of the CRDs' structural schemas to JSON Schema, and why it refuses fields the
-API server would prune, is in `kuberay_schema`.
+API server would prune, is in `helpers.kuberay_schema`.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import jsonschema
 import pytest
-from conftest import STACKS
+from helpers.documents import ray_cluster_document, ray_service_document
 from helpers.kuberay_schema import crd_errors, crd_json_schema, structural_to_json_schema
+from helpers.stack_files import STACKS
 
 from infra.plan import ServingPlan
-from infra.plan.ray_service import NAMESPACE, RAY_SERVICE_NAME
 
 UPGRADE_STRATEGIES: Final = ("NewCluster", "NewClusterWithIncrementalUpgrade", "None")
 DEPRECATED_RAYSERVICE_FIELDS: Final = (
@@ -26,22 +25,11 @@ DEPRECATED_RAYSERVICE_FIELDS: Final = (
 
 
 def ray_service(plan: ServingPlan) -> dict[str, Any]:
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayService",
-        "metadata": {"name": RAY_SERVICE_NAME, "namespace": NAMESPACE},
-        "spec": copy.deepcopy(plan.ray_service_spec),
-    }
+    return ray_service_document(plan.ray_service_spec)
 
 
 def ray_cluster(plan: ServingPlan) -> dict[str, Any]:
-    """The RayCluster KubeRay creates from the RayService's rayClusterConfig."""
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayCluster",
-        "metadata": {"name": f"{RAY_SERVICE_NAME}-raycluster", "namespace": NAMESPACE},
-        "spec": copy.deepcopy(plan.ray_service_spec["rayClusterConfig"]),
-    }
+    return ray_cluster_document(plan.ray_service_spec["rayClusterConfig"])
 
 
 def _paths(value: Any, path: str = "") -> Iterator[str]:
@@ -98,53 +86,95 @@ def test_plan_sets_no_field_guarded_by_unchecked_cel_rules(plans: dict[str, Serv
 
 # --- the check can fail --------------------------------------------------------------------
 
-
-def _prod(plans: dict[str, ServingPlan]) -> dict[str, Any]:
-    return ray_service(plans["prod"])
+Document = dict[str, Any]
 
 
-def test_misspelled_field_is_rejected(plans: dict[str, ServingPlan]) -> None:
-    document = _prod(plans)
-    cluster = document["spec"]["rayClusterConfig"]
-    cluster["workerGroupSpec"] = cluster.pop("workerGroupSpecs")
+def _cluster(document: Document) -> Document:
+    cluster: Document = document["spec"]["rayClusterConfig"]
+    return cluster
+
+
+def _worker(document: Document) -> Document:
+    worker: Document = _cluster(document)["workerGroupSpecs"][0]
+    return worker
+
+
+def _worker_container(document: Document) -> Document:
+    container: Document = _worker(document)["template"]["spec"]["containers"][0]
+    return container
+
+
+def _rename(mapping: Document, old: str, new: str) -> None:
+    mapping[new] = mapping.pop(old)
+
+
+WORKER = "spec.rayClusterConfig.workerGroupSpecs.0"
+# Each mistake made in the prod RayService, and (part of) a `path: message` error it must produce.
+MISTAKES: dict[str, tuple[Callable[[Document], None], str]] = {
+    "misspelt-field": (
+        lambda d: _rename(_cluster(d), "workerGroupSpecs", "workerGroupSpec"),
+        "spec.rayClusterConfig: Additional properties are not allowed ('workerGroupSpec' was unexpected)",
+    ),
+    "misspelt-field-deep-in-a-pod-template": (
+        lambda d: _rename(_worker_container(d), "resources", "resource"),
+        f"{WORKER}.template.spec.containers.0: Additional properties are not allowed "
+        "('resource' was unexpected)",
+    ),
+    "misspelt-worker-group-field": (
+        lambda d: _worker(d).update(maxReplica=3),
+        f"{WORKER}: Additional properties are not allowed ('maxReplica' was unexpected)",
+    ),
+    "misspelt-deprecated-field": (
+        lambda d: d["spec"].update(serviceUnhealthySecondsThreshold=900),
+        "spec: Additional properties are not allowed ('serviceUnhealthySecondsThreshold' was unexpected)",
+    ),
+    "string-for-integer": (
+        lambda d: _worker(d).update(maxReplicas="4"),
+        f"{WORKER}.maxReplicas: '4' is not of type 'integer'",
+    ),
+    "word-for-integer": (
+        lambda d: _worker(d).update(replicas="one"),
+        f"{WORKER}.replicas: 'one' is not of type 'integer'",
+    ),
+    "string-for-integer-in-spec": (
+        lambda d: d["spec"].update(rayClusterDeletionDelaySeconds="60"),
+        "spec.rayClusterDeletionDelaySeconds: '60' is not of type 'integer'",
+    ),
+    "string-for-boolean": (
+        lambda d: _cluster(d).update(enableInTreeAutoscaling="yes"),
+        "spec.rayClusterConfig.enableInTreeAutoscaling: 'yes' is not of type 'boolean'",
+    ),
+    "value-outside-enum": (
+        lambda d: _cluster(d)["autoscalerOptions"].update(upscalingMode="Fast"),
+        "spec.rayClusterConfig.autoscalerOptions.upscalingMode: 'Fast' is not one of",
+    ),
+    "missing-group-name": (
+        lambda d: _worker(d).pop("groupName"),
+        f"{WORKER}: 'groupName' is a required property",
+    ),
+    "missing-container-name": (
+        lambda d: _cluster(d)["headGroupSpec"]["template"]["spec"]["containers"][0].pop("name"),
+        "spec.rayClusterConfig.headGroupSpec.template.spec.containers.0: 'name' is a required property",
+    ),
+    "name-not-a-dns-subdomain": (
+        lambda d: d["metadata"].update(name="LLM"),
+        "metadata.name: 'LLM' does not match",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_each_mistake_is_rejected_at_its_path(plans: dict[str, ServingPlan], mistake: str) -> None:
+    document = ray_service(plans["prod"])
+    make, expected = MISTAKES[mistake]
+    make(document)
     errors = crd_errors("RayService", document)
-    assert any("workerGroupSpec" in error and "Additional properties" in error for error in errors), errors
-
-
-def test_misspelled_field_deep_in_a_pod_template_is_rejected(plans: dict[str, ServingPlan]) -> None:
-    document = _prod(plans)
-    container = document["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][
-        0
-    ]
-    container["resource"] = container.pop("resources")
-    errors = crd_errors("RayService", document)
-    assert any("'resource' was unexpected" in error for error in errors), errors
-
-
-def test_deprecated_field_name_misspelt_in_spec_is_rejected(plans: dict[str, ServingPlan]) -> None:
-    document = _prod(plans)
-    document["spec"]["serviceUnhealthySecondsThreshold"] = 900
-    assert crd_errors("RayService", document)
-
-
-def test_wrong_type_is_rejected(plans: dict[str, ServingPlan]) -> None:
-    document = _prod(plans)
-    document["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] = "4"
-    errors = crd_errors("RayService", document)
-    assert any("maxReplicas: '4' is not of type 'integer'" in error for error in errors), errors
-
-
-def test_enum_is_enforced(plans: dict[str, ServingPlan]) -> None:
-    document = _prod(plans)
-    document["spec"]["rayClusterConfig"]["autoscalerOptions"]["upscalingMode"] = "Fast"
-    assert crd_errors("RayService", document)
+    assert any(error.startswith(expected) for error in errors), errors
 
 
 def test_int_or_string_quantities(plans: dict[str, ServingPlan]) -> None:
-    document = _prod(plans)
-    limits = document["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0][
-        "resources"
-    ]["limits"]
+    document = ray_service(plans["prod"])
+    limits = _worker_container(document)["resources"]["limits"]
     limits["cpu"] = 7  # an integer is a valid quantity
     limits["memory"] = "24Gi"
     assert crd_errors("RayService", document) == []
@@ -152,13 +182,6 @@ def test_int_or_string_quantities(plans: dict[str, ServingPlan]) -> None:
     assert crd_errors("RayService", document)
     limits["memory"] = 1.5  # neither integer nor string
     assert crd_errors("RayService", document)
-
-
-def test_missing_required_field_is_rejected(plans: dict[str, ServingPlan]) -> None:
-    document = _prod(plans)
-    del document["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["groupName"]
-    errors = crd_errors("RayService", document)
-    assert any("'groupName' is a required property" in error for error in errors), errors
 
 
 # --- the converter itself ------------------------------------------------------------------

@@ -1,69 +1,37 @@
-"""The pure serving plan for both stacks: placements, node pools, worker groups, cost, cross-checks."""
+"""The pure serving plan (infra/plan): what is served, placements, node pools, the capacity rule
+between the catalog and the stack, and the cost estimate. The RayService it renders is
+tests/test_ray_service.py."""
 
 from __future__ import annotations
 
 import json
-import math
-import re
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, STACKS
+from helpers.located_cases import TIERS, Case, E, S, check_case, ids, written
+from helpers.stack_files import (
+    STACKS,
+    chain,
+    copy_inputs,
+    edit,
+    enabled_tiers,
+    find_line,
+    keep,
+    raw_catalog,
+    raw_config,
+    sub,
+    tier_block,
+)
 
 from configcheck.problems import ConfigError
-from infra.plan import ServingPlan, build_plan, build_plan_for_stack
+from infra.plan import ServingPlan, build_plan_for_stack
+from infra.plan.cost import idle_nodes
 from infra.plan.node_pools import SPOT_TAINT_KEY, TIER_LABEL, NodePoolSpec
-from infra.plan.ray_service import DAEMONSET_CPU_MILLIS, DAEMONSET_MEMORY_MIB, HF_SECRET_KEY, HF_SECRET_NAME
-from serve.catalog import Catalog, ModelEntry
-from serve.serve_config import HF_TOKEN_ENV
-from serve.tiers import GKE_CLUSTER_FEE_USD_PER_HOUR, SYSTEM_MACHINE, TIERS, TierName, allocatable
-
-GPU = "nvidia.com/gpu"
-
-
-def stack_yaml(stack: str) -> dict[str, Any]:
-    """The stack file as written, read without the project's own settings code."""
-    config: dict[str, Any] = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-    return config
-
-
-def enabled_tiers(stack: str) -> set[str]:
-    return {name for name, tier in stack_yaml(stack)["llm-serving:tiers"].items() if tier["enabled"]}
-
-
-def cluster(plan: ServingPlan) -> dict[str, Any]:
-    spec: dict[str, Any] = plan.ray_service_spec["rayClusterConfig"]
-    return spec
-
-
-def worker_groups(plan: ServingPlan) -> list[tuple[dict[str, Any], NodePoolSpec]]:
-    """Each worker group with the GPU pool of the same tier."""
-    pools = {pool.tier.value: pool for pool in plan.gpu_pools if pool.tier is not None}
-    groups = cluster(plan)["workerGroupSpecs"]
-    assert sorted(g["groupName"] for g in groups) == sorted(pools)
-    return [(group, pools[group["groupName"]]) for group in groups]
-
-
-def all_containers(plan: ServingPlan) -> list[dict[str, Any]]:
-    templates = [cluster(plan)["headGroupSpec"]["template"]]
-    templates += [group["template"] for group in cluster(plan)["workerGroupSpecs"]]
-    return [c for t in templates for c in t["spec"]["containers"] + t["spec"].get("initContainers", [])]
-
-
-def cpu_millis(quantity: str) -> int:
-    match = re.fullmatch(r"(\d+)(m?)", quantity)
-    assert match, f"unexpected CPU quantity {quantity!r}"
-    return int(match.group(1)) * (1 if match.group(2) else 1000)
-
-
-def memory_mib(quantity: str) -> int:
-    match = re.fullmatch(r"(\d+)(Mi|Gi)", quantity)
-    assert match, f"unexpected memory quantity {quantity!r}"
-    return int(match.group(1)) * (1024 if match.group(2) == "Gi" else 1)
-
+from infra.settings import TIERS_KEY, stack_file
+from serve.paths import CATALOG_FILE_NAME, REPO_ROOT
+from serve.tiers import SYSTEM_MACHINE, TierName
+from serve.tiers import TIERS as TIER_FACTS
 
 # --- what is served ---------------------------------------------------------------------
 
@@ -87,7 +55,7 @@ def test_dev_skips_the_a100_model_naming_the_disabled_tier(plans: dict[str, Serv
     assert [s.model_id for s in plan.skipped] == a100_models
     for skipped in plan.skipped:
         assert skipped.tier == "a100"
-        assert "a100" in skipped.reason and "disabled" in skipped.reason and "dev" in skipped.reason
+        assert skipped.reason == "tier a100 is disabled in stack dev"
     assert not any(p.tier == "a100" for p in plan.gpu_pools)
 
 
@@ -95,6 +63,30 @@ def test_prod_serves_every_model(plans: dict[str, ServingPlan]) -> None:
     plan = plans["prod"]
     assert plan.served_model_ids == [m.id for m in plan.catalog.models]
     assert plan.skipped == ()
+
+
+PLACEMENTS = {
+    # (model, tier, GPUs per replica, min replicas, max replicas), from the catalog and the stack files.
+    "dev": [
+        ("qwen2-5-1-5b-instruct", "t4", 1, 0, 2),
+        ("llama-3-1-8b-instruct", "l4", 1, 0, 2),
+    ],
+    "prod": [
+        ("qwen2-5-1-5b-instruct", "t4", 1, 1, 4),
+        ("llama-3-1-8b-instruct", "l4", 1, 1, 4),
+        ("qwen2-5-32b-instruct", "a100", 2, 1, 4),
+    ],
+}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_placements(plans: dict[str, ServingPlan], stack: str) -> None:
+    plan = plans[stack]
+    assert [
+        (p.model_id, p.tier, p.gpus_per_replica, p.min_replicas, p.max_replicas) for p in plan.placements
+    ] == PLACEMENTS[stack]
+    for placement, model in zip(plan.placements, plan.served, strict=True):
+        assert placement.memory == model.memory() and placement.memory.fits
 
 
 # --- node pools ------------------------------------------------------------------------
@@ -110,20 +102,20 @@ def test_one_spot_tainted_gpu_pool_per_enabled_tier(plans: dict[str, ServingPlan
         taints = {(t.key, t.value, t.effect) for t in pool.taints}
         assert (TIER_LABEL, pool.tier.value, "NoSchedule") in taints
         assert (SPOT_TAINT_KEY, "true", "NoSchedule") in taints
-        assert pool.gke_accelerator == TIERS[pool.tier].gke_accelerator
+        assert pool.gke_accelerator == TIER_FACTS[pool.tier].gke_accelerator
         assert pool.accelerator_count == pool.machine.gpus
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_pools_follow_the_stack_file(plans: dict[str, ServingPlan], stack: str) -> None:
-    tiers = stack_yaml(stack)["llm-serving:tiers"]
+    tiers = raw_config(stack)[TIERS_KEY]
     for pool in plans[stack].gpu_pools:
         assert pool.tier is not None
         written = tiers[pool.tier.value]
         assert pool.accelerator_count == written["gpusPerNode"]
         assert (pool.min_nodes, pool.max_nodes) == (written["minNodes"], written["maxNodes"])
         assert list(pool.zones) == written["zones"]
-        assert pool.machine == TIERS[pool.tier].machine_for(written["gpusPerNode"])
+        assert pool.machine == TIER_FACTS[pool.tier].machine_for(written["gpusPerNode"])
 
 
 def test_dev_gpu_pools_scale_to_zero(plans: dict[str, ServingPlan]) -> None:
@@ -141,282 +133,172 @@ def test_system_pool_is_on_demand_and_untainted(plans: dict[str, ServingPlan], s
     assert system.machine == SYSTEM_MACHINE
 
 
-# --- worker groups and the head -------------------------------------------------------
+# --- the catalog against the stack ----------------------------------------------------------------
 
-
-@pytest.mark.parametrize("stack", STACKS)
-def test_worker_tolerations_are_exactly_the_pool_taints(plans: dict[str, ServingPlan], stack: str) -> None:
-    for group, pool in worker_groups(plans[stack]):
-        expected = [
-            {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect} for t in pool.taints
-        ]
-        tolerations = group["template"]["spec"]["tolerations"]
-        assert sorted(tolerations, key=json.dumps) == sorted(expected, key=json.dumps)
-        assert len(tolerations) == len(expected)
-
-
-@pytest.mark.parametrize("stack", STACKS)
-def test_worker_node_selector_is_the_pool_labels(plans: dict[str, ServingPlan], stack: str) -> None:
-    for group, pool in worker_groups(plans[stack]):
-        assert group["template"]["spec"]["nodeSelector"] == pool.labels
-        assert pool.labels[TIER_LABEL] == group["groupName"]
-
-
-@pytest.mark.parametrize("stack", STACKS)
-def test_worker_replicas_follow_the_pool(plans: dict[str, ServingPlan], stack: str) -> None:
-    for group, pool in worker_groups(plans[stack]):
-        assert group["minReplicas"] == pool.min_nodes
-        assert group["maxReplicas"] == pool.max_nodes
-        assert group["replicas"] == pool.min_nodes
-
-
-@pytest.mark.parametrize("stack", STACKS)
-def test_worker_gpu_limit_is_the_pool_accelerator_count(plans: dict[str, ServingPlan], stack: str) -> None:
-    for group, pool in worker_groups(plans[stack]):
-        (container,) = group["template"]["spec"]["containers"]
-        assert int(container["resources"]["limits"][GPU]) == pool.accelerator_count
-        assert int(container["resources"]["requests"][GPU]) == pool.accelerator_count
-
-
-@pytest.mark.parametrize("stack", STACKS)
-def test_worker_pod_fits_the_node_beside_daemonsets(plans: dict[str, ServingPlan], stack: str) -> None:
-    for group, pool in worker_groups(plans[stack]):
-        (container,) = group["template"]["spec"]["containers"]
-        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
-        assert requests == limits, "Guaranteed QoS: requests equal limits"
-        node = allocatable(pool.machine)
-        cpu, memory = cpu_millis(requests["cpu"]), memory_mib(requests["memory"])
-        assert cpu + DAEMONSET_CPU_MILLIS <= node.cpu_millis, (pool.name, cpu, node)
-        assert memory + DAEMONSET_MEMORY_MIB <= node.memory_mib, (pool.name, memory, node)
-        # ... and uses the node: less than one CPU / one GiB left unrequested beyond the headroom.
-        assert node.cpu_millis - DAEMONSET_CPU_MILLIS - cpu < 1000
-        assert node.memory_mib - DAEMONSET_MEMORY_MIB - memory < 1024
-        assert int(group["rayStartParams"]["num-cpus"]) * 1000 == cpu
-
-
-@pytest.mark.parametrize("stack", STACKS)
-def test_head_runs_on_the_system_pool_without_gpus(plans: dict[str, ServingPlan], stack: str) -> None:
-    plan = plans[stack]
-    head = cluster(plan)["headGroupSpec"]
-    assert head["template"]["spec"]["nodeSelector"] == plan.system_pool.labels
-    assert head["rayStartParams"]["num-gpus"] == "0"
-    assert GPU not in json.dumps(head)
-    gpu_taint_keys = {t.key for pool in plan.gpu_pools for t in pool.taints}
-    tolerated = {t.get("key") for t in head["template"]["spec"].get("tolerations", [])}
-    assert not tolerated & (gpu_taint_keys | {None}), "the head must not tolerate the GPU pools' taints"
-    (container,) = head["template"]["spec"]["containers"]
-    node = allocatable(plan.system_pool.machine)
-    assert cpu_millis(container["resources"]["requests"]["cpu"]) <= node.cpu_millis
-    assert memory_mib(container["resources"]["requests"]["memory"]) <= node.memory_mib
-
-
-@pytest.mark.parametrize("stack", STACKS)
-def test_hf_token_comes_only_from_the_secret(plans: dict[str, ServingPlan], stack: str) -> None:
-    containers = all_containers(plans[stack])
-    assert len(containers) == 1 + len(plans[stack].gpu_pools)
-    for container in containers:
-        tokens = [env for env in container.get("env", []) if env["name"] == HF_TOKEN_ENV]
-        assert len(tokens) == 1, container["name"]
-        (token,) = tokens
-        assert "value" not in token
-        assert token["valueFrom"] == {"secretKeyRef": {"name": HF_SECRET_NAME, "key": HF_SECRET_KEY}}
-    assert "hf_" not in json.dumps(plans[stack].ray_service_spec)
-
-
-# --- a model change never touches the cluster -----------------------------------------------
-
-
-def _replace_model(catalog: Catalog, index: int, model: ModelEntry | None) -> Catalog:
-    models = list(catalog.models)
-    if model is None:
-        del models[index]
-    else:
-        models[index] = model
-    return catalog.model_copy(update={"models": tuple(models)})
-
-
-def _engine_change(model: ModelEntry, **engine: Any) -> ModelEntry:
-    return model.model_copy(update={"engine": model.engine.model_copy(update=engine)})
-
-
-CHANGES = {
-    "max_num_seqs": lambda m: _engine_change(m, max_num_seqs=(m.engine.max_num_seqs or 8) + 1),
-    "enable_prefix_caching": lambda m: _engine_change(
-        m, enable_prefix_caching=not m.engine.enable_prefix_caching
+PLAN_CASES: list[Case] = [
+    S(
+        "stack-serves-no-model",
+        chain(tier_block("t4", "enabled", "enabled: false"), tier_block("l4", "enabled", "enabled: false")),
+        E(TIERS, "no catalog model is served", "enable a tier", at="llm-serving:tiers:"),
     ),
-    "max_model_len": lambda m: m.model_copy(update={"max_model_len": m.max_model_len // 2}),
-    "removed": lambda m: None,
-}
+    S(
+        "stack-with-every-tier-disabled",
+        chain(*(tier_block(tier, "enabled", "enabled: false") for tier in ("t4", "l4", "a100"))),
+        E(TIERS, "no catalog model is served", "a100, l4, t4", at="llm-serving:tiers:"),
+        stack="prod",
+        max_problems=1,
+    ),
+    S(
+        "stack-serves-no-model-of-a100-only-catalog",
+        keep,
+        E(TIERS, "no catalog model is served", "a100", at="llm-serving:tiers:"),
+        catalog=edit(lambda data: data.update(models=[data["models"][2]])),
+    ),
+    S(
+        "stack-tp2-model-on-one-gpu-nodes",
+        tier_block("a100", "gpusPerNode", "gpusPerNode: 1"),
+        E(
+            f"{TIERS}.a100.gpusPerNode",
+            "qwen2-5-32b-instruct needs 2 GPUs on one node",
+            "set gpusPerNode to at least 2",
+            at="gpusPerNode: 1",
+            nth=3,
+        ),
+        stack="prod",
+        max_problems=1,
+    ),
+    S(
+        "pool-too-small-for-one-model-at-max-replicas",
+        # prod: maxReplicas 4 x tensor_parallel_size 2 = 8 A100s; 2 nodes x 2 GPUs hold only 4.
+        tier_block("a100", "maxNodes", "maxNodes: 2"),
+        E(
+            f"{TIERS}.a100.maxNodes",
+            "qwen2-5-32b-instruct at maxReplicas 4 x 2 GPUs need 8 GPUs",
+            "maxNodes 2 x gpusPerNode 2 gives 4",
+            "set maxNodes to at least 4",
+            at="maxNodes: 2",
+        ),
+        stack="prod",
+        max_problems=1,
+    ),
+    S(
+        "pool-one-node-too-small-for-one-model-at-max-replicas",
+        # prod: maxReplicas 4 of a one-GPU L4 model need 4 L4 nodes.
+        tier_block("l4", "maxNodes", "maxNodes: 3"),
+        E(f"{TIERS}.l4.maxNodes", "need 4 GPUs", "set maxNodes to at least 4", at="maxNodes: 3"),
+        stack="prod",
+        max_problems=1,
+    ),
+]
 
 
-@pytest.mark.parametrize("change", sorted(CHANGES))
-@pytest.mark.parametrize("stack", STACKS)
-def test_model_change_touches_only_serve_config(
-    plans: dict[str, ServingPlan], stack: str, change: str
+@pytest.mark.parametrize("case", PLAN_CASES, ids=ids(PLAN_CASES))
+def test_catalog_and_stack_that_do_not_fit_are_refused_at_the_stack_line(
+    case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan = plans[stack]
-    index = next(i for i, m in enumerate(plan.catalog.models) if m.id == plan.served_model_ids[0])
-    changed = build_plan(
-        _replace_model(plan.catalog, index, CHANGES[change](plan.catalog.models[index])), plan.settings
-    )
-    assert changed.ray_service_spec["serveConfigV2"] != plan.ray_service_spec["serveConfigV2"]
-    before, after = cluster(plan), cluster(changed)
-    assert json.dumps(after) == json.dumps(before)  # byte-for-byte, key order included
-    assert changed.gpu_pools == plan.gpu_pools and changed.system_pool == plan.system_pool
-    assert changed.env_config_map_name == plan.env_config_map_name
+    check_case(case, tmp_path, capsys)
+
+
+def test_a_pool_exactly_big_enough_plans(tmp_path: Path) -> None:
+    """One node less than the case above: 4 L4 nodes hold maxReplicas 4 of the L4 model."""
+    path = stack_file("prod", copy_inputs(tmp_path))
+    path.write_text(tier_block("l4", "maxNodes", "maxNodes: 4")(path.read_text()))
+    plan = build_plan_for_stack("prod", tmp_path)
+    assert {pool.name: pool.max_nodes for pool in plan.gpu_pools}["gpu-l4"] == 4
+
+
+def test_a_pool_too_small_for_every_warm_replica_is_a_located_error(tmp_path: Path) -> None:
+    # Five T4 models at prod's minReplicas 1 need five T4s at once; prod's 4 T4 nodes cannot hold
+    # them, although each alone fits at maxReplicas 4.
+    copy_inputs(tmp_path)
+    catalog = raw_catalog()
+    t4 = next(model for model in catalog["models"] if model["tier"] == "t4")
+    catalog["models"] += [{**t4, "id": f"{t4['id']}-copy-{n}"} for n in range(4)]
+    (tmp_path / CATALOG_FILE_NAME).write_text(yaml.safe_dump(catalog, sort_keys=False))
+    with pytest.raises(ConfigError) as raised:
+        build_plan_for_stack("prod", tmp_path)
+    (problem,) = raised.value.problems
+    text = stack_file("prod", tmp_path).read_text()
+    assert (problem.file, problem.line) == (str(stack_file("prod", tmp_path)), find_line(text, "maxNodes: 4"))
+    assert problem.field == "config.llm-serving:tiers.t4.maxNodes"
+    assert "5 t4 model(s) at minReplicas 1 need 5 GPUs" in problem.message
+    assert "maxNodes to at least 5" in problem.message
+
+
+def test_problems_in_both_files_are_reported_together(tmp_path: Path) -> None:
+    """A plan over a broken catalog and a broken stack file lists both files' problems at once."""
+    case = S("both", tier_block("t4", "maxNodes", "maxNodes: 0"), catalog=sub("tier: t4", "tier: h100"))
+    path, _ = written(case, tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        build_plan_for_stack("dev", root=tmp_path)
+    files = {problem.file for problem in raised.value.problems}
+    assert files == {str(path), str(tmp_path / CATALOG_FILE_NAME)}
 
 
 # --- cost ----------------------------------------------------------------------------------
 
-
-def _hand_cost(stack: str) -> tuple[float, float]:
-    """From the stack file, the catalog and serve.tiers' price table: fee + on-demand system node +
-    GPU nodes; at idle a pool runs minNodes or the nodes its models' warm replicas need."""
-    config = stack_yaml(stack)
-    min_replicas = config["llm-serving:autoscaling"]["minReplicas"]
-    catalog = yaml.safe_load((REPO_ROOT / "model_catalog.yaml").read_text())["models"]
-    idle = maximum = GKE_CLUSTER_FEE_USD_PER_HOUR + SYSTEM_MACHINE.on_demand_usd_per_hour
-    for name, tier in config["llm-serving:tiers"].items():
-        if tier["enabled"]:
-            machine = TIERS[TierName(name)].machine_for(tier["gpusPerNode"])
-            price = machine.spot_usd_per_hour if tier["spot"] else machine.on_demand_usd_per_hour
-            warm_gpus = sum(
-                min_replicas * model.get("tensor_parallel_size", 1)
-                for model in catalog
-                if model["tier"] == name
-            )
-            idle += price * max(tier["minNodes"], math.ceil(warm_gpus / tier["gpusPerNode"]))
-            maximum += price * tier["maxNodes"]
-    return idle, maximum
+# Worked by hand from the stack files and serve/tiers.py's us-central1 prices: the GKE fee, the
+# on-demand e2-standard-8 system node, and each GPU pool's spot machine. At idle a pool runs
+# its minNodes (0 in both stacks) or the nodes its warm replicas hold: dev has minReplicas 0;
+# prod keeps one replica per model warm, i.e. 1 T4, 1 L4 and 2 A100s (tensor parallel 2), one
+# node of each tier. At max every pool runs maxNodes.
+COST_LINES = {
+    # (item, $ per node-hour, nodes at idle, nodes at max)
+    "dev": [
+        ("GKE cluster fee", 0.10, 1, 1),
+        ("system: e2-standard-8 (on-demand)", 0.2681, 1, 1),
+        ("gpu-t4: n1-standard-8 (spot)", 0.2363, 0, 2),
+        ("gpu-l4: g2-standard-8 (spot)", 0.3406, 0, 2),
+    ],
+    "prod": [
+        ("GKE cluster fee", 0.10, 1, 1),
+        ("system: e2-standard-8 (on-demand)", 0.2681, 1, 1),
+        ("gpu-t4: n1-standard-8 (spot)", 0.2363, 1, 4),
+        ("gpu-l4: g2-standard-8 (spot)", 0.3406, 1, 6),
+        ("gpu-a100: a2-ultragpu-2g (spot)", 4.0550, 1, 4),
+    ],
+}
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_cost_matches_a_hand_computation(plans: dict[str, ServingPlan], stack: str) -> None:
-    idle, maximum = _hand_cost(stack)
-    assert plans[stack].cost.idle_usd_per_hour == pytest.approx(idle, abs=1e-4)
-    assert plans[stack].cost.max_usd_per_hour == pytest.approx(maximum, abs=1e-4)
+def test_cost_lines_are_the_worked_example(plans: dict[str, ServingPlan], stack: str) -> None:
+    lines = [
+        (line.item, line.usd_per_unit_hour, line.units_idle, line.units_max)
+        for line in plans[stack].cost.lines
+    ]
+    assert lines == COST_LINES[stack]
 
 
-def test_cost_in_dollars() -> None:
+def test_cost_in_dollars(plans: dict[str, ServingPlan]) -> None:
     # dev: $0.10 fee + $0.2681 e2-standard-8; at max 2 x $0.2363 (n1-standard-8 + T4, spot)
-    # + 2 x $0.3406 (g2-standard-8, spot). prod: 4 x T4, 6 x L4 and 4 x $4.0550 (a2-ultragpu-2g).
-    plans = {stack: build_plan_for_stack(stack, REPO_ROOT) for stack in STACKS}
-    assert plans["dev"].cost.idle_usd_per_hour == pytest.approx(0.3681)
-    assert plans["dev"].cost.max_usd_per_hour == pytest.approx(0.3681 + 2 * 0.2363 + 2 * 0.3406)
-    # prod keeps one warm replica per model: one node of each GPU tier runs at idle.
-    assert plans["prod"].cost.idle_usd_per_hour == pytest.approx(0.3681 + 0.2363 + 0.3406 + 4.0550)
-    assert plans["prod"].cost.max_usd_per_hour == pytest.approx(0.3681 + 4 * 0.2363 + 6 * 0.3406 + 4 * 4.0550)
+    # + 2 x $0.3406 (g2-standard-8, spot). prod: 4 x T4, 6 x L4 and 4 x $4.0550 (a2-ultragpu-2g);
+    # at idle one node of each GPU tier holds the warm replicas.
+    dev, prod = plans["dev"].cost, plans["prod"].cost
+    assert (dev.idle_usd_per_hour, dev.max_usd_per_hour) == (0.3681, 1.5219)
+    assert (prod.idle_usd_per_hour, prod.max_usd_per_hour) == (5.0000, 19.5769)
+    assert (dev.prices_read_on, dev.prices_region) == ("2026-11-01", "us-central1")
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_cost_lines_cover_fee_and_every_pool(plans: dict[str, ServingPlan], stack: str) -> None:
-    plan = plans[stack]
-    lines = plan.cost.lines
-    assert len(lines) == 1 + len(plan.node_pools)
-    for line, pool in zip(lines[1:], plan.node_pools, strict=True):
-        warm_gpus = sum(
-            plan.settings.autoscaling.min_replicas * model.tensor_parallel_size
-            for model in plan.served
-            if pool.tier is not None and model.tier == pool.tier
-        )
-        nodes_for_warm_replicas = -(-warm_gpus // max(pool.accelerator_count, 1))
-        assert line.units_idle == max(pool.min_nodes, nodes_for_warm_replicas)
-        assert line.units_max == pool.max_nodes
-        assert line.usd_per_unit_hour == pool.machine.usd_per_hour(spot=pool.spot)
+@pytest.mark.parametrize(
+    ("min_nodes", "warm_gpus", "nodes"),
+    [(0, 0, 0), (0, 1, 1), (0, 2, 1), (0, 3, 2), (0, 20, 4), (3, 2, 3), (3, 7, 4)],
+)
+def test_idle_nodes_hold_the_warm_replicas(
+    plans: dict[str, ServingPlan], min_nodes: int, warm_gpus: int, nodes: int
+) -> None:
+    """A pool of 2-GPU nodes, 0..4 nodes: warm GPUs round up to whole nodes, within minNodes..maxNodes."""
+    (a100,) = [pool for pool in plans["prod"].gpu_pools if pool.tier is TierName.A100]
+    pool: NodePoolSpec = a100.model_copy(update={"min_nodes": min_nodes})
+    assert (pool.accelerator_count, pool.max_nodes) == (2, 4)
+    assert idle_nodes(pool, warm_gpus) == nodes
 
 
 # --- determinism -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_plan_is_deterministic(stack: str) -> None:
-    first, second = build_plan_for_stack(stack, REPO_ROOT), build_plan_for_stack(stack, REPO_ROOT)
-    assert first == second
-    assert json.dumps(first.ray_service_spec) == json.dumps(second.ray_service_spec)
-    assert first.cost == second.cost
-
-
-# --- cross-checks between the catalog and the stack --------------------------------------------
-
-
-def _stack_copy(tmp_path: Path, stack: str, edit: Any) -> tuple[Path, int]:
-    """Catalog and an edited stack file under tmp_path; `edit(lines)` returns the 1-based line it changed."""
-    shutil.copy(REPO_ROOT / "model_catalog.yaml", tmp_path / "model_catalog.yaml")
-    lines = (REPO_ROOT / f"Pulumi.{stack}.yaml").read_text().splitlines()
-    line = edit(lines)
-    (tmp_path / f"Pulumi.{stack}.yaml").write_text("\n".join(lines) + "\n")
-    return tmp_path / f"Pulumi.{stack}.yaml", line
-
-
-def _a100_one_gpu(lines: list[str]) -> int:
-    start = next(i for i, text in enumerate(lines) if text.strip() == "a100:")
-    index = next(i for i in range(start, len(lines)) if lines[i].strip().startswith("gpusPerNode:"))
-    lines[index] = re.sub(r"gpusPerNode: \d+", "gpusPerNode: 1", lines[index])
-    return index + 1
-
-
-def _all_disabled(lines: list[str]) -> int:
-    for i, text in enumerate(lines):
-        lines[i] = text.replace("enabled: true", "enabled: false")
-    return 0
-
-
-def test_tensor_parallel_model_on_too_small_nodes_is_a_located_error(tmp_path: Path) -> None:
-    tp2 = [m for m in build_plan_for_stack("prod", REPO_ROOT).served if m.tensor_parallel_size == 2]
-    assert tp2 and tp2[0].tier is TierName.A100
-    stack_file, line = _stack_copy(tmp_path, "prod", _a100_one_gpu)
-    with pytest.raises(ConfigError) as raised:
-        build_plan_for_stack("prod", tmp_path)
-    (problem,) = raised.value.problems
-    assert (problem.file, problem.line) == (str(stack_file), line)
-    assert problem.field.endswith("a100.gpusPerNode")
-    assert tp2[0].id in problem.message
-    assert f"{stack_file}:{line}:" in str(raised.value) and "gpusPerNode" in str(raised.value)
-
-
-def _set_tier_key(tier: str, key: str, value: int) -> Any:
-    def edit(lines: list[str]) -> int:
-        start = next(i for i, text in enumerate(lines) if text.strip() == f"{tier}:")
-        index = next(i for i in range(start, len(lines)) if lines[i].strip().startswith(f"{key}:"))
-        lines[index] = re.sub(rf"{key}: \d+", f"{key}: {value}", lines[index])
-        return index + 1
-
-    return edit
-
-
-def test_a_pool_too_small_for_one_model_at_max_replicas_is_a_located_error(tmp_path: Path) -> None:
-    # prod: maxReplicas 4 x tensor_parallel_size 2 = 8 A100s; 2 nodes x 2 GPUs hold only 4.
-    stack_file, line = _stack_copy(tmp_path, "prod", _set_tier_key("a100", "maxNodes", 2))
-    with pytest.raises(ConfigError) as raised:
-        build_plan_for_stack("prod", tmp_path)
-    (problem,) = raised.value.problems
-    assert (problem.file, problem.line) == (str(stack_file), line)
-    assert problem.field == "config.llm-serving:tiers.a100.maxNodes"
-    assert "need 8 GPUs" in problem.message and "maxNodes to at least 4" in problem.message
-
-
-def test_a_pool_too_small_for_every_warm_replica_is_a_located_error(tmp_path: Path) -> None:
-    # Five T4 models at prod's minReplicas 1 need five T4s at once; prod's 4 T4 nodes cannot hold
-    # them, although each alone fits at maxReplicas 4.
-    _stack_copy(tmp_path, "prod", lambda lines: 0)
-    catalog = yaml.safe_load((REPO_ROOT / "model_catalog.yaml").read_text())
-    t4 = next(model for model in catalog["models"] if model["tier"] == "t4")
-    catalog["models"] += [{**t4, "id": f"{t4['id']}-copy-{n}"} for n in range(4)]
-    (tmp_path / "model_catalog.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
-    with pytest.raises(ConfigError) as raised:
-        build_plan_for_stack("prod", tmp_path)
-    (problem,) = raised.value.problems
-    assert problem.field == "config.llm-serving:tiers.t4.maxNodes"
-    assert "5 t4 model(s) at minReplicas 1 need 5 GPUs" in problem.message
-    assert "maxNodes to at least 5" in problem.message
-
-
-def test_pools_just_big_enough_plan(tmp_path: Path) -> None:
-    _stack_copy(tmp_path, "prod", _set_tier_key("t4", "maxNodes", 4))
-    assert build_plan_for_stack("prod", tmp_path).served_model_ids
-
-
-def test_stack_with_every_tier_disabled_is_an_error(tmp_path: Path) -> None:
-    _stack_copy(tmp_path, "prod", _all_disabled)
-    with pytest.raises(ConfigError, match="no catalog model is served"):
-        build_plan_for_stack("prod", tmp_path)
+def test_plan_is_deterministic(plans: dict[str, ServingPlan], stack: str) -> None:
+    again = build_plan_for_stack(stack, REPO_ROOT)
+    assert again == plans[stack]
+    assert json.dumps(again.ray_service_spec) == json.dumps(plans[stack].ray_service_spec)
+    assert again.cost == plans[stack].cost

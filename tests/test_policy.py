@@ -9,12 +9,12 @@ import select
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import empty_pb2, json_format, struct_pb2
+from helpers.stack_files import STACKS
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import (
     PolicyCustomTimeouts,
@@ -24,6 +24,7 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
+from infra import resource_types
 from infra.policy import validators as v
 from infra.policy.validators import (
     CLUSTER,
@@ -35,14 +36,15 @@ from infra.policy.validators import (
     SERVICE,
     Validator,
 )
+from infra.report.mock_engine import TEST_HF_TOKEN, RegisteredResource
+from serve.paths import REPO_ROOT
+from serve.serve_config import HF_TOKEN_ENV
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 POLICY_DIR = REPO_ROOT / "infra" / "policy"
-STACKS = ("dev", "prod")
 TOKEN = "hf_" + "Ab1" * 12  # looks like a token to the rule; not a real one
 NODE_SA = "llm-serving-dev-nodes@llm-serving-test.iam.gserviceaccount.com"
-CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
-HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+CONFIG_MAP = resource_types.CONFIG_MAP
+HELM_RELEASE = resource_types.HELM_RELEASE
 
 
 def resource_args(type_: str, props: Mapping[str, Any], name: str = "res") -> ResourceValidationArgs:
@@ -467,8 +469,6 @@ def test_unknown_values_are_skipped_by_the_token_scan() -> None:
 
 
 def test_the_programs_token_env_var_is_one_the_rule_knows() -> None:
-    from serve.serve_config import HF_TOKEN_ENV
-
     assert HF_TOKEN_ENV in v.HF_TOKEN_ENV_NAMES
 
 
@@ -542,17 +542,13 @@ def run_rules(type_: str, name: str, inputs: Mapping[str, Any]) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module", params=STACKS)
-def registered(request: pytest.FixtureRequest) -> list[Any]:
+@pytest.fixture(params=STACKS)
+def registered(request: pytest.FixtureRequest, program_runs: dict[str, Any]) -> list[RegisteredResource]:
     """Every resource the real program registers for a stack, under Pulumi's mock engine."""
-    from infra.report.mock_engine import run_program
-
-    return list(run_program(request.param).resources)
+    return list(program_runs[request.param].resources)
 
 
-def test_policies_pass_on_real_program(registered: list[Any]) -> None:
-    from infra.report.mock_engine import TEST_HF_TOKEN
-
+def test_policies_pass_on_real_program(registered: list[RegisteredResource]) -> None:
     types = {resource.type_ for resource in registered}
     # Not a vacuous pass: the resources every rule is about are there, and so is the token.
     assert {CLUSTER, NODE_POOL, SECRET, RAY_SERVICE} <= types
@@ -566,7 +562,7 @@ def test_policies_pass_on_real_program(registered: list[Any]) -> None:
     assert found == []
 
 
-def gpu_pools(resources: list[Any]) -> list[Any]:
+def gpu_pools(resources: list[RegisteredResource]) -> list[RegisteredResource]:
     return [r for r in resources if r.type_ == NODE_POOL and r.inputs["nodeConfig"].get("guestAccelerators")]
 
 
@@ -574,7 +570,7 @@ def set_token_env_by_value(value: Any, token: str) -> int:
     """Give every HF_TOKEN env var a literal `value` next to its secretKeyRef; returns how many."""
     count = 0
     if isinstance(value, dict):
-        if value.get("name") == "HF_TOKEN" and "valueFrom" in value:
+        if value.get("name") == HF_TOKEN_ENV and "valueFrom" in value:
             value["value"] = token
             count += 1
         for child in value.values():
@@ -585,9 +581,7 @@ def set_token_env_by_value(value: Any, token: str) -> int:
     return count
 
 
-def test_policies_catch_changes_to_the_real_resources(registered: list[Any]) -> None:
-    from infra.report.mock_engine import TEST_HF_TOKEN
-
+def test_policies_catch_changes_to_the_real_resources(registered: list[RegisteredResource]) -> None:
     ray = next(r for r in registered if r.type_ == RAY_SERVICE)
     leaked = copy.deepcopy(ray.inputs)
     assert set_token_env_by_value(leaked, TEST_HF_TOKEN) > 0

@@ -1,11 +1,11 @@
-"""Properties of the catalog → settings → plan pipeline, over generated inputs (issue 7).
+"""Properties of the catalog → settings → plan pipeline, over generated inputs.
 
 - Random *valid* catalogs (built from the tier table and the memory estimate, so every model
   fits its tier by construction) with random valid stack settings always plan, and what the
   plan hands to the cluster is accepted by Ray's and KubeRay's own definitions: every LLM config
   constructs `ray.serve.llm.LLMConfig`, the serve config validates as `ServeDeploySchema`
   (as planned and as parsed back from serveConfigV2), and the RayService validates against the
-  KubeRay v1.7.0 CRD (`kuberay_schema.validate_ray_service`).
+  KubeRay v1.7.0 CRD (`helpers.kuberay_schema.validate_ray_service`).
 - Random *invalid* mutations of a valid catalog or stack file (one field given a bad value
   from a per-field list, or an unknown key injected) are always refused with a located
   problem naming the file, a line inside the file, on which the mutated key is written, and
@@ -21,24 +21,24 @@ import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from helpers.documents import ray_service_document
 from helpers.kuberay_schema import validate_ray_service
+from helpers.stack_files import STACKS, raw_config
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from ray.serve.llm import LLMConfig
-from ray.serve.schema import ServeDeploySchema
 
 from configcheck.problems import ConfigError
 from infra.plan import build_plan
-from infra.plan.ray_service import NAMESPACE, RAY_SERVICE_NAME
-from infra.settings import MAX_NODES_PER_TIER, load_stack_file
+from infra.settings import MAX_NODES_PER_TIER, load_stack_file, stack_file
 from serve.autoscaling import MAX_REPLICAS_BOUND
 from serve.catalog import MAX_TENSOR_PARALLEL, load_catalog
 from serve.memory import BYTES_PER_WEIGHT, GIB, KV_BYTES_PER_ELEMENT, RUNTIME_OVERHEAD_GIB_PER_GPU, estimate
+from serve.paths import CATALOG_FILE_NAME
 from serve.tiers import PRICES_REGION, TIERS, TierName
 
 BASE_SETTINGS = settings(
@@ -240,50 +240,23 @@ def valid_inputs(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
 @examples(VALID_EXAMPLES)
 @given(valid_inputs())
 def test_valid_inputs_always_plan_into_what_ray_and_kuberay_accept(
-    inputs: tuple[dict[str, Any], dict[str, Any]],
+    ray_oracles: ModuleType, inputs: tuple[dict[str, Any], dict[str, Any]]
 ) -> None:
     catalog_data, config = inputs
     with tempfile.TemporaryDirectory() as directory:
-        catalog = load_catalog(write(Path(directory), "model_catalog.yaml", catalog_data))
-        stack = load_stack_file(write(Path(directory), "Pulumi.gen.yaml", {"config": config}))
+        catalog = load_catalog(write(Path(directory), CATALOG_FILE_NAME, catalog_data))
+        stack = load_stack_file(write(Path(directory), stack_file("gen").name, {"config": config}))
     plan = build_plan(catalog, stack)
 
     enabled = {name for name, tier in config["llm-serving:tiers"].items() if tier["enabled"]}
     assert plan.served_model_ids == [m["id"] for m in catalog_data["models"] if m["tier"] in enabled]
     assert plan.served_model_ids, "every generated stack serves at least one model"
     for raw in plan.llm_configs:
-        LLMConfig(**copy.deepcopy(raw))
-    ServeDeploySchema.model_validate(copy.deepcopy(plan.serve_config))
+        ray_oracles.LLMConfig(**copy.deepcopy(raw))
+    ray_oracles.ServeDeploySchema.model_validate(copy.deepcopy(plan.serve_config))
     from_yaml = yaml.safe_load(plan.ray_service_spec["serveConfigV2"])
-    ServeDeploySchema.model_validate(from_yaml)
-    ray_service = {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayService",
-        "metadata": {"name": RAY_SERVICE_NAME, "namespace": NAMESPACE},
-        "spec": copy.deepcopy(plan.ray_service_spec),
-    }
-    assert validate_ray_service(ray_service) == []
-
-
-def test_the_crd_check_has_teeth() -> None:
-    """A RayService with a misspelt field, a wrong type and a bad quantity is refused."""
-    ray_service = {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayService",
-        "metadata": {"name": RAY_SERVICE_NAME, "namespace": NAMESPACE},
-        "spec": {
-            "serveConfigV2": "applications: []",
-            "rayClusterConfig": {
-                "headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": []}}},
-                "workerGroupSpec": [],
-            },
-            "upgradeStrategy": {"type": "NewCluster"},
-            "rayClusterDeletionDelaySeconds": "60",
-        },
-    }
-    errors = validate_ray_service(ray_service)
-    assert any("workerGroupSpec" in e and "unexpected" in e for e in errors), errors
-    assert any(e.startswith("spec.rayClusterDeletionDelaySeconds") for e in errors), errors
+    ray_oracles.ServeDeploySchema.model_validate(from_yaml)
+    assert validate_ray_service(ray_service_document(plan.ray_service_spec)) == []
 
 
 # --- invalid mutations ---------------------------------------------------------------------------
@@ -380,14 +353,9 @@ def bad_catalogs(draw: st.DrawFn) -> Mutation:
     return data, ("models", index, *field), str(field[-1])
 
 
-def shipped_config(stack: str) -> dict[str, Any]:
-    config: dict[str, Any] = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-    return config
-
-
 @st.composite
 def bad_stacks(draw: st.DrawFn) -> Mutation:
-    config = copy.deepcopy(shipped_config(draw(st.sampled_from(["dev", "prod"]))))
+    config = copy.deepcopy(raw_config(draw(st.sampled_from(STACKS))))
     data: dict[str, Any] = {"config": config}
     kind = draw(st.sampled_from(["tier", "scaling", "unknown", "region", "token"]))
     if kind == "tier":
@@ -451,7 +419,7 @@ def assert_refused_at(load: Callable[[Path], Any], path: Path, mutated: Path_, k
 def test_invalid_catalog_mutations_are_refused_at_the_mutated_field(mutation: Mutation) -> None:
     data, mutated, key = mutation
     with tempfile.TemporaryDirectory() as directory:
-        path = write(Path(directory), "model_catalog.yaml", data)
+        path = write(Path(directory), CATALOG_FILE_NAME, data)
         assert_refused_at(load_catalog, path, mutated, key)
 
 
@@ -460,5 +428,5 @@ def test_invalid_catalog_mutations_are_refused_at_the_mutated_field(mutation: Mu
 def test_invalid_stack_mutations_are_refused_at_the_mutated_field(mutation: Mutation) -> None:
     data, mutated, key = mutation
     with tempfile.TemporaryDirectory() as directory:
-        path = write(Path(directory), "Pulumi.dev.yaml", data)
+        path = write(Path(directory), stack_file("dev").name, data)
         assert_refused_at(load_stack_file, path, mutated, key)

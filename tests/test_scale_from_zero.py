@@ -1,17 +1,14 @@
 """Scale from zero: the autoscaler can start a GPU node for every served model's replica.
 
-The design.md failure mode: KubeRay's autoscaler knows a worker group only by the Ray
-resources it derives from the group spec; Ray Serve LLM asks for `accelerator_type:<T>` in
-every replica bundle; a group at zero that does not declare that resource is never scaled up.
+The failure mode: KubeRay's autoscaler knows a worker group only by the Ray resources it
+derives from the group spec; Ray Serve LLM asks for `accelerator_type:<T>` in every replica
+bundle; a group at zero that does not declare that resource is never scaled up.
 
-Everything below is Ray's own code, run offline:
+Everything below is Ray's own code, run offline (`helpers.ray_oracles`):
 - the node types come from `_derive_autoscaling_config_from_ray_cr`, the function the
   KubeRay autoscaler runs on the RayCluster CR;
-- the replica bundles come from `LLMConfig.get_engine_config().placement_bundles` merged with
-  the replica actor's own resources by `_merge_replica_actor_and_child_actor_bundles`, exactly
-  as `LLMServer.get_deployment_options` does. That method itself cannot be called here: after
-  computing the bundles it reads `ray.get_runtime_context().runtime_env`, which starts a local
-  Ray instance. `test_bundle_computation_still_matches_ray` fails if Ray changes that code;
+- the replica bundles come from Ray Serve LLM's `LLMServer.get_deployment_options`, the options
+  `build_openai_app` deploys each model's replicas with;
 - scheduling uses autoscaler v2's `ResourceDemandScheduler` (the cluster runs autoscaler v2),
   with each replica's placement group as a gang request, from a cluster with no worker nodes.
 """
@@ -19,114 +16,26 @@ Everything below is Ray's own code, run offline:
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 from collections import Counter
+from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
-import ray
-from conftest import STACKS
-from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
-from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig
-from ray.autoscaler.v2.scheduler import ResourceDemandScheduler, SchedulingRequest
-from ray.core.generated.autoscaler_pb2 import GangResourceRequest, ResourceRequest
-from ray.llm._internal.serve.core.server.llm_server import (
-    LLMServer,
-    _merge_replica_actor_and_child_actor_bundles,
-)
-from ray.serve.llm import LLMConfig
+from helpers.stack_files import STACKS
 
 from infra.plan import ServingPlan
-from infra.plan.ray_service import NAMESPACE, RAY_SERVICE_NAME
 from serve.catalog import ModelEntry
 from serve.tiers import RAY_ACCELERATOR_RESOURCE_PREFIX, TIERS
 
 HEAD = "headgroup"
-Bundle = dict[str, float]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _ray_never_started() -> Any:
+def _ray_never_started(ray_oracles: ModuleType) -> Iterator[None]:
     yield
-    assert not ray.is_initialized(), "a scale-from-zero check started Ray; these checks must stay offline"
-
-
-def ray_cluster_cr(cluster_spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayCluster",
-        "metadata": {"name": f"{RAY_SERVICE_NAME}-raycluster", "namespace": NAMESPACE},
-        "spec": copy.deepcopy(cluster_spec),
-    }
-
-
-def autoscaling_config(cluster_spec: dict[str, Any]) -> dict[str, Any]:
-    config: dict[str, Any] = _derive_autoscaling_config_from_ray_cr(ray_cluster_cr(cluster_spec))
-    return config
-
-
-def node_types(cluster_spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    types: dict[str, dict[str, Any]] = autoscaling_config(cluster_spec)["available_node_types"]
-    return types
-
-
-def replica_bundles(raw: dict[str, Any]) -> tuple[list[Bundle], str]:
-    """A replica's placement-group bundles and strategy, as `LLMServer.get_deployment_options` makes them."""
-    config = LLMConfig(**copy.deepcopy(raw))
-    engine = config.get_engine_config()
-    assert not engine.accelerator.requires_deferred_placement_group
-    actor_options = config.deployment_config.get("ray_actor_options", {})
-    replica_actor: Bundle = {
-        "CPU": actor_options.get("num_cpus", 1),
-        "GPU": actor_options.get("num_gpus", 0),
-        **actor_options.get("resources", {}),
-    }
-    if "memory" in actor_options:
-        replica_actor["memory"] = actor_options["memory"]
-    bundles: list[Bundle] = _merge_replica_actor_and_child_actor_bundles(
-        engine.placement_bundles, replica_actor
-    )
-    return bundles, engine.placement_strategy
-
-
-def fits(node: dict[str, float], demand: Bundle) -> bool:
-    return all(node.get(key, 0) >= amount for key, amount in demand.items() if amount > 0)
-
-
-def total(bundles: list[Bundle]) -> Bundle:
-    summed: Counter[str] = Counter()
-    for bundle in bundles:
-        summed.update(bundle)
-    return dict(summed)
-
-
-def gang(bundles: list[Bundle], strategy: str) -> GangResourceRequest:
-    """A replica's placement group as the GCS reports it to autoscaler v2."""
-    if strategy == "STRICT_PACK":  # one node: the scheduler combines affinity bundles into one request
-        bundles = [total(bundles)]
-    return GangResourceRequest(
-        requests=[ResourceRequest(resources_bundle=bundle) for bundle in bundles], details=strategy
-    )
-
-
-def schedule_from_zero(
-    cluster_spec: dict[str, Any], gangs: list[GangResourceRequest]
-) -> tuple[Counter[str], int]:
-    """Nodes autoscaler v2 launches for `gangs` with no worker node running, and the infeasible gang count."""
-    config = AutoscalingConfig(autoscaling_config(cluster_spec), skip_content_hash=True)
-    reply = ResourceDemandScheduler().schedule(
-        SchedulingRequest(
-            disable_launch_config_check=True,
-            node_type_configs=config.get_node_type_configs(),
-            max_num_nodes=config.get_max_num_nodes(),
-            gang_resource_requests=gangs,
-        )
-    )
-    launched: Counter[str] = Counter()
-    for launch in reply.to_launch:
-        launched[launch.instance_type] += launch.count
-    return launched, len(reply.infeasible_gang_resource_requests)
+    assert not ray_oracles.ray.is_initialized(), "a scale-from-zero check started Ray; they must stay offline"
 
 
 def _served(plan: ServingPlan) -> list[tuple[ModelEntry, dict[str, Any]]]:
@@ -139,29 +48,37 @@ def _cluster(plan: ServingPlan) -> dict[str, Any]:
     return cluster
 
 
-# --- Ray's own code is what these checks reproduce --------------------------------------
+# --- what each replica asks for ------------------------------------------------------------
+
+# Worked out for the shipped catalog: one GPU per tensor-parallel rank, each bundle asking for a
+# sliver of the tier's accelerator_type resource; the replica actor's one CPU rides in the first
+# bundle. A tensor-parallel replica is STRICT_PACK: all of its bundles on one node.
+PROD_REPLICA_BUNDLES = {
+    "qwen2-5-1-5b-instruct": ([{"CPU": 1, "GPU": 1, "accelerator_type:T4": 0.001}], "PACK"),
+    "llama-3-1-8b-instruct": ([{"CPU": 1, "GPU": 1, "accelerator_type:L4": 0.001}], "PACK"),
+    "qwen2-5-32b-instruct": (
+        [
+            {"CPU": 1, "GPU": 1, "accelerator_type:A100-80G": 0.001},
+            {"GPU": 1, "accelerator_type:A100-80G": 0.001},
+        ],
+        "STRICT_PACK",
+    ),
+}
 
 
-def test_bundle_computation_still_matches_ray() -> None:
-    source = inspect.getsource(LLMServer.get_deployment_options)
-    for fragment in (
-        "engine_config = llm_config.get_engine_config()",
-        "if not engine_config.accelerator.requires_deferred_placement_group:",
-        '"CPU": ray_actor_options.get("num_cpus", 1)',
-        '"GPU": ray_actor_options.get("num_gpus", 0)',
-        "_merge_replica_actor_and_child_actor_bundles(",
-        "engine_config.placement_bundles, replica_actor_resources",
-        '"placement_group_strategy": engine_config.placement_strategy',
-    ):
-        assert fragment in source, (
-            f"LLMServer.get_deployment_options changed: update replica_bundles ({fragment})"
-        )
+def test_replica_bundles_of_the_shipped_catalog(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    found = {model.id: ray_oracles.replica_bundles(raw) for model, raw in _served(plans["prod"])}
+    assert found == PROD_REPLICA_BUNDLES
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_bundles_ask_for_the_tiers_accelerator(plans: dict[str, ServingPlan], stack: str) -> None:
+def test_bundles_ask_for_the_tiers_accelerator(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
     for model, raw in _served(plans[stack]):
-        bundles, strategy = replica_bundles(raw)
+        bundles, strategy = ray_oracles.replica_bundles(raw)
         resource = f"{RAY_ACCELERATOR_RESOURCE_PREFIX}{model.gpu_tier.ray_accelerator_type}"
         assert len(bundles) == model.tensor_parallel_size
         assert all(bundle.get("GPU") == 1 and bundle.get(resource, 0) > 0 for bundle in bundles), bundles
@@ -172,8 +89,10 @@ def test_bundles_ask_for_the_tiers_accelerator(plans: dict[str, ServingPlan], st
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_each_tier_group_declares_its_accelerator_types(plans: dict[str, ServingPlan], stack: str) -> None:
-    types = node_types(_cluster(plans[stack]))
+def test_each_tier_group_declares_its_accelerator_types(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    types = ray_oracles.autoscaler_node_types(_cluster(plans[stack]))
     assert types[HEAD]["resources"].get("GPU", 0) == 0
     for pool in plans[stack].gpu_pools:
         assert pool.tier is not None
@@ -185,11 +104,12 @@ def test_each_tier_group_declares_its_accelerator_types(plans: dict[str, Serving
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_replica_fits_one_node_of_its_tier_and_no_other(
-    plans: dict[str, ServingPlan], stack: str
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
 ) -> None:
-    types = node_types(_cluster(plans[stack]))
+    fits, total = ray_oracles.fits, ray_oracles.total
+    types = ray_oracles.autoscaler_node_types(_cluster(plans[stack]))
     for model, raw in _served(plans[stack]):
-        bundles, _ = replica_bundles(raw)
+        bundles, _ = ray_oracles.replica_bundles(raw)
         own = types.get(model.tier.value)
         assert own is not None, f"no worker group named {model.tier.value} for {model.id}"
         assert own["max_workers"] >= 1, f"{model.id}: group {model.tier.value} can never have a node"
@@ -206,30 +126,35 @@ def test_every_replica_fits_one_node_of_its_tier_and_no_other(
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_autoscaler_starts_one_tier_node_per_first_replica(plans: dict[str, ServingPlan], stack: str) -> None:
+def test_autoscaler_starts_one_tier_node_per_first_replica(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
     plan = plans[stack]
     for model, raw in _served(plan):
-        launched, infeasible = schedule_from_zero(_cluster(plan), [gang(*replica_bundles(raw))])
+        gang = ray_oracles.gang(*ray_oracles.replica_bundles(raw))
+        launched, infeasible = ray_oracles.schedule_from_zero(_cluster(plan), [gang])
         assert infeasible == 0, f"{model.id}: the autoscaler finds no node type for its replica"
         assert launched == Counter({model.tier.value: 1}), (model.id, launched)
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_min_replicas_of_every_model_fit_together(plans: dict[str, ServingPlan], stack: str) -> None:
+def test_min_replicas_of_every_model_fit_together(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
     """Every model's minimum (at least one replica, the first request after scale-to-zero) at once."""
     plan = plans[stack]
     gangs = []
     for _, raw in _served(plan):
         replicas = max(1, raw["deployment_config"]["autoscaling_config"]["min_replicas"])
-        gangs += [gang(*replica_bundles(raw)) for _ in range(replicas)]
-    launched, infeasible = schedule_from_zero(_cluster(plan), gangs)
+        gangs += [ray_oracles.gang(*ray_oracles.replica_bundles(raw)) for _ in range(replicas)]
+    launched, infeasible = ray_oracles.schedule_from_zero(_cluster(plan), gangs)
     assert infeasible == 0, launched
     pools = {pool.tier.value: pool for pool in plan.gpu_pools if pool.tier is not None}
     for tier, count in launched.items():
         assert count <= pools[tier].max_nodes
 
 
-# --- the check can fail: the design.md failure mode -----------------------------------------
+# --- the check can fail: a group that does not declare its accelerator ------------------------
 
 
 def _without_accelerator_resources(cluster: dict[str, Any], group_name: str) -> dict[str, Any]:
@@ -240,15 +165,17 @@ def _without_accelerator_resources(cluster: dict[str, Any], group_name: str) -> 
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_group_without_resources_param_is_never_scaled_up(plans: dict[str, ServingPlan], stack: str) -> None:
+def test_group_without_resources_param_is_never_scaled_up(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
     plan = plans[stack]
     for model, raw in _served(plan):
         broken = _without_accelerator_resources(_cluster(plan), model.tier.value)
-        group = node_types(broken)[model.tier.value]
-        bundles, strategy = replica_bundles(raw)
+        group = ray_oracles.autoscaler_node_types(broken)[model.tier.value]
+        bundles, strategy = ray_oracles.replica_bundles(raw)
         assert group["resources"]["GPU"] >= 1  # the GPUs are still there ...
         accelerator = f"{RAY_ACCELERATOR_RESOURCE_PREFIX}{model.gpu_tier.ray_accelerator_type}"
         assert accelerator not in group["resources"]  # ... but Ray infers no accelerator type for GPUs
-        assert not any(fits(group["resources"], bundle) for bundle in bundles)
-        launched, infeasible = schedule_from_zero(broken, [gang(bundles, strategy)])
+        assert not any(ray_oracles.fits(group["resources"], bundle) for bundle in bundles)
+        launched, infeasible = ray_oracles.schedule_from_zero(broken, [ray_oracles.gang(bundles, strategy)])
         assert (launched, infeasible) == (Counter(), 1), json.dumps(group["resources"])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
+from types import ModuleType
 
 import pytest
-import ray.util.accelerators.accelerators as ray_accelerators
 
 from serve.tiers import (
     RAY_ACCELERATOR_RESOURCE_PREFIX,
@@ -15,13 +16,6 @@ from serve.tiers import (
     MachineShape,
     TierName,
     allocatable,
-    tier,
-)
-
-# Every accelerator type name Ray defines (what Ray Serve LLM's LLMConfig.accelerator_type accepts:
-# ray.llm's AcceleratorType enum is built from this same module).
-RAY_ACCELERATOR_TYPES = frozenset(
-    value for name, value in vars(ray_accelerators).items() if name.isupper() and isinstance(value, str)
 )
 
 ALL_MACHINES = [SYSTEM_MACHINE, *(m for t in TIERS.values() for m in t.machines)]
@@ -81,7 +75,6 @@ def test_allocatable_of_the_tables_machines_is_sane() -> None:
 def test_every_tier_is_in_the_table() -> None:
     assert set(TIERS) == set(TierName)
     for name in TierName:
-        assert tier(name.value) is TIERS[name]
         assert TIERS[name].name is name
 
 
@@ -97,12 +90,25 @@ def test_machine_gpu_counts_are_unique_and_sorted(name: TierName) -> None:
         TIERS[name].machine_for(counts[-1] + 1)
 
 
+# --- Ray's accelerator names (Ray is imported by these tests only, not when the module loads) ---
+
+
+@pytest.fixture(scope="module")
+def ray_accelerators() -> ModuleType:
+    """Ray's accelerator type constants: what LLMConfig.accelerator_type accepts (ray.llm's
+    AcceleratorType enum is built from this same module)."""
+    return importlib.import_module("ray.util.accelerators.accelerators")
+
+
 @pytest.mark.parametrize("name", list(TierName))
-def test_ray_accelerator_types_are_rays_own(name: TierName) -> None:
+def test_ray_accelerator_types_are_rays_own(ray_accelerators: ModuleType, name: TierName) -> None:
+    rays = {
+        value for key, value in vars(ray_accelerators).items() if key.isupper() and isinstance(value, str)
+    }
     facts = TIERS[name]
-    assert facts.ray_accelerator_type in RAY_ACCELERATOR_TYPES
+    assert facts.ray_accelerator_type in rays
     for declared in facts.ray_node_accelerator_types:
-        assert declared in RAY_ACCELERATOR_TYPES
+        assert declared in rays
     # A node of the tier declares what the tier's replicas ask for.
     assert facts.ray_accelerator_type in facts.ray_node_accelerator_types
     assert facts.ray_resources == {
@@ -110,7 +116,7 @@ def test_ray_accelerator_types_are_rays_own(name: TierName) -> None:
     }
 
 
-def test_a100_nodes_declare_what_a_running_a100_reports() -> None:
+def test_a100_nodes_declare_what_a_running_a100_reports(ray_accelerators: ModuleType) -> None:
     # Ray's GPU detection reports plain "A100" for every A100; the 80G name exists only where declared.
     assert ray_accelerators.NVIDIA_A100 in TIERS[TierName.A100].ray_node_accelerator_types
     assert TIERS[TierName.A100].ray_accelerator_type == ray_accelerators.NVIDIA_A100_80G
@@ -133,8 +139,17 @@ def test_price_grows_with_gpus(name: TierName) -> None:
         assert smaller.spot_usd_per_hour < bigger.spot_usd_per_hour
 
 
+# NVIDIA's published compute capabilities; bf16 needs 8.0 (Ampere), fp8 needs 8.9 (Ada) or later.
+DTYPE_SUPPORT = {
+    TierName.T4: ((7, 5), False, False),
+    TierName.L4: ((8, 9), True, True),
+    TierName.A100: ((8, 0), True, False),
+}
+
+
 @pytest.mark.parametrize("name", list(TierName))
 def test_dtype_support_follows_compute_capability(name: TierName) -> None:
     facts = TIERS[name]
+    assert (facts.compute_capability, facts.supports_bf16, facts.supports_fp8) == DTYPE_SUPPORT[name]
     assert facts.supports_bf16 == (facts.compute_capability >= (8, 0))
     assert facts.supports_fp8 == (facts.compute_capability >= (8, 9))

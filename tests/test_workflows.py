@@ -16,11 +16,15 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers.stack_files import STACKS
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from infra.settings import stack_file
+from serve.paths import REPO_ROOT
+
 WORKFLOW_DIR = REPO_ROOT / ".github" / "workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.yml"))
-STACKS = sorted(path.name.split(".")[1] for path in REPO_ROOT.glob("Pulumi.*.yaml"))
+# The stacks the workflows must offer: every stack file in the repository.
+STACK_FILES = sorted(path.name.split(".")[1] for path in REPO_ROOT.glob(stack_file("*").name))
 AUTH_ACTION = "google-github-actions/auth@"
 PULUMI_ACTION = "pulumi/actions@"
 PERMISSION_LEVELS = {"read", "write", "none"}
@@ -74,7 +78,7 @@ def workflow(request: pytest.FixtureRequest) -> dict[Any, Any]:
 
 def test_the_workflows_exist() -> None:
     assert {path.name for path in WORKFLOWS} >= {"preview.yml", "deploy.yml"}
-    assert STACKS == ["dev", "prod"]
+    assert sorted(STACKS) == STACK_FILES
 
 
 def test_actionlint_finds_nothing() -> None:
@@ -171,7 +175,7 @@ def test_preview_comments_once_per_stack_and_edits_it() -> None:
     workflow = load(WORKFLOW_DIR / "preview.yml")
     assert set(triggers(workflow)) == {"pull_request"}
     job = workflow["jobs"]["preview"]
-    assert job["strategy"]["matrix"]["stack"] == STACKS
+    assert job["strategy"]["matrix"]["stack"] == STACK_FILES
     (step,) = steps_using(job, PULUMI_ACTION)
     assert step["with"]["command"] == "preview"
     assert step["with"]["stack-name"] == "${{ matrix.stack }}"
@@ -188,7 +192,7 @@ def test_deploy_runs_in_the_stacks_environment() -> None:
     workflow = load(WORKFLOW_DIR / "deploy.yml")
     assert set(triggers(workflow)) == {"workflow_dispatch"}
     inputs = triggers(workflow)["workflow_dispatch"]["inputs"]
-    assert inputs["stack"]["type"] == "choice" and inputs["stack"]["options"] == STACKS
+    assert inputs["stack"]["type"] == "choice" and inputs["stack"]["options"] == STACK_FILES
     assert inputs["action"]["type"] == "choice" and inputs["action"]["options"] == ["up", "destroy"]
     for name, job in jobs(workflow):
         commands = {step["with"]["command"] for step in steps_using(job, PULUMI_ACTION)}

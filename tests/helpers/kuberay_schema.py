@@ -29,7 +29,7 @@ validation of the converted schema means what the API server means.
 The root `metadata` is `type: object` with no properties in every CRD (the API server
 validates ObjectMeta itself); it is replaced by a small ObjectMeta schema.
 
-The CRDs are read from `../shared/kuberay-v1.7.0/crds/` next to the repo (`conftest.kuberay_dir`);
+The CRDs are read from `../shared/kuberay-v1.7.0/crds/` next to the repo (`helpers.shared_files.kuberay_dir`);
 if they are missing the calling test fails (never skips).
 """
 
@@ -42,7 +42,8 @@ from typing import Any, Final
 import jsonschema
 import pytest
 import yaml
-from conftest import kuberay_dir
+
+from helpers.shared_files import kuberay_dir
 
 _DROPPED: Final = frozenset(
     {

@@ -1,10 +1,11 @@
-"""The whole Pulumi program under Pulumi's mock engine, for both stacks (issue: the Pulumi program)."""
+"""The Pulumi program (infra/program.py, infra/components/) under Pulumi's mock engine, for both
+stacks: what it registers, that it registers exactly the pure plan, teardown order, secrets,
+that dev and prod differ only in their settings, and that bad input stops it."""
 
 from __future__ import annotations
 
 import copy
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,15 @@ from typing import Any
 import pulumi
 import pytest
 import yaml
+from helpers.agreement import agreement_problems
+from helpers.documents import ray_containers
+from helpers.stack_files import STACKS, copy_inputs, find_line, raw_catalog, tier_block
 
 from infra import resource_types
 from infra.components import cluster as cluster_component
-from infra.plan import build_plan_for_stack
+from infra.plan import ServingPlan
+from infra.plan.node_pools import POOL_LABEL, SYSTEM_POOL, TIER_LABEL
+from infra.plan.ray_service import HF_SECRET_KEY, HF_SECRET_NAME
 from infra.report.mock_engine import (
     TEST_GCP_PROJECT,
     TEST_HF_TOKEN,
@@ -24,10 +30,11 @@ from infra.report.mock_engine import (
     run_program,
     stack_config,
 )
-from infra.settings import HF_TOKEN_KEY
-from serve.paths import REPO_ROOT
+from infra.settings import HF_TOKEN_KEY, TIERS_KEY, stack_file
+from infra.versions import KUBERAY_CHART, KUBERAY_VERSION
+from serve.paths import CATALOG_FILE_NAME
+from serve.serve_config import HF_TOKEN_ENV
 
-STACKS = ("dev", "prod")
 CLUSTER = resource_types.CLUSTER
 NODE_POOL = resource_types.NODE_POOL
 PROVIDER = resource_types.KUBERNETES_PROVIDER
@@ -43,14 +50,14 @@ GKE_TO_K8S_EFFECT = {
 }
 
 
-@pytest.fixture(scope="module", params=STACKS)
-def run(request: pytest.FixtureRequest) -> ProgramRun:
-    return run_program(request.param)
+@pytest.fixture(params=STACKS)
+def run(request: pytest.FixtureRequest, program_runs: dict[str, ProgramRun]) -> ProgramRun:
+    return program_runs[request.param]
 
 
-@pytest.fixture(scope="module")
-def runs() -> dict[str, ProgramRun]:
-    return {stack: run_program(stack) for stack in STACKS}
+@pytest.fixture
+def plan(run: ProgramRun, plans: dict[str, ServingPlan]) -> ServingPlan:
+    return plans[run.stack]
 
 
 def gpu_pools(run: ProgramRun) -> list[RegisteredResource]:
@@ -65,8 +72,7 @@ def ray_service_spec(run: ProgramRun) -> dict[str, Any]:
 # --- what is registered ---------------------------------------------------------------
 
 
-def test_registers_every_component(run: ProgramRun) -> None:
-    plan = build_plan_for_stack(run.stack, REPO_ROOT)
+def test_registers_every_component(run: ProgramRun, plan: ServingPlan) -> None:
     types = [r.type_ for r in run.resources]
     for component in (
         "llm-serving:infra:GkeCluster",
@@ -112,43 +118,36 @@ def test_cluster_is_hardened_and_destroyable(run: ProgramRun) -> None:
     assert not any(r in roles for r in ("roles/editor", "roles/owner"))
 
 
-def test_gpu_pools_are_spot_tainted_and_scale_from_zero(run: ProgramRun) -> None:
-    plan = build_plan_for_stack(run.stack, REPO_ROOT)
-    # Registration order follows the engine's callbacks, so pools are paired by their labels.
-    pools = {tuple(sorted(p.inputs["nodeConfig"]["labels"].items())): p for p in gpu_pools(run)}
+def test_gpu_pools_are_spot_tainted_and_scale_from_zero(run: ProgramRun, plan: ServingPlan) -> None:
+    # Machine, accelerator, zones and node bounds are the plan's: test_the_program_registers_exactly_the_plan.
+    pools = gpu_pools(run)
     assert len(pools) == len(plan.gpu_pools) >= 1
-    for spec in plan.gpu_pools:
-        pool = pools[tuple(sorted(spec.labels.items()))]
+    for pool in pools:
         config = pool.inputs["nodeConfig"]
         assert config["spot"] is True
-        assert config["machineType"] == spec.machine.machine_type
         (accelerator,) = config["guestAccelerators"]
-        assert accelerator["type"] == spec.gke_accelerator and accelerator["count"] == spec.accelerator_count
         assert accelerator["gpuDriverInstallationConfig"]["gpuDriverVersion"] in {"DEFAULT", "LATEST"}
         taint_keys = {t["key"] for t in config["taints"]}
-        assert {"llm-serving/tier", "cloud.google.com/gke-spot"} <= taint_keys
+        assert {TIER_LABEL, "cloud.google.com/gke-spot"} <= taint_keys
         assert all(t["effect"] == "NO_SCHEDULE" for t in config["taints"])
         scaling = pool.inputs["autoscaling"]
-        assert scaling["totalMinNodeCount"] == spec.min_nodes
-        assert scaling["totalMaxNodeCount"] == spec.max_nodes
         assert scaling["locationPolicy"] == "ANY"
         assert "minNodeCount" not in scaling and "nodeCount" not in pool.inputs
         assert pool.inputs["initialNodeCount"] == 0
-        assert pool.inputs["nodeLocations"] == list(spec.zones)
-        if run.stack == "dev":
-            assert scaling["totalMinNodeCount"] == 0
 
 
 def test_system_pool_is_on_demand_cpu(run: ProgramRun) -> None:
     (system,) = [p for p in run.of_type(NODE_POOL) if not p.inputs["nodeConfig"].get("guestAccelerators")]
     config = system.inputs["nodeConfig"]
     assert config.get("spot") is False and not config.get("taints")
-    assert config["labels"] == {"llm-serving/pool": "system"}
+    assert config["labels"] == {POOL_LABEL: SYSTEM_POOL}
 
 
-def test_worker_groups_match_their_pools_exactly(run: ProgramRun) -> None:
+def test_worker_groups_tolerate_and_select_their_registered_pools(run: ProgramRun) -> None:
+    """The taints and labels as GKE registers them (the agreement check compares neither); GPU
+    counts and replica bounds against the plan's pools are tests/test_ray_service.py."""
     spec = ray_service_spec(run)
-    pools = {p.inputs["nodeConfig"]["labels"]["llm-serving/tier"]: p for p in gpu_pools(run)}
+    pools = {p.inputs["nodeConfig"]["labels"][TIER_LABEL]: p for p in gpu_pools(run)}
     groups = spec["rayClusterConfig"]["workerGroupSpecs"]
     assert {g["groupName"] for g in groups} == set(pools)
     for group in groups:
@@ -165,45 +164,19 @@ def test_worker_groups_match_their_pools_exactly(run: ProgramRun) -> None:
         ]
         assert pod["tolerations"] == expected
         assert pod["nodeSelector"] == pool["nodeConfig"]["labels"]
-        (container,) = pod["containers"]
-        gpus = str(int(pool["nodeConfig"]["guestAccelerators"][0]["count"]))
-        assert container["resources"]["limits"]["nvidia.com/gpu"] == gpus
-        assert group["minReplicas"] == pool["autoscaling"]["totalMinNodeCount"]
-        assert group["maxReplicas"] == pool["autoscaling"]["totalMaxNodeCount"]
-
-
-def test_head_has_no_gpu_and_runs_on_the_system_pool(run: ProgramRun) -> None:
-    head = ray_service_spec(run)["rayClusterConfig"]["headGroupSpec"]
-    assert head["rayStartParams"]["num-gpus"] == "0"
-    assert "nvidia.com/gpu" not in yaml.safe_dump(head)
-    assert head["template"]["spec"]["nodeSelector"] == {"llm-serving/pool": "system"}
-    assert "tolerations" not in head["template"]["spec"]
-
-
-def test_registered_ray_service_is_the_plan(run: ProgramRun) -> None:
-    plan = build_plan_for_stack(run.stack, REPO_ROOT)
-    resource = run.one(RAY_SERVICE)
-    assert resource.inputs["apiVersion"] == "ray.io/v1" and resource.inputs["kind"] == "RayService"
-    assert resource.inputs["spec"] == plan.ray_service_spec
-    assert yaml.safe_load(resource.inputs["spec"]["serveConfigV2"]) == plan.serve_config
 
 
 def test_operator_release_is_pinned_on_the_system_pool(run: ProgramRun) -> None:
-    from infra.versions import KUBERAY_CHART, KUBERAY_VERSION
-
     release = run.one(RELEASE).inputs
     assert release["chart"] == KUBERAY_CHART and release["version"] == KUBERAY_VERSION
     assert release["name"] == "kuberay-operator", "a fixed Helm release name, no random suffix"
-    assert release["values"]["nodeSelector"] == {"llm-serving/pool": "system"}
+    assert release["values"]["nodeSelector"] == {POOL_LABEL: SYSTEM_POOL}
 
 
-def test_outputs(run: ProgramRun) -> None:
-    plan = build_plan_for_stack(run.stack, REPO_ROOT)
+def test_outputs(run: ProgramRun, plan: ServingPlan) -> None:
+    # served_models and the cost are the plan's: test_the_program_registers_exactly_the_plan.
     outputs = run.outputs
-    assert outputs["served_models"] == plan.served_model_ids
-    assert set(outputs["skipped_models"]) == {s.model_id for s in plan.skipped}
-    assert outputs["estimated_cost_usd_per_hour"]["idle"] == plan.cost.idle_usd_per_hour
-    assert outputs["estimated_cost_usd_per_hour"]["max"] == plan.cost.max_usd_per_hour
+    assert outputs["skipped_models"] == {s.model_id: s.reason for s in plan.skipped}
     assert "port-forward svc/llm-serve-svc 8000:8000" in outputs["openai_port_forward"]
     assert "port-forward svc/llm-head-svc 8265:8265" in outputs["dashboard_port_forward"]
     assert "kubeconfig" in run.secret_outputs
@@ -212,6 +185,31 @@ def test_outputs(run: ProgramRun) -> None:
     assert user["command"] == "gke-gcloud-auth-plugin" and user["provideClusterInfo"] is True
     assert user["apiVersion"] == "client.authentication.k8s.io/v1beta1"
     assert kubeconfig["clusters"][0]["cluster"]["server"].startswith("https://")
+
+
+# --- the program registers the pure plan -------------------------------------------------
+
+
+def test_the_program_registers_exactly_the_plan(run: ProgramRun, plan: ServingPlan) -> None:
+    """The RayService spec, the env ConfigMap, the node pools, the served models and the cost."""
+    assert agreement_problems(plan, run) == []
+    resource = run.one(RAY_SERVICE)
+    assert resource.inputs["apiVersion"] == "ray.io/v1" and resource.inputs["kind"] == "RayService"
+    assert yaml.safe_load(resource.inputs["spec"]["serveConfigV2"]) == plan.serve_config
+    cost = run.outputs["estimated_cost_usd_per_hour"]
+    assert (cost["prices_read_on"], cost["prices_region"]) == (
+        plan.cost.prices_read_on,
+        plan.cost.prices_region,
+    )
+
+
+def test_the_agreement_check_has_teeth(
+    program_runs: dict[str, ProgramRun], plans: dict[str, ServingPlan]
+) -> None:
+    # The prod plan against the dev program: pools, models, cost and the spec all differ.
+    joined = "\n".join(agreement_problems(plans["prod"], program_runs["dev"]))
+    for topic in ("RayService spec", "node pools", "served models", "cost"):
+        assert topic in joined
 
 
 # --- teardown ------------------------------------------------------------------------
@@ -286,20 +284,14 @@ def test_hf_token_is_only_a_secret_in_the_secret(run: ProgramRun) -> None:
             holders.append(resource.type_)
     assert holders == [SECRET]
     assert TEST_HF_TOKEN not in repr(run.outputs)
+    # The pods read it from that Secret (every container: tests/test_ray_service.py).
     secret = run.one(SECRET).inputs
-    assert secret["type"] == "Opaque" and secret["stringData"] == {"token": TEST_HF_TOKEN}
-    for container in _containers(ray_service_spec(run)):
-        token_env = [e for e in container["env"] if e["name"] == "HF_TOKEN"]
-        assert token_env == [
-            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
-        ]
-
-
-def _containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    cluster = spec["rayClusterConfig"]
-    yield from cluster["headGroupSpec"]["template"]["spec"]["containers"]
-    for group in cluster["workerGroupSpecs"]:
-        yield from group["template"]["spec"]["containers"]
+    assert secret["metadata"]["name"] == HF_SECRET_NAME
+    assert secret["type"] == "Opaque" and secret["stringData"] == {HF_SECRET_KEY: TEST_HF_TOKEN}
+    head = ray_service_spec(run)["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert [e["valueFrom"]["secretKeyRef"] for e in head["env"] if e["name"] == HF_TOKEN_ENV] == [
+        {"name": HF_SECRET_NAME, "key": HF_SECRET_KEY}
+    ]
 
 
 # --- dev vs prod: only tiers and autoscaling differ ----------------------------------
@@ -362,8 +354,8 @@ def disallowed(differences: list[str]) -> list[str]:
     return [d for d in differences if not any(re.match(p, d) for p in ALLOWED_STACK_DIFFERENCES)]
 
 
-def test_dev_and_prod_differ_only_in_tier_and_autoscaling(runs: dict[str, ProgramRun]) -> None:
-    differences = stack_differences(runs["dev"], runs["prod"])
+def test_dev_and_prod_differ_only_in_tier_and_autoscaling(program_runs: dict[str, ProgramRun]) -> None:
+    differences = stack_differences(program_runs["dev"], program_runs["prod"])
     assert differences, "the stacks are expected to differ in tiers and autoscaling"
     assert disallowed(differences) == []
     # The differences the stack files really make are all visible.
@@ -372,49 +364,32 @@ def test_dev_and_prod_differ_only_in_tier_and_autoscaling(runs: dict[str, Progra
 
 
 def test_the_stack_rule_fails_on_a_non_tier_difference(
-    runs: dict[str, ProgramRun], monkeypatch: pytest.MonkeyPatch
+    program_runs: dict[str, ProgramRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cluster_component, "RELEASE_CHANNEL", "RAPID")
     prod_on_rapid = run_program("prod")
-    offending = disallowed(stack_differences(runs["dev"], prod_on_rapid))
+    offending = disallowed(stack_differences(program_runs["dev"], prod_on_rapid))
     assert offending == [f"{CLUSTER}/gke:releaseChannel.channel"]
-
-
-def _key_paths(value: Any, path: str = "") -> set[str]:
-    if isinstance(value, dict):
-        return set().union(*(_key_paths(v, f"{path}.{k}") for k, v in value.items())) | {path}
-    return {path}
-
-
-def test_stack_files_use_the_same_keys() -> None:
-    dev, prod = (yaml.safe_load((REPO_ROOT / f"Pulumi.{s}.yaml").read_text()) for s in STACKS)
-    assert _key_paths(dev) == _key_paths(prod)
 
 
 # --- model changes update Serve in place ------------------------------------------------
 
 
-def _copy_project(tmp_path: Path) -> Path:
-    for name in ("model_catalog.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
-        shutil.copy(REPO_ROOT / name, tmp_path / name)
-    return tmp_path
-
-
-def test_model_change_touches_only_serve_config(tmp_path: Path, runs: dict[str, ProgramRun]) -> None:
-    root = _copy_project(tmp_path)
-    catalog = yaml.safe_load((root / "model_catalog.yaml").read_text())
-    served = runs["dev"].outputs["served_models"][0]
+def test_model_change_touches_only_serve_config(tmp_path: Path, program_runs: dict[str, ProgramRun]) -> None:
+    root = copy_inputs(tmp_path)
+    catalog = raw_catalog(root)
+    served = program_runs["dev"].outputs["served_models"][0]
     model = next(m for m in catalog["models"] if m["id"] == served)
     model["engine"]["max_num_seqs"] = model["engine"].get("max_num_seqs", 16) + 16
-    (root / "model_catalog.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
+    (root / CATALOG_FILE_NAME).write_text(yaml.safe_dump(catalog, sort_keys=False))
 
     changed = run_program("dev", config=stack_config("dev", root), root=root)
-    before, after = ray_service_spec(runs["dev"]), ray_service_spec(changed)
+    before, after = ray_service_spec(program_runs["dev"]), ray_service_spec(changed)
     assert after["serveConfigV2"] != before["serveConfigV2"]
     assert after["rayClusterConfig"] == before["rayClusterConfig"], (
         "a model change must not start a new cluster"
     )
-    differences = stack_differences(runs["dev"], changed)
+    differences = stack_differences(program_runs["dev"], changed)
     assert differences == [f"{RAY_SERVICE}/llm-rayservice:spec.serveConfigV2"]
 
 
@@ -430,7 +405,7 @@ def test_serve_config_reaches_ray_inline_not_through_a_mounted_file(run: Program
 
 def test_every_config_map_is_read_by_the_ray_pods(run: ProgramRun) -> None:
     names = {c.inputs["metadata"]["name"] for c in run.of_type(CONFIG_MAP)}
-    for container in _containers(ray_service_spec(run)):
+    for container in ray_containers(ray_service_spec(run)):
         assert {ref["configMapRef"]["name"] for ref in container["envFrom"]} == names
 
 
@@ -458,34 +433,30 @@ def test_unknown_stack_key_is_refused_with_its_name() -> None:
 
 
 def test_bad_tier_value_is_refused_at_its_line() -> None:
+    """The engine's value is wrong; the problem points at the line a person edits in the stack file."""
     config = copy.deepcopy(stack_config("dev"))
-    config["llm-serving:tiers"]["l4"]["maxNodes"] = 0
+    config[TIERS_KEY]["l4"]["maxNodes"] = 0
     message = _run_expecting_error("dev", config)
-    lines = (REPO_ROOT / "Pulumi.dev.yaml").read_text().splitlines()
-    l4_max = next(i for i, line in enumerate(lines, 1) if "maxNodes" in line and i > _line_of(lines, "l4:"))
-    assert f"Pulumi.dev.yaml:{l4_max}: config.llm-serving:tiers.l4.maxNodes: " in message
-
-
-def _line_of(lines: list[str], text: str) -> int:
-    return next(i for i, line in enumerate(lines, 1) if line.strip() == text)
+    # The line of l4's maxNodes, found by writing a marker there.
+    marked = tier_block("l4", "maxNodes", "maxNodes: <marker>")(stack_file("dev").read_text())
+    line = find_line(marked, "<marker>")
+    assert f"Pulumi.dev.yaml:{line}: config.llm-serving:tiers.l4.maxNodes: " in message
 
 
 def test_plain_text_token_in_the_stack_file_is_refused(tmp_path: Path) -> None:
-    root = _copy_project(tmp_path)
-    with (root / "Pulumi.dev.yaml").open("a") as stack_file:
-        stack_file.write(f"  {HF_TOKEN_KEY}: {TEST_HF_TOKEN}\n")
+    root = copy_inputs(tmp_path)
+    with stack_file("dev", root).open("a") as written:
+        written.write(f"  {HF_TOKEN_KEY}: {TEST_HF_TOKEN}\n")
     with pytest.raises(pulumi.RunError) as raised:
         run_program("dev", config=stack_config("dev", root), root=root)
     assert "pulumi config set --secret llm-serving:hfToken <token> -s dev" in str(raised.value)
     assert TEST_HF_TOKEN not in str(raised.value)
 
 
-def test_keys_the_engine_does_not_pass_come_from_the_stack_file(runs: dict[str, ProgramRun]) -> None:
+def test_keys_the_engine_does_not_pass_come_from_the_stack_file(program_runs: dict[str, ProgramRun]) -> None:
     # Automation API or another harness may pass only the secret; the stack file supplies the rest.
-    partial = run_program(
-        "dev", config={"llm-serving:hfToken": TEST_HF_TOKEN}, secret_keys=["llm-serving:hfToken"]
-    )
-    full = runs["dev"]
+    partial = run_program("dev", config={HF_TOKEN_KEY: TEST_HF_TOKEN}, secret_keys=[HF_TOKEN_KEY])
+    full = program_runs["dev"]
     assert sorted((r.type_, r.name) for r in partial.resources) == sorted(
         (r.type_, r.name) for r in full.resources
     )

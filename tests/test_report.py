@@ -1,11 +1,11 @@
-"""The offline plan report, `python -m infra.plan` (issue 6): tables, manifests, diff, errors."""
+"""The offline plan report (infra/report, `python -m infra.plan STACK --out DIR`): the printed
+tables, the written manifests, `--diff`, and the errors it exits with."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,11 +16,11 @@ from typing import Any
 import pulumi
 import pytest
 import yaml
-from conftest import REPO_ROOT, STACKS
-from helpers.agreement import agreement_problems
+from helpers.generated_catalog import generated_models
 from helpers.kuberay_schema import validate_ray_service
+from helpers.stack_files import STACKS, copy_inputs, raw_config
 
-from infra.plan import ServingPlan, build_plan_for_stack
+from infra.plan import ServingPlan
 from infra.report import __main__ as cli
 from infra.report.manifests import (
     GCP_PROJECT_PLACEHOLDER,
@@ -31,10 +31,11 @@ from infra.report.manifests import (
     redact_secrets,
     write_manifests,
 )
-from infra.report.mock_engine import TEST_GCP_PROJECT, TEST_HF_TOKEN, ProgramRun, run_program, stack_config
+from infra.report.mock_engine import TEST_GCP_PROJECT, TEST_HF_TOKEN, ProgramRun
 from infra.report.tables import usd
-from infra.settings import AUTOSCALING_KEY, HF_TOKEN_KEY, TIERS_KEY
+from infra.settings import AUTOSCALING_KEY, HF_TOKEN_KEY, TIERS_KEY, stack_file
 from infra.versions import KUBERAY_CHART, KUBERAY_CHART_REPO, KUBERAY_NAMESPACE, KUBERAY_VERSION
+from serve.paths import CATALOG_FILE_NAME, REPO_ROOT
 
 LOCATED = re.compile(r"^\S+:\d+: \S+: .+$")
 # Values only the mock engine makes up; none may reach a written file.
@@ -65,13 +66,6 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Report]:
         code, stdout, stderr = run_report(stack, "--out", str(out), "--root", str(REPO_ROOT))
         found[stack] = Report(stack, code, stdout, stderr, out)
     return found
-
-
-@pytest.fixture(scope="module")
-def runs() -> dict[str, ProgramRun]:
-    return {
-        stack: run_program(stack, config=stack_config(stack, REPO_ROOT), root=REPO_ROOT) for stack in STACKS
-    }
 
 
 def documents(report: Report) -> dict[str, Any]:
@@ -160,16 +154,10 @@ def test_missing_token_is_reported_with_the_command(reports: dict[str, Report], 
     ) in reports[stack].stdout
 
 
-def copy_repo_inputs(root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    for name in ("model_catalog.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
-        shutil.copy(REPO_ROOT / name, root / name)
-
-
 def test_encrypted_token_is_reported_as_set(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    copy_repo_inputs(root)
-    stack_path = root / "Pulumi.dev.yaml"
+    copy_inputs(root)
+    stack_path = stack_file("dev", root)
     stack_path.write_text(
         stack_path.read_text() + f"  {HF_TOKEN_KEY}:\n    secure: AAABAKJ0ZXN0LWNpcGhlcnRleHQtbm90LXJlYWw=\n"
     )
@@ -195,23 +183,6 @@ def test_ray_service_yaml_is_the_plans_spec_and_valid(
     assert set(ray_service) == {"apiVersion", "kind", "metadata", "spec"}
     assert ray_service["spec"] == plans[stack].ray_service_spec
     assert validate_ray_service(ray_service) == []
-
-
-def test_crd_check_catches_mistakes(plans: dict[str, ServingPlan]) -> None:
-    spec = yaml.safe_load(yaml.safe_dump(plans["dev"].ray_service_spec))
-    spec["rayClusterConfig"]["enableInTreeAutoscaling"] = "yes"
-    spec["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplica"] = 3
-    spec["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] = "one"
-    del spec["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["name"]
-    obj = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "llm"}, "spec": spec}
-    problems = validate_ray_service(obj)
-    assert "spec.rayClusterConfig.enableInTreeAutoscaling: 'yes' is not of type 'boolean'" in problems
-    assert "spec.rayClusterConfig.workerGroupSpecs.0.replicas: 'one' is not of type 'integer'" in problems
-    assert (
-        "spec.rayClusterConfig.workerGroupSpecs.0: Additional properties are not allowed "
-        "('maxReplica' was unexpected)" in problems
-    )
-    assert any("'name' is a required property" in problem for problem in problems)
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -300,8 +271,8 @@ def test_test_token_is_never_written_or_printed(reports: dict[str, Report], stac
     assert TEST_HF_TOKEN not in report.stdout and TEST_HF_TOKEN not in report.stderr
 
 
-def test_a_secret_in_a_document_stops_the_write(runs: dict[str, ProgramRun], tmp_path: Path) -> None:
-    manifests = build_manifests(runs["dev"])
+def test_a_secret_in_a_document_stops_the_write(program_runs: dict[str, ProgramRun], tmp_path: Path) -> None:
+    manifests = build_manifests(program_runs["dev"])
     manifests[0].document["leak"] = TEST_HF_TOKEN
     with pytest.raises(SecretLeakError):
         write_manifests(manifests, tmp_path / "out", secrets=[TEST_HF_TOKEN])
@@ -340,33 +311,6 @@ def test_stale_files_are_replaced(tmp_path: Path) -> None:
     assert (out / "notes.txt").read_text() == "kept\n"
 
 
-# --- plan and program agree ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize("stack", STACKS)
-def test_plan_and_program_agree(
-    runs: dict[str, ProgramRun], plans: dict[str, ServingPlan], stack: str
-) -> None:
-    plan, run = plans[stack], runs[stack]
-    assert agreement_problems(plan, run) == []
-    assert run.one("kubernetes:ray.io/v1:RayService").inputs["spec"] == plan.ray_service_spec
-    assert run.outputs["served_models"] == plan.served_model_ids
-    cost = run.outputs["estimated_cost_usd_per_hour"]
-    assert (cost["idle"], cost["max"]) == (plan.cost.idle_usd_per_hour, plan.cost.max_usd_per_hour)
-    assert (cost["prices_read_on"], cost["prices_region"]) == (
-        plan.cost.prices_read_on,
-        plan.cost.prices_region,
-    )
-
-
-def test_agreement_check_has_teeth(runs: dict[str, ProgramRun], plans: dict[str, ServingPlan]) -> None:
-    # The prod plan against the dev program: pools, models, cost and the spec all differ.
-    problems = agreement_problems(plans["prod"], runs["dev"])
-    joined = "\n".join(problems)
-    for topic in ("RayService spec", "node pools", "served models", "cost"):
-        assert topic in joined
-
-
 # --- --diff -------------------------------------------------------------------------------
 
 
@@ -381,7 +325,7 @@ def expected_setting_changes(a: str, b: str) -> dict[str, tuple[Any, Any]]:
             yield prefix, value
 
     def flat(stack: str) -> dict[str, Any]:
-        config = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+        config = raw_config(stack)
         return dict(kv for key in (TIERS_KEY, AUTOSCALING_KEY) for kv in leaves(config.get(key, {}), key))
 
     before, after = flat(a), flat(b)
@@ -426,8 +370,8 @@ def test_diff_lists_exactly_the_settings_that_differ(plans: dict[str, ServingPla
 
 def test_diff_flags_settings_outside_tiers_and_autoscaling(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    copy_repo_inputs(root)
-    prod = root / "Pulumi.prod.yaml"
+    copy_inputs(root)
+    prod = stack_file("prod", root)
     prod.write_text(prod.read_text().replace("config:\n", "config:\n  gcp:project: my-prod-project\n", 1))
     code, stdout, stderr = run_report("dev", "--diff", "prod", "--root", str(root))
     assert code == 0, stderr
@@ -440,8 +384,8 @@ def test_diff_flags_settings_outside_tiers_and_autoscaling(tmp_path: Path) -> No
 
 def test_broken_stack_file_exits_1_with_located_lines(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    copy_repo_inputs(root)
-    stack = root / "Pulumi.dev.yaml"
+    copy_inputs(root)
+    stack = stack_file("dev", root)
     stack.write_text(
         stack.read_text().replace("maxNodes: 2", 'maxNodes: "two"').replace("minReplicas:", "minReplica:")
     )
@@ -464,8 +408,8 @@ def test_broken_stack_file_exits_1_with_located_lines(tmp_path: Path) -> None:
 
 def test_broken_catalog_exits_1_with_located_lines(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    copy_repo_inputs(root)
-    catalog = root / "model_catalog.yaml"
+    copy_inputs(root)
+    catalog = root / CATALOG_FILE_NAME
     catalog.write_text(catalog.read_text().replace("tier: l4", "tier: h100", 1))
     code, stdout, stderr = run_report("dev", "--root", str(root))
     assert code == 1 and stdout == ""
@@ -498,14 +442,11 @@ def test_unknown_stack_is_a_located_problem() -> None:
 # --- a large catalog ----------------------------------------------------------------------
 
 
-def test_report_for_a_200_model_catalog(tmp_path: Path) -> None:
-    from test_plan_benchmark import generated_models
-
+def test_report_for_a_200_model_catalog(plans: dict[str, ServingPlan], tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    copy_repo_inputs(root)
-    plan = build_plan_for_stack("dev", REPO_ROOT)
-    models = generated_models(plan.settings.enabled_tiers())
-    (root / "model_catalog.yaml").write_text(yaml.safe_dump({"models": models}, sort_keys=False))
+    copy_inputs(root)
+    models = generated_models(plans["dev"].settings.enabled_tiers())
+    (root / CATALOG_FILE_NAME).write_text(yaml.safe_dump({"models": models}, sort_keys=False))
     code, stdout, stderr = run_report("dev", "--out", str(tmp_path / "out"), "--root", str(root))
     assert code == 0, stderr
     for model in models:

@@ -1,0 +1,208 @@
+"""Ray's and vLLM's own definitions, used as test oracles, run without starting Ray.
+
+Importing this module imports Ray Serve LLM, vLLM and PyTorch (about 11 s): test modules reach
+it only through the `ray_oracles` fixture (conftest.py), so collecting the tests stays fast and
+a test that does not need Ray never pays for it.
+
+- Serve config: `LLMConfig`, `ServeDeploySchema`, and `strict_key_problems`
+  for the keys Serve's deploy schema would silently ignore;
+- the engine: Ray's translation of an LLM config's engine kwargs into vLLM's
+  `AsyncEngineArgs`, exactly as a replica does before loading weights;
+- the application: Ray's real `build_openai_app` and `LLMServer.get_deployment_options`.
+  Both read `ray.get_runtime_context().runtime_env`, which starts a local Ray instance;
+  `offline_runtime_context()` answers that one question with an empty runtime env (what a
+  fresh driver reports), so the real code runs and nothing is started;
+- scale from zero: the node types the KubeRay autoscaler derives from a RayCluster CR, and
+  autoscaler v2's scheduler deciding which nodes to launch for a set of placement groups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+from unittest import mock
+
+import ray
+import ray.serve
+import ray.serve.llm
+import vllm.engine.arg_utils
+from ray._common.utils import import_attr
+from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
+from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig as AutoscalerConfig
+from ray.autoscaler.v2.scheduler import ResourceDemandScheduler, SchedulingRequest
+from ray.core.generated.autoscaler_pb2 import GangResourceRequest, ResourceRequest
+from ray.llm._internal.serve.core.server.llm_server import LLMServer
+from ray.llm._internal.serve.engines.vllm.vllm_engine import _normalize_vllm_engine_kwargs
+from ray.serve._private.build_app import build_app
+from ray.serve.config import AutoscalingConfig
+from ray.serve.deployment import Application
+from ray.serve.llm import LLMConfig
+from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
+
+from helpers.documents import ray_cluster_document
+
+__all__ = [
+    "SERVE_DEPLOYMENT_OPTIONS",
+    "Application",
+    "AutoscalingConfig",
+    "LLMConfig",
+    "ServeDeploySchema",
+    "autoscaler_node_types",
+    "build_openai_app",
+    "deployment_names",
+    "fits",
+    "gang",
+    "import_attr",
+    "offline_runtime_context",
+    "ray",
+    "ray_vllm_kwargs",
+    "replica_bundles",
+    "schedule_from_zero",
+    "strict_key_problems",
+    "total",
+    "vllm",
+    "vllm_engine_args",
+]
+
+Bundle = dict[str, float]
+
+# Keys `ray.serve.deployment(...)` accepts: LLMConfig.deployment_config is passed to it as **kwargs.
+SERVE_DEPLOYMENT_OPTIONS: Final = frozenset(inspect.signature(ray.serve.deployment).parameters) - {
+    "_func_or_class"
+}
+
+
+# --- the Serve config ------------------------------------------------------------------------
+
+
+def strict_key_problems(document: Mapping[str, Any]) -> list[str]:
+    """Keys of a Serve deploy document that Ray would silently ignore (misspellings).
+
+    Ray's pydantic models forbid unknown keys in `LLMConfig`, but Serve's deploy schema and
+    `DeploymentConfig` ignore unknown keys (forward compatibility), so a misspelt key there
+    would vanish; this compares every such key with the fields of Ray's own models and with
+    `ray.serve.deployment`'s parameters.
+    """
+    problems: list[str] = []
+
+    def unknown(where: str, keys: Any, allowed: Any) -> None:
+        problems.extend(f"{where}.{key}" for key in sorted(set(keys) - set(allowed)))
+
+    unknown("(document)", document, ServeDeploySchema.model_fields)
+    for a, app in enumerate(document.get("applications", [])):
+        unknown(f"applications[{a}]", app, ServeApplicationSchema.model_fields)
+        for c, config in enumerate(app.get("args", {}).get("llm_configs", [])):
+            where = f"applications[{a}].args.llm_configs[{c}].deployment_config"
+            deployment = config.get("deployment_config", {})
+            unknown(where, deployment, SERVE_DEPLOYMENT_OPTIONS)
+            unknown(
+                f"{where}.autoscaling_config",
+                deployment.get("autoscaling_config", {}),
+                AutoscalingConfig.model_fields,
+            )
+    return problems
+
+
+def ray_vllm_kwargs(config: LLMConfig) -> dict[str, Any]:
+    """The kwargs Ray Serve LLM builds vLLM's engine args from (vllm_engine._get_vllm_engine_config)."""
+    kwargs: dict[str, Any] = _normalize_vllm_engine_kwargs(
+        config.get_engine_config().get_initialization_kwargs()
+    )
+    return kwargs
+
+
+def vllm_engine_args(config: LLMConfig) -> vllm.engine.arg_utils.AsyncEngineArgs:
+    """What Ray Serve LLM hands vLLM, up to `create_engine_config` (which needs the model's files)."""
+    return vllm.engine.arg_utils.AsyncEngineArgs(**ray_vllm_kwargs(config))
+
+
+# --- Ray's builders, offline -------------------------------------------------------------------
+
+
+class _FreshDriverContext:
+    @property
+    def runtime_env(self) -> dict[str, Any]:
+        return {}
+
+
+@contextlib.contextmanager
+def offline_runtime_context() -> Iterator[None]:
+    """`ray.get_runtime_context()` answers with an empty runtime env instead of starting Ray."""
+    with mock.patch.object(ray, "get_runtime_context", _FreshDriverContext):
+        yield
+    assert not ray.is_initialized(), "Ray was started although its runtime context was stubbed"
+
+
+def build_openai_app(args: dict[str, Any]) -> Application:
+    """`ray.serve.llm.build_openai_app(args)`, the serve config's import path, run offline."""
+    with offline_runtime_context():
+        return ray.serve.llm.build_openai_app(copy.deepcopy(args))
+
+
+def deployment_names(app: Application) -> list[str]:
+    """The deployments of an application, flattened as `serve deploy` does (`build_app`)."""
+    return sorted(deployment.name for deployment in build_app(app, name="check").deployments)
+
+
+def replica_bundles(raw: dict[str, Any]) -> tuple[list[Bundle], str]:
+    """A replica's placement-group bundles and strategy, from Ray's `LLMServer.get_deployment_options`."""
+    with offline_runtime_context():
+        options = LLMServer.get_deployment_options(LLMConfig(**copy.deepcopy(raw)))
+    return options["placement_group_bundles"], options["placement_group_strategy"]
+
+
+# --- the KubeRay autoscaler --------------------------------------------------------------------
+
+
+def autoscaling_config(cluster_spec: dict[str, Any]) -> dict[str, Any]:
+    """What the KubeRay autoscaler derives from the RayCluster CR, with Ray's own function."""
+    config: dict[str, Any] = _derive_autoscaling_config_from_ray_cr(ray_cluster_document(cluster_spec))
+    return config
+
+
+def autoscaler_node_types(cluster_spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    types: dict[str, dict[str, Any]] = autoscaling_config(cluster_spec)["available_node_types"]
+    return types
+
+
+def fits(node: Mapping[str, float], demand: Bundle) -> bool:
+    return all(node.get(key, 0) >= amount for key, amount in demand.items() if amount > 0)
+
+
+def total(bundles: list[Bundle]) -> Bundle:
+    summed: Counter[str] = Counter()
+    for bundle in bundles:
+        summed.update(bundle)
+    return dict(summed)
+
+
+def gang(bundles: list[Bundle], strategy: str) -> GangResourceRequest:
+    """A replica's placement group as the GCS reports it to autoscaler v2."""
+    if strategy == "STRICT_PACK":  # one node: the scheduler combines affinity bundles into one request
+        bundles = [total(bundles)]
+    return GangResourceRequest(
+        requests=[ResourceRequest(resources_bundle=bundle) for bundle in bundles], details=strategy
+    )
+
+
+def schedule_from_zero(
+    cluster_spec: dict[str, Any], gangs: list[GangResourceRequest]
+) -> tuple[Counter[str], int]:
+    """Nodes autoscaler v2 launches for `gangs` with no worker node running, and the infeasible gang count."""
+    config = AutoscalerConfig(autoscaling_config(cluster_spec), skip_content_hash=True)
+    reply = ResourceDemandScheduler().schedule(
+        SchedulingRequest(
+            disable_launch_config_check=True,
+            node_type_configs=config.get_node_type_configs(),
+            max_num_nodes=config.get_max_num_nodes(),
+            gang_resource_requests=gangs,
+        )
+    )
+    launched: Counter[str] = Counter()
+    for launch in reply.to_launch:
+        launched[launch.instance_type] += launch.count
+    return launched, len(reply.infeasible_gang_resource_requests)

@@ -1,0 +1,153 @@
+"""The local run serves the plan's own serve application; only weights and accelerator change.
+
+Fast checks without starting Ray: what `localize_serve_config` keeps and changes, that its output
+is still a valid Serve deploy document with valid LLM configs (Ray is imported only by that test),
+and the command line's refusals. Running it is tests/test_supervisor.py and tests/test_e2e_local.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from helpers.stack_files import STACKS
+
+from infra import local as local_cli
+from infra.plan import build_plan_for_stack
+from serve.localize import (
+    CPU_DTYPE,
+    DROPPED_ENGINE_KWARGS,
+    KV_CACHE_ENV,
+    LOCAL_MAX_REPLICAS,
+    custom_resources,
+    llm_configs,
+    localize_serve_config,
+    models_not_on_cpu,
+    served_model_ids,
+)
+from serve.paths import REPO_ROOT
+
+MODEL_DIR = Path("/models/tiny")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_localized_config_keeps_ids_and_serve_settings(stack: str) -> None:
+    plan = build_plan_for_stack(stack, REPO_ROOT)
+    local = localize_serve_config(plan.serve_config, MODEL_DIR)
+    assert served_model_ids(local) == plan.served_model_ids
+    for app, original in zip(local["applications"], plan.serve_config["applications"], strict=True):
+        assert {k: app[k] for k in ("name", "route_prefix", "import_path")} == {
+            k: original[k] for k in ("name", "route_prefix", "import_path")
+        }
+    for llm, original in zip(llm_configs(local), plan.llm_configs, strict=True):
+        assert llm["model_loading_config"] == {
+            "model_id": original["model_loading_config"]["model_id"],
+            "model_source": str(MODEL_DIR),
+        }
+        assert llm["accelerator_config"] == {"kind": "cpu"} and "accelerator_type" not in llm
+        assert llm["runtime_env"]["env_vars"][KV_CACHE_ENV] == "1"
+        engine = llm["engine_kwargs"]
+        assert engine["dtype"] == CPU_DTYPE and engine["tensor_parallel_size"] == 1
+        assert not DROPPED_ENGINE_KWARGS & engine.keys()
+        kept = {k: v for k, v in original["engine_kwargs"].items() if k not in DROPPED_ENGINE_KWARGS}
+        for key in kept.keys() - {"dtype", "tensor_parallel_size", "max_model_len"}:
+            assert engine[key] == kept[key], key
+        scaling, original_scaling = (
+            llm["deployment_config"]["autoscaling_config"],
+            original["deployment_config"]["autoscaling_config"],
+        )
+        assert scaling["max_replicas"] == min(original_scaling["max_replicas"], LOCAL_MAX_REPLICAS)
+        assert scaling["min_replicas"] == min(original_scaling["min_replicas"], LOCAL_MAX_REPLICAS)
+        for key in ("target_ongoing_requests", "upscale_delay_s", "downscale_delay_s"):
+            assert scaling[key] == original_scaling[key]
+        assert (
+            llm["deployment_config"]["max_ongoing_requests"]
+            == original["deployment_config"]["max_ongoing_requests"]
+        )
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_localized_config_is_still_valid_for_ray(stack: str) -> None:
+    # Imported here: Ray takes seconds to import and the other checks do not need it.
+    from ray.serve.llm import LLMConfig
+    from ray.serve.schema import ServeDeploySchema
+
+    local = localize_serve_config(build_plan_for_stack(stack, REPO_ROOT).serve_config, MODEL_DIR)
+    ServeDeploySchema.model_validate(copy.deepcopy(local))
+    for llm in llm_configs(local):
+        LLMConfig(**copy.deepcopy(llm))
+
+
+def test_the_plan_is_not_modified() -> None:
+    plan = build_plan_for_stack("dev", REPO_ROOT)
+    before = json.dumps(plan.serve_config, sort_keys=True)
+    localize_serve_config(plan.serve_config, MODEL_DIR)
+    assert json.dumps(plan.serve_config, sort_keys=True) == before
+
+
+def test_a_subset_of_models_is_served_in_catalog_order() -> None:
+    plan = build_plan_for_stack("prod", REPO_ROOT)
+    wanted = list(reversed(plan.served_model_ids[:2]))
+    local = localize_serve_config(plan.serve_config, MODEL_DIR, wanted)
+    assert served_model_ids(local) == plan.served_model_ids[:2]
+
+
+def test_an_unknown_model_is_refused_with_the_ids_served() -> None:
+    plan = build_plan_for_stack("dev", REPO_ROOT)
+    with pytest.raises(ValueError, match="unknown model id") as raised:
+        localize_serve_config(plan.serve_config, MODEL_DIR, ["gpt-5"])
+    assert all(model in str(raised.value) for model in plan.served_model_ids)
+
+
+def test_the_command_refuses_unknown_models_and_missing_model_dirs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert local_cli.main(["--models", "gpt-5", "--model-dir", str(tmp_path)]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text("{}")
+    assert local_cli.main(["--models", "gpt-5", "--model-dir", str(tmp_path)]) == 2
+    assert "unknown model id(s) 'gpt-5'" in capsys.readouterr().err
+
+
+def test_the_command_reports_a_broken_stack_as_located_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert local_cli.main(["--stack", "staging"]) == 2
+    assert "Pulumi.staging.yaml" in capsys.readouterr().err
+
+
+def test_models_option_takes_repeats_and_commas() -> None:
+    assert local_cli._selected_models(["a,b", " c "]) == ["a", "b", "c"]
+    assert local_cli._selected_models(None) is None
+
+
+def test_every_localized_model_runs_on_the_cpu() -> None:
+    plan = build_plan_for_stack("prod", REPO_ROOT)
+    assert models_not_on_cpu(plan.serve_config) == plan.served_model_ids
+    assert models_not_on_cpu(localize_serve_config(plan.serve_config, MODEL_DIR)) == []
+
+
+def test_a_kv_cache_below_one_gib_is_refused() -> None:
+    with pytest.raises(ValueError, match="whole GiB"):
+        localize_serve_config(build_plan_for_stack("dev", REPO_ROOT).serve_config, MODEL_DIR, kv_cache_gib=0)
+
+
+def test_custom_resources_are_found_wherever_a_deployment_asks_for_them() -> None:
+    engine_options = {"ray_actor_options": {"num_cpus": 1, "resources": {"gpu-x": 1}}}
+    document = {
+        "applications": [
+            {
+                "args": {
+                    "ingress_deployment_config": {"ray_actor_options": {"resources": {"head": 0.001}}},
+                    "llm_configs": [{"deployment_config": engine_options}],
+                }
+            }
+        ]
+    }
+    assert custom_resources(document) == {"head", "gpu-x"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_localizing_keeps_the_custom_resources_deployments_ask_for(stack: str) -> None:
+    config = build_plan_for_stack(stack, REPO_ROOT).serve_config
+    assert custom_resources(localize_serve_config(config, MODEL_DIR)) == custom_resources(config)

