@@ -2,7 +2,7 @@
 
 Everything decided here is decided in `infra.plan`; this module only wires components
 together in dependency order, which is also the reverse of the teardown order:
-cluster + pools -> Kubernetes provider -> KubeRay operator -> namespace, Secret,
+network -> cluster + pools -> Kubernetes provider -> KubeRay operator -> namespace, Secret,
 ConfigMap -> RayService.
 """
 
@@ -18,6 +18,7 @@ from configcheck.problems import ConfigError
 from infra.components.cluster import GkeCluster, GkeClusterArgs
 from infra.components.kuberay import KubeRayOperator, KubeRayOperatorArgs
 from infra.components.llm_service import LlmService, LlmServiceArgs
+from infra.components.network import GkeNetwork, GkeNetworkArgs
 from infra.plan import ServingPlan, build_plan_for_stack
 from infra.plan.ray_service import NAMESPACE, PORTS, RAY_SERVICE_NAME
 from infra.pulumi_config import engine_config, hf_token
@@ -49,12 +50,16 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
     """Create every resource of the running stack; returns the stack outputs."""
     plan = plan_for_running_stack(root)
     settings = plan.settings
+    network = GkeNetwork("gke-network", GkeNetworkArgs(spec=plan.network))
     cluster = GkeCluster(
         "gke",
         GkeClusterArgs(
             stack=plan.stack,
             region=settings.region,
             workload_pool=_workload_pool(settings),
+            network=network.network.id,
+            subnetwork=network.subnetwork.id,
+            ranges=plan.network,
             system_pool=plan.system_pool,
             gpu_pools=plan.gpu_pools,
         ),

@@ -6,6 +6,10 @@ checks that every resource the program registers has its token here.
 
 from typing import Final
 
+NETWORK: Final = "gcp:compute/network:Network"
+SUBNETWORK: Final = "gcp:compute/subnetwork:Subnetwork"
+ROUTER: Final = "gcp:compute/router:Router"
+ROUTER_NAT: Final = "gcp:compute/routerNat:RouterNat"
 CLUSTER: Final = "gcp:container/cluster:Cluster"
 NODE_POOL: Final = "gcp:container/nodePool:NodePool"
 SERVICE_ACCOUNT: Final = "gcp:serviceaccount/account:Account"

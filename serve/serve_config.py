@@ -18,6 +18,20 @@ ROUTE_PREFIX: Final = "/"
 SERVE_HTTP_PORT: Final = 8000
 # Env var the Ray pods carry (from the Kubernetes Secret); vLLM and huggingface_hub read it.
 HF_TOKEN_ENV: Final = "HF_TOKEN"
+# A custom Ray resource only the head node declares. Serve spreads replicas over nodes, so
+# without it the OpenAI ingress can land on a spot GPU node, keep that node from scaling to
+# zero, and take every model's endpoint down with it when the node is reclaimed.
+HEAD_NODE_RESOURCE: Final = "llm_serving_head"
+# Serve's HTTP proxies run on the head only (Serve's `proxy_location: HeadOnly`): GPU nodes
+# carry model replicas and nothing a request must pass through.
+PROXY_LOCATION: Final = "HeadOnly"
+# How long Serve lets a replica finish its requests when it is stopped (Serve's default is
+# 20 s, ray/serve/_private/constants.py): a spot reclaim leaves a worker pod 15 s, of which the
+# node drain takes 12 (infra/plan/ray_service.py). Streams longer than this are cut; clients retry.
+REPLICA_GRACEFUL_SHUTDOWN_SECONDS: Final = 10
+REPLICA_GRACEFUL_SHUTDOWN_WAIT_LOOP_SECONDS: Final = 1
+INGRESS_CPUS: Final = 1
+INGRESS_MAX_REPLICAS: Final = 2
 
 
 def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
@@ -36,7 +50,11 @@ def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, 
         "model_loading_config": {"model_id": model.id, "model_source": model.source},
         "accelerator_type": model.gpu_tier.ray_accelerator_type,
         "engine_kwargs": engine_kwargs,
-        "deployment_config": autoscaling.serve_deployment_config(),
+        "deployment_config": {
+            **autoscaling.serve_deployment_config(),
+            "graceful_shutdown_timeout_s": REPLICA_GRACEFUL_SHUTDOWN_SECONDS,
+            "graceful_shutdown_wait_loop_s": REPLICA_GRACEFUL_SHUTDOWN_WAIT_LOOP_SECONDS,
+        },
     }
     if model.tensor_parallel_size > 1:
         # Tensor-parallel ranks exchange activations on every layer: keep them on one node.
@@ -49,15 +67,32 @@ def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, 
     return config
 
 
+def ingress_deployment_config() -> dict[str, Any]:
+    """The OpenAI ingress: on the head, always one replica up.
+
+    Ray's default would scale the ingress to zero with the models when every model may
+    (ray/llm/_internal/serve/core/ingress/ingress.py `get_deployment_options`); on the head
+    it costs no GPU node, and keeping it up lets `/v1/models` answer while the GPUs sleep.
+    """
+    return {
+        "ray_actor_options": {"num_cpus": INGRESS_CPUS, "resources": {HEAD_NODE_RESOURCE: 0.001}},
+        "autoscaling_config": {"min_replicas": 1, "max_replicas": INGRESS_MAX_REPLICAS},
+    }
+
+
 def serve_config(models: Sequence[ModelEntry], autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
     """The Serve deploy document: what KubeRay submits and what `serve run` reads locally."""
     return {
+        "proxy_location": PROXY_LOCATION,
         "applications": [
             {
                 "name": APP_NAME,
                 "route_prefix": ROUTE_PREFIX,
                 "import_path": OPENAI_APP_IMPORT_PATH,
-                "args": {"llm_configs": [llm_config(model, autoscaling) for model in models]},
+                "args": {
+                    "llm_configs": [llm_config(model, autoscaling) for model in models],
+                    "ingress_deployment_config": ingress_deployment_config(),
+                },
             }
-        ]
+        ],
     }

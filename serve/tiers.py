@@ -16,7 +16,8 @@ Sources (read on PRICES_READ_ON, region PRICES_REGION):
   treat them as the order of magnitude the cost estimate is built on, not a quote. The
   A100 80GB (a2-ultragpu) spot figures are the least certain: the catalog lists a2-ultragpu
   VM-only prices, so they are derived at the same spot/on-demand ratio (0.40) as the VM.
-- node allocatable: GKE "Node allocatable" reservation tables (see `allocatable`).
+- what a node of each shape can schedule is GKE's business, not the tier's:
+  infra/plan/gke_nodes.py.
 """
 
 from __future__ import annotations
@@ -56,13 +57,6 @@ class MachineShape(_Frozen):
 
     def usd_per_hour(self, *, spot: bool) -> float:
         return self.spot_usd_per_hour if spot else self.on_demand_usd_per_hour
-
-
-class Allocatable(_Frozen):
-    """What Kubernetes may schedule on a node after GKE's kubelet/system reservations."""
-
-    cpu_millis: int
-    memory_mib: int
 
 
 class GpuTier(_Frozen):
@@ -253,29 +247,3 @@ SYSTEM_MACHINE: Final = MachineShape(
     spot_usd_per_hour=0.1072,
 )
 SYSTEM_BOOT_DISK_GIB: Final = 100
-
-# GKE reserves memory by tiers of the machine's memory, plus a 100 MiB eviction threshold.
-_MEMORY_RESERVATION_TIERS_GIB: Final = ((4, 0.25), (4, 0.20), (8, 0.10), (112, 0.06), (float("inf"), 0.02))
-_CPU_RESERVATION_TIERS_CORES: Final = ((1, 0.06), (1, 0.01), (2, 0.005), (float("inf"), 0.0025))
-_EVICTION_THRESHOLD_MIB: Final = 100
-
-
-def _reserved(total: float, tiers: tuple[tuple[float, float], ...]) -> float:
-    reserved, remaining = 0.0, total
-    for size, fraction in tiers:
-        portion = min(remaining, size)
-        reserved += portion * fraction
-        remaining -= portion
-        if remaining <= 0:
-            break
-    return reserved
-
-
-def allocatable(machine: MachineShape) -> Allocatable:
-    """Node allocatable per GKE's reservation tables (kubelet + system + eviction threshold)."""
-    cpu_reserved = _reserved(machine.vcpus, _CPU_RESERVATION_TIERS_CORES)
-    memory_reserved_gib = _reserved(machine.memory_gib, _MEMORY_RESERVATION_TIERS_GIB)
-    return Allocatable(
-        cpu_millis=int((machine.vcpus - cpu_reserved) * 1000),
-        memory_mib=int((machine.memory_gib - memory_reserved_gib) * 1024) - _EVICTION_THRESHOLD_MIB,
-    )

@@ -225,6 +225,25 @@ def test_a_pool_too_small_for_every_warm_replica_is_a_located_error(tmp_path: Pa
     assert "maxNodes to at least 5" in problem.message
 
 
+def test_a_pool_without_room_for_an_upgrade_is_a_located_error(tmp_path: Path) -> None:
+    # prod keeps one T4 replica warm; with maxReplicas 1 one T4 node would serve, but a NewCluster
+    # upgrade starts the new cluster's warm replica beside the old one: a second node is needed.
+    path = stack_file("prod", copy_inputs(tmp_path))
+    text = tier_block("t4", "maxNodes", "maxNodes: 1")(path.read_text()).replace(
+        "maxReplicas: 4", "maxReplicas: 1"
+    )
+    path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        build_plan_for_stack("prod", tmp_path)
+    (problem,) = raised.value.problems
+    assert (problem.field, problem.line) == (
+        "config.llm-serving:tiers.t4.maxNodes",
+        find_line(text, "maxNodes: 1"),
+    )
+    assert "an upgrade's two Ray clusters, each with the 1 t4 model(s) at minReplicas 1" in problem.message
+    assert "need 2 GPUs but maxNodes 1 x gpusPerNode 1 gives 1" in problem.message
+
+
 def test_problems_in_both_files_are_reported_together(tmp_path: Path) -> None:
     """A plan over a broken catalog and a broken stack file lists both files' problems at once."""
     case = S("both", tier_block("t4", "maxNodes", "maxNodes: 0"), catalog=sub("tier: t4", "tier: h100"))
@@ -237,25 +256,30 @@ def test_problems_in_both_files_are_reported_together(tmp_path: Path) -> None:
 
 # --- cost ----------------------------------------------------------------------------------
 
-# Worked by hand from the stack files and serve/tiers.py's us-central1 prices: the GKE fee, the
-# on-demand e2-standard-8 system node, and each GPU pool's spot machine. At idle a pool runs
+# Worked by hand from the stack files, serve/tiers.py's us-central1 prices and Cloud NAT's price
+# list: the GKE fee, the on-demand e2-standard-8 system node (one, two while an upgrade runs two
+# heads), each GPU pool's spot machine, and Cloud NAT per node and per NAT IP. At idle a pool runs
 # its minNodes (0 in both stacks) or the nodes its warm replicas hold: dev has minReplicas 0;
 # prod keeps one replica per model warm, i.e. 1 T4, 1 L4 and 2 A100s (tensor parallel 2), one
-# node of each tier. At max every pool runs maxNodes.
+# node of each tier. At max every pool runs maxNodes. NAT counts every node of those lines.
 COST_LINES = {
-    # (item, $ per node-hour, nodes at idle, nodes at max)
+    # (item, $ per unit-hour, units at idle, units at max)
     "dev": [
         ("GKE cluster fee", 0.10, 1, 1),
-        ("system: e2-standard-8 (on-demand)", 0.2681, 1, 1),
+        ("system: e2-standard-8 (on-demand)", 0.2681, 1, 2),
         ("gpu-t4: n1-standard-8 (spot)", 0.2363, 0, 2),
         ("gpu-l4: g2-standard-8 (spot)", 0.3406, 0, 2),
+        ("Cloud NAT: per node (private nodes reach the internet through it)", 0.0014, 1, 6),
+        ("Cloud NAT: external IP", 0.005, 1, 1),
     ],
     "prod": [
         ("GKE cluster fee", 0.10, 1, 1),
-        ("system: e2-standard-8 (on-demand)", 0.2681, 1, 1),
+        ("system: e2-standard-8 (on-demand)", 0.2681, 1, 2),
         ("gpu-t4: n1-standard-8 (spot)", 0.2363, 1, 4),
         ("gpu-l4: g2-standard-8 (spot)", 0.3406, 1, 6),
         ("gpu-a100: a2-ultragpu-2g (spot)", 4.0550, 1, 4),
+        ("Cloud NAT: per node (private nodes reach the internet through it)", 0.0014, 4, 16),
+        ("Cloud NAT: external IP", 0.005, 1, 1),
     ],
 }
 
@@ -270,12 +294,14 @@ def test_cost_lines_are_the_worked_example(plans: dict[str, ServingPlan], stack:
 
 
 def test_cost_in_dollars(plans: dict[str, ServingPlan]) -> None:
-    # dev: $0.10 fee + $0.2681 e2-standard-8; at max 2 x $0.2363 (n1-standard-8 + T4, spot)
-    # + 2 x $0.3406 (g2-standard-8, spot). prod: 4 x T4, 6 x L4 and 4 x $4.0550 (a2-ultragpu-2g);
-    # at idle one node of each GPU tier holds the warm replicas.
+    # dev idle: $0.10 fee + $0.2681 e2-standard-8 + NAT $0.0014 x 1 node + $0.005 IP = 0.3745;
+    # at max 2 x $0.2681 + 2 x $0.2363 (n1-standard-8 + T4, spot) + 2 x $0.3406 (g2-standard-8,
+    # spot) + NAT 6 x $0.0014 + $0.005 = 1.8034. prod idle: one node of each GPU tier holds the
+    # warm replicas: 0.10 + 0.2681 + 0.2363 + 0.3406 + 4.0550 + 4 x 0.0014 + 0.005 = 5.0106;
+    # at max 2 system, 4 T4, 6 L4 and 4 a2-ultragpu-2g nodes, NAT for 16: 19.8724.
     dev, prod = plans["dev"].cost, plans["prod"].cost
-    assert (dev.idle_usd_per_hour, dev.max_usd_per_hour) == (0.3681, 1.5219)
-    assert (prod.idle_usd_per_hour, prod.max_usd_per_hour) == (5.0000, 19.5769)
+    assert (dev.idle_usd_per_hour, dev.max_usd_per_hour) == (0.3745, 1.8034)
+    assert (prod.idle_usd_per_hour, prod.max_usd_per_hour) == (5.0106, 19.8724)
     assert (dev.prices_read_on, dev.prices_region) == ("2026-11-01", "us-central1")
 
 

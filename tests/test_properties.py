@@ -168,7 +168,8 @@ def catalogs(draw: st.DrawFn) -> dict[str, Any]:
 def stack_configs(draw: st.DrawFn, catalog: dict[str, Any]) -> dict[str, Any]:
     """Valid settings for every tier; a tier with models is enabled at least once, its nodes are
     big enough for the largest tensor-parallel model on it, and its pool at maxNodes holds each
-    model at maxReplicas and all of them at minReplicas (the plan's capacity rule)."""
+    model at maxReplicas and all of them at minReplicas twice over, as an upgrade's two clusters
+    do (the plan's capacity rule)."""
     widest: dict[str, int] = {}
     total_tp: dict[str, int] = {}
     for model in catalog["models"]:
@@ -187,13 +188,15 @@ def stack_configs(draw: st.DrawFn, catalog: dict[str, Any]) -> dict[str, Any]:
     max_replicas = draw(
         st.integers(1, min([MAX_REPLICAS_BOUND, *(most_gpus[t] // widest[t] for t in widest)]))
     )
-    min_replicas = draw(st.integers(0, min([max_replicas, *(most_gpus[t] // total_tp[t] for t in total_tp)])))
+    min_replicas = draw(
+        st.integers(0, min([max_replicas, *(most_gpus[t] // (2 * total_tp[t]) for t in total_tp)]))
+    )
     tiers: dict[str, Any] = {}
     for name in TierName:
         tier = TIERS[name]
         enabled = name.value == must_enable or draw(st.booleans())
         gpus_needed = max(
-            max_replicas * widest.get(name.value, 0), min_replicas * total_tp.get(name.value, 0), 1
+            max_replicas * widest.get(name.value, 0), 2 * min_replicas * total_tp.get(name.value, 0), 1
         )
         max_nodes = draw(st.integers(-(-gpus_needed // gpus_per_node[name]), MAX_NODES_PER_TIER))
         zones = draw(st.lists(st.sampled_from(tier.zones_in_price_region), min_size=1, unique=True))

@@ -91,6 +91,14 @@ def row(stdout: str, first_cell: str) -> str:
     return rows[0]
 
 
+def table(stdout: str, title: str) -> str:
+    """The lines of the table whose title starts with `title` (through its bottom border)."""
+    lines = stdout.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith(title))
+    end = next(index for index in range(start, len(lines)) if lines[index].startswith("└"))
+    return "\n".join(lines[start : end + 1])
+
+
 # --- the printed report -------------------------------------------------------------------
 
 
@@ -118,13 +126,26 @@ def test_report_prints_every_model_pool_and_cost(
         line = row(report.stdout, skipped.model_id)
         assert skipped.reason in line
     for pool in plan.node_pools:
-        line = row(report.stdout, pool.name)
+        line = row(table(report.stdout, "Node pools"), pool.name)
         assert pool.machine.machine_type in line
         assert f"{pool.min_nodes}..{pool.max_nodes}" in line
         assert usd(pool.usd_per_node_hour) in line
         assert ("yes" if pool.spot else "no") in line
         if pool.gke_accelerator:
             assert f"{pool.gke_accelerator} x {pool.accelerator_count}" in line
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_report_prints_how_every_pool_fits_its_nodes(
+    reports: dict[str, Report], plans: dict[str, ServingPlan], stack: str
+) -> None:
+    fits = table(reports[stack].stdout, "Node fit")
+    for fit in plans[stack].node_fits:
+        line = row(fits, fit.pool.name)
+        assert fit.pool.machine.machine_type in line
+        assert f"{fit.nodes_needed}/{fit.nodes_needed_during_upgrade} of {fit.pool.max_nodes}" in line
+        assert f"{fit.node.cpu_millis / 1000:.2f} / {fit.node.memory_mib / 1024:.1f}" in line
+    assert "ray-head (+ autoscaler sidecar)" in fits and "second ray-head" in fits
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -230,7 +251,7 @@ def test_gcp_inputs_are_written_with_readable_placeholders(
 ) -> None:
     plan, report = plans[stack], reports[stack]
     docs = {name: doc for name, doc in documents(report).items() if name.startswith("gcp/")}
-    cluster = docs["gcp/20-cluster-gke.yaml"]
+    cluster = docs["gcp/30-cluster-gke.yaml"]
     assert cluster["type"] == "gcp:container/cluster:Cluster"
     assert cluster["properties"]["deletionProtection"] is False
     assert (
@@ -243,7 +264,7 @@ def test_gcp_inputs_are_written_with_readable_placeholders(
     members = [doc for name, doc in docs.items() if name.startswith("gcp/20-iammember-")]
     assert members and all(m["properties"]["member"] == "${gke-nodes.member}" for m in members)
     for pool in plan.node_pools:
-        properties = docs[f"gcp/30-nodepool-gke-{pool.name}.yaml"]["properties"]
+        properties = docs[f"gcp/40-nodepool-gke-{pool.name}.yaml"]["properties"]
         assert properties["cluster"] == "${gke.id}"
         assert properties["nodeConfig"]["machineType"] == pool.machine.machine_type
         assert properties["nodeLocations"] == list(pool.zones)
@@ -254,7 +275,8 @@ def test_gcp_inputs_are_written_with_readable_placeholders(
                 pool.accelerator_count,
             )
             assert properties["autoscaling"]["totalMaxNodeCount"] == pool.max_nodes
-    assert len([n for n in docs if n.startswith("gcp/30-nodepool-")]) == len(plan.node_pools)
+    assert len([n for n in docs if n.startswith("gcp/40-nodepool-")]) == len(plan.node_pools)
+    assert docs["gcp/30-cluster-gke.yaml"]["properties"]["subnetwork"] == "${gke-network-nodes.id}"
     for path in report.out.rglob("*.yaml"):
         text = path.read_text()
         for value in MOCK_VALUES:

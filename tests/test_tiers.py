@@ -1,4 +1,4 @@
-"""GPU tier facts (serve/tiers.py): GKE allocatable, machine tables, Ray accelerator names, prices."""
+"""GPU tier facts (serve/tiers.py): machine tables, Ray accelerator names, prices."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ from serve.tiers import (
     RAY_ACCELERATOR_RESOURCE_PREFIX,
     SYSTEM_MACHINE,
     TIERS,
-    Allocatable,
     MachineShape,
     TierName,
-    allocatable,
 )
 
 ALL_MACHINES = [SYSTEM_MACHINE, *(m for t in TIERS.values() for m in t.machines)]
@@ -30,46 +28,6 @@ def _machine(machine_type: str, vcpus: int, memory_gib: float) -> MachineShape:
         on_demand_usd_per_hour=1.0,
         spot_usd_per_hour=0.5,
     )
-
-
-# GKE "Node allocatable" reservations, by hand:
-#   CPU:    6% of the 1st core, 1% of the 2nd, 0.5% of cores 3-4, 0.25% of every core above 4.
-#   Memory: 25% of the first 4 GiB, 20% of the next 4, 10% of the next 8, 6% of the next 112,
-#           2% above 128 GiB; plus a 100 MiB hard-eviction threshold.
-HAND_COMPUTED = [
-    # n1-standard-8 (T4 1-GPU node), 8 vCPU, 30 GiB.
-    #   CPU: 0.06 + 0.01 + 2x0.005 + 4x0.0025 = 0.09 cores -> 8000 - 90 = 7910 m.
-    #   Memory: 1 + 0.8 + 0.8 + 14x0.06 = 3.44 GiB -> 30720 - 3522.56 = 27197.44 -> 27197 - 100 = 27097 MiB.
-    (_machine("n1-standard-8", 8, 30), Allocatable(cpu_millis=7910, memory_mib=27097)),
-    # e2-standard-8 (system node), 8 vCPU, 32 GiB.
-    #   CPU: 7910 m as above.
-    #   Memory: 1 + 0.8 + 0.8 + 16x0.06 = 3.56 GiB -> 32768 - 3645.44 = 29122.56 -> 29122 - 100 = 29022 MiB.
-    (_machine("e2-standard-8", 8, 32), Allocatable(cpu_millis=7910, memory_mib=29022)),
-    # a2-ultragpu-1g (A100 80GB 1-GPU node), 12 vCPU, 170 GiB.
-    #   CPU: 0.06 + 0.01 + 0.01 + 8x0.0025 = 0.10 cores -> 12000 - 100 = 11900 m.
-    #   Memory: 1 + 0.8 + 0.8 + 112x0.06 (6.72) + 42x0.02 (0.84) = 10.16 GiB
-    #           -> 174080 - 10403.84 = 163676.16 -> 163676 - 100 = 163576 MiB.
-    (_machine("a2-ultragpu-1g", 12, 170), Allocatable(cpu_millis=11900, memory_mib=163576)),
-    # n1-standard-1, 1 vCPU, 3.75 GiB (only the first tier of each table).
-    #   CPU: 0.06 -> 940 m.  Memory: 3.75x0.25 = 0.9375 GiB -> 2.8125 GiB = 2880 MiB - 100 = 2780 MiB.
-    (_machine("n1-standard-1", 1, 3.75), Allocatable(cpu_millis=940, memory_mib=2780)),
-]
-
-
-@pytest.mark.parametrize(
-    ("machine", "expected"), HAND_COMPUTED, ids=[m.machine_type for m, _ in HAND_COMPUTED]
-)
-def test_allocatable_matches_gke_reservation_tables(machine: MachineShape, expected: Allocatable) -> None:
-    assert allocatable(machine) == expected
-
-
-def test_allocatable_of_the_tables_machines_is_sane() -> None:
-    for machine in ALL_MACHINES:
-        node = allocatable(machine)
-        assert 0.9 * machine.vcpus * 1000 < node.cpu_millis < machine.vcpus * 1000, machine.machine_type
-        assert 0.75 * machine.memory_gib * 1024 < node.memory_mib < machine.memory_gib * 1024, (
-            machine.machine_type
-        )
 
 
 def test_every_tier_is_in_the_table() -> None:

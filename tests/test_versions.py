@@ -13,10 +13,21 @@ from helpers.documents import ray_containers
 from helpers.shared_files import KUBERAY_DIR_NAME, kuberay_dir
 from helpers.stack_files import STACKS
 
+from infra import resource_types
 from infra.plan import ServingPlan
+from infra.plan.node_pools import GKE_DRIVER_BRANCH, GPU_DRIVER_VERSION
+from infra.report.mock_engine import ProgramRun
 from infra.versions import KUBERAY_VERSION
 from serve.paths import REPO_ROOT
-from serve.versions import RAY_LLM_IMAGE, RAY_PYTHON_TAG, RAY_VERSION
+from serve.versions import (
+    MIN_DRIVER_FOR_CUDA,
+    RAY_CUDA_TAG,
+    RAY_LLM_IMAGE,
+    RAY_LLM_IMAGE_CUDA,
+    RAY_LLM_IMAGE_PYTHON,
+    RAY_PYTHON_TAG,
+    RAY_VERSION,
+)
 
 
 def _pyproject() -> dict[str, Any]:
@@ -49,12 +60,37 @@ def test_pyproject_pins_the_same_ray() -> None:
     assert set(pins) == {RAY_VERSION}
 
 
-def test_image_python_matches_the_project_python() -> None:
-    requires = _pyproject()["project"]["requires-python"]
-    major_minor = re.search(r">=\s*(\d+)\.(\d+)", requires)
-    assert major_minor is not None, requires
-    assert f"py{major_minor.group(1)}{major_minor.group(2)}" == RAY_PYTHON_TAG
-    assert f"-{RAY_PYTHON_TAG}-" in RAY_LLM_IMAGE
+def test_image_tag_names_the_images_python_and_cuda() -> None:
+    assert (
+        f"rayproject/ray-llm:{RAY_VERSION}-py{RAY_LLM_IMAGE_PYTHON.replace('.', '')}"
+        f"-cu{RAY_LLM_IMAGE_CUDA.replace('.', '')}"
+    ) == RAY_LLM_IMAGE
+    assert (RAY_PYTHON_TAG, RAY_CUDA_TAG) == ("py312", "cu130")
+
+
+def test_the_pinned_rays_llm_extra_is_built_for_the_images_cuda() -> None:
+    # The installed Ray wheel (the pinned version) names its LLM dependencies by CUDA major:
+    # the image that release ships must be built for the same CUDA.
+    llm_requirements = [r for r in importlib.metadata.requires("ray") or [] if 'extra == "llm"' in r]
+    cuda_majors = {match.group(1) for r in llm_requirements if (match := re.search(r"-cu(\d+)\b", r))}
+    assert cuda_majors == {RAY_LLM_IMAGE_CUDA.split(".")[0]}, llm_requirements
+
+
+def test_the_pools_driver_runs_the_images_cuda() -> None:
+    needed_branch = int(MIN_DRIVER_FOR_CUDA[RAY_LLM_IMAGE_CUDA].split(".")[0])
+    assert GKE_DRIVER_BRANCH[GPU_DRIVER_VERSION] >= needed_branch
+    # GKE's DEFAULT driver (R535) could not run CUDA 13: the pools must ask for LATEST.
+    assert GKE_DRIVER_BRANCH["DEFAULT"] < needed_branch
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_gpu_pool_installs_that_driver(program_runs: dict[str, ProgramRun], stack: str) -> None:
+    pools = program_runs[stack].of_type(resource_types.NODE_POOL)
+    gpu_pools = [pool for pool in pools if pool.inputs["nodeConfig"].get("guestAccelerators")]
+    assert gpu_pools
+    for pool in gpu_pools:
+        (accelerator,) = pool.inputs["nodeConfig"]["guestAccelerators"]
+        assert accelerator["gpuDriverInstallationConfig"] == {"gpuDriverVersion": GPU_DRIVER_VERSION}
 
 
 def test_kuberay_chart_pin_matches_the_crds_the_tests_read() -> None:

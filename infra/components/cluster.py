@@ -12,6 +12,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
+from infra.plan.network import DATAPATH_PROVIDER, NetworkSpec
 from infra.plan.node_pools import GPU_DRIVER_VERSION, NodePoolSpec
 
 RELEASE_CHANNEL: Final = "REGULAR"
@@ -19,10 +20,12 @@ OAUTH_SCOPES: Final = ["https://www.googleapis.com/auth/cloud-platform"]
 # The roles GKE's hardening guide gives a node service account instead of the default
 # Compute Engine account (which holds Editor on the project).
 NODE_SERVICE_ACCOUNT_ROLES: Final = (
-    "roles/logging.logWriter",
-    "roles/monitoring.metricWriter",
-    "roles/monitoring.viewer",
-    "roles/stackdriver.resourceMetadata.writer",
+    # The one role GKE documents for a custom node service account (logging, monitoring and
+    # metadata writers): "Use least privileged service accounts for nodes",
+    # https://cloud.google.com/kubernetes-engine/docs/how-to/hardening-your-cluster (read 2026-11-26).
+    "roles/container.defaultNodeServiceAccount",
+    # What the pools need besides: pulling images from the project's Artifact Registry (image
+    # streaming works only from there); public Docker Hub pulls need no role, only Cloud NAT.
     "roles/artifactregistry.reader",
 )
 BOOT_DISK_TYPE: Final = "pd-balanced"
@@ -121,6 +124,12 @@ class GkeClusterArgs:
     """Region of the regional cluster; each pool lists its own zones in it."""
     workload_pool: pulumi.Input[str]
     """Workload Identity pool, `<project>.svc.id.goog`."""
+    network: pulumi.Input[str]
+    """The VPC (`GkeNetwork.network.id`)."""
+    subnetwork: pulumi.Input[str]
+    """The nodes' subnetwork, which carries the pod and service ranges."""
+    ranges: NetworkSpec
+    """Names of the subnetwork's pod and service ranges."""
     system_pool: NodePoolSpec
     """The on-demand CPU pool for the Ray head and the operator."""
     gpu_pools: Sequence[NodePoolSpec]
@@ -159,8 +168,22 @@ class GkeCluster(pulumi.ComponentResource):
             node_config=gcp.container.ClusterNodeConfigArgs(
                 service_account=self.node_service_account.email, oauth_scopes=OAUTH_SCOPES
             ),
+            network=args.network,
+            subnetwork=args.subnetwork,
             networking_mode="VPC_NATIVE",
-            ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(),
+            ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(
+                cluster_secondary_range_name=args.ranges.pod_range_name,
+                services_secondary_range_name=args.ranges.service_range_name,
+            ),
+            # Nodes without external IPs (org policy constraints/compute.vmExternalIpAccess); the
+            # control plane keeps its public endpoint, so `pulumi` and `kubectl` reach it as
+            # before (authenticated by IAM through gke-gcloud-auth-plugin). No /28 for the
+            # control plane: clusters since GKE 1.29 use Private Service Connect and take its
+            # address from the node subnetwork.
+            private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
+                enable_private_nodes=True, enable_private_endpoint=False
+            ),
+            datapath_provider=DATAPATH_PROVIDER,
             workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
                 workload_pool=args.workload_pool
             ),
@@ -174,7 +197,6 @@ class GkeCluster(pulumi.ComponentResource):
 
         self.node_pools: list[gcp.container.NodePool] = []
         for pool in (args.system_pool, *args.gpu_pools):
-            autoscaled = pool.tier is not None or pool.max_nodes != pool.min_nodes
             self.node_pools.append(
                 gcp.container.NodePool(
                     f"{name}-{pool.name}",
@@ -182,17 +204,14 @@ class GkeCluster(pulumi.ComponentResource):
                     location=region,
                     node_locations=list(pool.zones),
                     node_config=_node_config(pool, self.node_service_account.email),
-                    # GPU pools start empty and let the autoscaler follow Ray's demand;
-                    # a constant initial count keeps min-node edits from replacing the pool.
-                    initial_node_count=0 if autoscaled else None,
-                    node_count=None if autoscaled else pool.min_nodes,
+                    # A constant initial count: GKE replaces a pool whose initial count changes,
+                    # so min-node edits go to the autoscaling bounds only.
+                    initial_node_count=pool.initial_nodes,
                     autoscaling=gcp.container.NodePoolAutoscalingArgs(
                         total_min_node_count=pool.min_nodes,
                         total_max_node_count=pool.max_nodes,
                         location_policy="ANY",
-                    )
-                    if autoscaled
-                    else None,
+                    ),
                     management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
                     opts=child,
                 )

@@ -54,7 +54,10 @@ class LlmService(pulumi.ComponentResource):
             opts=child,
         )
         # Immutable and named by its content: a change creates a new ConfigMap and a new pod
-        # template, never an in-place edit that running pods would not see.
+        # template, never an in-place edit that running pods would not see. The old one is kept
+        # (retain_on_delete): during the NewCluster upgrade that the new template starts, the old
+        # Ray cluster keeps serving and keeps creating worker pods that read it by name.
+        # Destroy removes it with the namespace.
         self.env_config_map = k8s.core.v1.ConfigMap(
             f"{name}-ray-env",
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -62,7 +65,7 @@ class LlmService(pulumi.ComponentResource):
             ),
             data=dict(args.env),
             immutable=True,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, deleted_with=self.namespace),
         )
         self.ray_service = k8s.apiextensions.CustomResource(
             f"{name}-rayservice",

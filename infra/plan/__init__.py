@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict
 from configcheck.problems import ConfigError, Problem
 from infra.inputs import load_inputs
 from infra.plan.cost import CostEstimate, estimate_cost
+from infra.plan.network import NetworkSpec
+from infra.plan.node_fit import PoolFit, fit_problems, pool_fits
 from infra.plan.node_pools import NodePoolSpec, gpu_pool, system_pool
 from infra.plan.ray_service import RAY_POD_ENV, env_config_map_name, ray_cluster_config, ray_service_spec
 from infra.settings import AUTOSCALING_KEY, TIERS_KEY, EngineConfig, StackSettings
@@ -64,6 +66,7 @@ class ServingPlan(BaseModel):
     system_pool: NodePoolSpec
     gpu_pools: tuple[NodePoolSpec, ...]
     ray_cluster_config: dict[str, Any]
+    network: NetworkSpec
     env_config_map_data: dict[str, str]
     cost: CostEstimate
 
@@ -83,6 +86,11 @@ class ServingPlan(BaseModel):
     @property
     def ray_service_spec(self) -> dict[str, Any]:
         return ray_service_spec(self.serve_config, self.ray_cluster_config)
+
+    @property
+    def node_fits(self) -> tuple[PoolFit, ...]:
+        """How each pool's pods fit its nodes (the check build_plan already passed)."""
+        return pool_fits(self.ray_cluster_config, self.system_pool, self.gpu_pools)
 
     @property
     def env_config_map_name(self) -> str:
@@ -122,13 +130,16 @@ def _warm_gpus(served: Sequence[ModelEntry], tier: TierName | None, min_replicas
 def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> list[Problem]:
     """A tier's pool at maxNodes must be able to hold what the autoscaling settings promise.
 
-    Two rules, both about GPUs (a necessary condition: mixed tensor-parallel sizes can still
+    Three rules, all about GPUs (a necessary condition: mixed tensor-parallel sizes can still
     fragment nodes, but this is what a person can check by hand):
-    - every model on the tier at minReplicas at once: otherwise the Serve application never
-      becomes RUNNING, because some always-on replica can never be placed;
     - each model alone at maxReplicas: otherwise its upper replicas stay pending forever and the
       plan's replica range and cost at max are fiction. Models that scale to zero share the pool,
-      so they need not all fit at maxReplicas together.
+      so they need not all fit at maxReplicas together;
+    - every model on the tier at minReplicas at once: otherwise the Serve application never
+      becomes RUNNING, because some always-on replica can never be placed;
+    - twice that: a NewCluster upgrade starts the new cluster's warm replicas while the old
+      cluster's still serve, in the same pool, and KubeRay switches traffic only once every
+      application of the new cluster is RUNNING; without room for both it never finishes.
     """
     problems: list[Problem] = []
     scaling = settings.autoscaling
@@ -149,6 +160,11 @@ def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> lis
                 f"{widest.id} at maxReplicas {scaling.max_replicas} x {widest.tensor_parallel_size} GPUs",
             ),
             (at_min, f"the {len(on_tier)} {tier.value} model(s) at minReplicas {scaling.min_replicas}"),
+            (
+                2 * at_min,
+                f"an upgrade's two Ray clusters, each with the {len(on_tier)} {tier.value} model(s) at "
+                f"minReplicas {scaling.min_replicas},",
+            ),
         ):
             if needed > available:
                 problems.append(
@@ -183,6 +199,10 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
     scaling = settings.autoscaling
     system = system_pool(settings)
     gpu_pools = tuple(gpu_pool(tier, settings) for tier in settings.enabled_tiers())
+    cluster_config = ray_cluster_config(system, gpu_pools)
+    problems = fit_problems(settings, pool_fits(cluster_config, system, gpu_pools))
+    if problems:
+        raise ConfigError(problems)
     return ServingPlan(
         stack=settings.stack,
         settings=settings,
@@ -203,7 +223,8 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
         serve_config=serve_config(served, scaling),
         system_pool=system,
         gpu_pools=gpu_pools,
-        ray_cluster_config=ray_cluster_config(system, gpu_pools),
+        ray_cluster_config=cluster_config,
+        network=NetworkSpec(region=settings.region),
         env_config_map_data=dict(RAY_POD_ENV),
         cost=estimate_cost(
             (system, *gpu_pools),

@@ -8,11 +8,22 @@ for that GPU node around the clock, and the estimate says so.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 from pydantic import BaseModel, ConfigDict
 
 from infra.plan.node_pools import NodePoolSpec
 from serve.tiers import GKE_CLUSTER_FEE_USD_PER_HOUR, PRICES_READ_ON, PRICES_REGION
+
+# Cloud NAT, Public NAT (https://cloud.google.com/nat/pricing, read 2026-11-26): per VM using
+# the gateway up to 32 VMs (then a flat $0.044), per external IP the gateway holds (AUTO_ONLY
+# allocates one to start), and $0.045 per GiB processed either way. The per-GiB part is not
+# hourly: every image pull from Docker Hub and weight download from Hugging Face pays it
+# (README, "Stack settings and cost").
+NAT_USD_PER_VM_HOUR: Final = 0.0014
+NAT_MAX_BILLED_VMS: Final = 32
+NAT_USD_PER_IP_HOUR: Final = 0.005
+NAT_USD_PER_GIB: Final = 0.045
 
 
 class CostLine(BaseModel):
@@ -72,4 +83,17 @@ def estimate_cost(pools: Sequence[NodePoolSpec], warm_gpus: Mapping[str, int] | 
                 units_max=pool.max_nodes,
             )
         )
+    nodes_idle = sum(line.units_idle for line in lines[1:])
+    nodes_max = sum(line.units_max for line in lines[1:])
+    lines += [
+        CostLine(
+            item="Cloud NAT: per node (private nodes reach the internet through it)",
+            usd_per_unit_hour=NAT_USD_PER_VM_HOUR,
+            units_idle=min(nodes_idle, NAT_MAX_BILLED_VMS),
+            units_max=min(nodes_max, NAT_MAX_BILLED_VMS),
+        ),
+        CostLine(
+            item="Cloud NAT: external IP", usd_per_unit_hour=NAT_USD_PER_IP_HOUR, units_idle=1, units_max=1
+        ),
+    ]
     return CostEstimate(lines=tuple(lines))

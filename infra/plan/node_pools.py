@@ -12,11 +12,19 @@ from serve.tiers import SYSTEM_BOOT_DISK_GIB, SYSTEM_MACHINE, TIERS, MachineShap
 TIER_LABEL: Final = "llm-serving/tier"
 POOL_LABEL: Final = "llm-serving/pool"
 SYSTEM_POOL: Final = "system"
-SYSTEM_POOL_NODES: Final = 1
+# One node at idle; a second while a NewCluster upgrade runs two Ray heads at once (the
+# node-fit check proves one node cannot hold both, and two can).
+SYSTEM_POOL_MIN_NODES: Final = 1
+SYSTEM_POOL_MAX_NODES: Final = 2
 # GKE's own spot label/taint key; tainting spot pools keeps pods that cannot take a
 # 30-second reclaim notice (the Ray head, the operator) off them.
 SPOT_TAINT_KEY: Final = "cloud.google.com/gke-spot"
-# GKE managed driver install: LATEST is the newest driver GKE ships for the node version.
+# GKE-managed driver install. On COS, GKE 1.31-1.33 installs the R535 branch for DEFAULT and
+# R580 for LATEST ("Install NVIDIA GPU drivers automatically",
+# https://cloud.google.com/kubernetes-engine/docs/how-to/gpus, read 2026-11-26 through a
+# transcription of the page; rapidsai/deployment#656 saw DEFAULT install 535.274.02 and
+# CUDA 13 fail). The image's CUDA 13 needs R580 (serve.versions.MIN_DRIVER_FOR_CUDA).
+GKE_DRIVER_BRANCH: Final = {"DEFAULT": 535, "LATEST": 580}
 GPU_DRIVER_VERSION: Final = "LATEST"
 
 _GKE_EFFECTS: Final = {
@@ -54,6 +62,8 @@ class NodePoolSpec(BaseModel):
     labels: dict[str, str]
     min_nodes: int
     max_nodes: int
+    # Nodes GKE creates with the pool; never changes for a pool (a change would replace it).
+    initial_nodes: int
     zones: tuple[str, ...]
     boot_disk_gib: int
 
@@ -66,11 +76,28 @@ def gpu_pool_name(tier: TierName) -> str:
     return f"gpu-{tier.value}"
 
 
+def tier_taint(tier: TierName) -> Taint:
+    return Taint(key=TIER_LABEL, value=tier.value)
+
+
+SPOT_TAINT: Final = Taint(key=SPOT_TAINT_KEY, value="true")
+
+
+def worker_tolerations(tier: TierName) -> list[dict[str, str]]:
+    """What a tier's Ray workers tolerate: its own taint, and the spot taint whether or not the
+    stack's pool is spot today. KubeRay v1.7.0 leaves tolerations out of the hash it compares
+    (utils/util.go `GenerateHashWithoutReplicasAndWorkersToDelete`), so a toleration added when
+    a stack switches to spot would never reach the running workers, which could then no longer
+    be placed on the new, spot-tainted pool. Tolerating a taint a node lacks costs nothing; the
+    nodeSelector still pins workers to their tier's pool."""
+    return [tier_taint(tier).toleration(), SPOT_TAINT.toleration()]
+
+
 def gpu_pool(tier: TierName, settings: StackSettings) -> NodePoolSpec:
     facts, tier_settings = TIERS[tier], settings.tiers[tier]
-    taints = [Taint(key=TIER_LABEL, value=tier.value)]
+    taints = [tier_taint(tier)]
     if tier_settings.spot:
-        taints.append(Taint(key=SPOT_TAINT_KEY, value="true"))
+        taints.append(SPOT_TAINT)
     return NodePoolSpec(
         name=gpu_pool_name(tier),
         tier=tier,
@@ -82,6 +109,8 @@ def gpu_pool(tier: TierName, settings: StackSettings) -> NodePoolSpec:
         labels={POOL_LABEL: gpu_pool_name(tier), TIER_LABEL: tier.value},
         min_nodes=tier_settings.min_nodes,
         max_nodes=tier_settings.max_nodes,
+        # GPU pools start empty; the autoscalers follow Ray's demand.
+        initial_nodes=0,
         zones=tuple(tier_settings.zones),
         boot_disk_gib=facts.boot_disk_gib,
     )
@@ -102,8 +131,9 @@ def system_pool(settings: StackSettings) -> NodePoolSpec:
         spot=False,
         taints=(),
         labels={POOL_LABEL: SYSTEM_POOL},
-        min_nodes=SYSTEM_POOL_NODES,
-        max_nodes=SYSTEM_POOL_NODES,
+        min_nodes=SYSTEM_POOL_MIN_NODES,
+        max_nodes=SYSTEM_POOL_MAX_NODES,
+        initial_nodes=SYSTEM_POOL_MIN_NODES,
         zones=(first_tier.zones[0],),
         boot_disk_gib=SYSTEM_BOOT_DISK_GIB,
     )

@@ -14,9 +14,11 @@ from typing import Any, Final
 
 import yaml
 
-from infra.plan.node_pools import NodePoolSpec
-from serve.serve_config import HF_TOKEN_ENV, SERVE_HTTP_PORT
-from serve.tiers import TIERS, Allocatable, allocatable
+from infra.plan.gke_nodes import schedulable
+from infra.plan.node_pools import NodePoolSpec, worker_tolerations
+from infra.settings import MAX_NODES_PER_TIER
+from serve.serve_config import HEAD_NODE_RESOURCE, HF_TOKEN_ENV, SERVE_HTTP_PORT
+from serve.tiers import TIERS
 from serve.versions import RAY_LLM_IMAGE, RAY_VERSION
 
 NAMESPACE: Final = "llm-serving"
@@ -38,11 +40,33 @@ AUTOSCALER_IDLE_TIMEOUT_SECONDS: Final = 300
 
 HEAD_CPUS: Final = 4
 HEAD_MEMORY_GIB: Final = 16
-# What GKE daemonsets (logging, metadata server, device plugin, kube-proxy) take on a GPU node.
-DAEMONSET_CPU_MILLIS: Final = 500
-DAEMONSET_MEMORY_MIB: Final = 1536
-# Spot VMs get ~30 s notice; give the Ray worker that long to exit after SIGTERM.
-WORKER_GRACE_SECONDS: Final = 30
+# KubeRay's defaults for the autoscaler sidecar (ray-operator/controllers/ray/common/pod.go
+# `BuildAutoscalerContainer`, v1.7.0), written out so the node-fit check counts them; setting
+# `autoscalerOptions.resources` replaces the whole block, so limits are set too.
+AUTOSCALER_CPU_MILLIS: Final = 500
+AUTOSCALER_MEMORY_MIB: Final = 512
+# The RayCluster's worker-group bounds are not what limits scaling and must never change:
+# KubeRay v1.7.0 leaves replicas/minReplicas/maxReplicas out of the hash it compares
+# (utils/util.go `GenerateHashWithoutReplicasAndWorkersToDelete`), so an edited bound would
+# never reach the running cluster. Ray may ask for up to the most nodes any stack allows;
+# what binds is Serve's max_replicas (serveConfigV2, applied in place) and the GKE pool's
+# maxNodes (applied by GKE). minNodes keeps GKE nodes warm; Ray starts a worker pod on one in
+# seconds when a replica needs it.
+WORKER_MIN_REPLICAS: Final = 0
+WORKER_MAX_REPLICAS: Final = MAX_NODES_PER_TIER
+# A reclaimed spot VM gets 30 s notice, of which GKE's graceful node shutdown gives ordinary
+# pods 15 s and keeps the rest for system pods ("Spot VMs", termination:
+# https://cloud.google.com/kubernetes-engine/docs/concepts/spot-vms, read 2026-11-26); a
+# longer grace period is cut there. Every GPU worker uses it, spot or not, so that switching
+# a tier to spot changes nothing KubeRay would have to roll out.
+SPOT_POD_SHUTDOWN_SECONDS: Final = 15
+WORKER_GRACE_SECONDS: Final = SPOT_POD_SHUTDOWN_SECONDS
+# On SIGTERM, `ray start` marks the node draining and waits up to this long for it to empty
+# before killing its processes (ray/_private/node.py `_drain_node_before_shutdown`, default
+# 30 s: longer than the pod lives). Under the grace period, with room for the teardown; Serve
+# stops the node's replicas within REPLICA_GRACEFUL_SHUTDOWN_SECONDS of the drain.
+WORKER_DRAIN_TIMEOUT_SECONDS: Final = 12
+DRAIN_TIMEOUT_ENV: Final = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
 
 PORTS: Final = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": SERVE_HTTP_PORT}
 
@@ -59,11 +83,10 @@ def ray_resources_param(resources: dict[str, int]) -> str:
 
 
 def worker_container_resources(pool: NodePoolSpec) -> tuple[int, int]:
-    """Whole CPUs and GiB a worker pod requests: the node's allocatable less daemonset headroom."""
-    node: Allocatable = allocatable(pool.machine)
-    cpus = (node.cpu_millis - DAEMONSET_CPU_MILLIS) // 1000
-    memory_gib = (node.memory_mib - DAEMONSET_MEMORY_MIB) // 1024
-    return cpus, memory_gib
+    """Whole CPUs and GiB a worker pod requests: all an empty node of the pool can schedule
+    (GKE's allocatable less its own node pods, `gke_nodes.schedulable`), one worker per node."""
+    node = schedulable(pool.machine)
+    return node.cpu_millis // 1000, node.memory_mib // 1024
 
 
 def _ray_env() -> list[dict[str, Any]]:
@@ -75,16 +98,23 @@ def _ray_env() -> list[dict[str, Any]]:
     ]
 
 
-def _container(name: str, cpus: int, memory_gib: int, gpus: int = 0) -> dict[str, Any]:
-    quantities: dict[str, str] = {"cpu": str(cpus), "memory": f"{memory_gib}Gi"}
+def _quantities(cpu_millis: int, memory_mib: int, gpus: int = 0) -> dict[str, dict[str, str]]:
+    """Requests equal to limits (Guaranteed QoS: the last pods the kubelet evicts)."""
+    cpu = str(cpu_millis // 1000) if cpu_millis % 1000 == 0 else f"{cpu_millis}m"
+    memory = f"{memory_mib // 1024}Gi" if memory_mib % 1024 == 0 else f"{memory_mib}Mi"
+    quantities = {"cpu": cpu, "memory": memory}
     if gpus:
         quantities["nvidia.com/gpu"] = str(gpus)
+    return {"requests": dict(quantities), "limits": dict(quantities)}
+
+
+def _container(name: str, cpus: int, memory_gib: int, gpus: int = 0) -> dict[str, Any]:
     return {
         "name": name,
         "image": RAY_LLM_IMAGE,
         "env": _ray_env(),
         "envFrom": [{"configMapRef": {"name": env_config_map_name()}}],
-        "resources": {"requests": dict(quantities), "limits": dict(quantities)},
+        "resources": _quantities(cpus * 1000, memory_gib * 1024, gpus),
     }
 
 
@@ -92,9 +122,15 @@ def head_group(system: NodePoolSpec) -> dict[str, Any]:
     container = _container("ray-head", HEAD_CPUS, HEAD_MEMORY_GIB)
     container["ports"] = [{"name": name, "containerPort": port} for name, port in PORTS.items()]
     return {
-        # num-gpus 0: no model replica may land on the head; the OpenAI router does, so that
-        # requests are accepted while every GPU group is at zero.
-        "rayStartParams": {"num-gpus": "0", "num-cpus": str(HEAD_CPUS), "dashboard-host": "0.0.0.0"},
+        # num-gpus 0: no model replica may land on the head. The head-only resource is what
+        # the OpenAI ingress requires, so it runs here (and requests are accepted while every
+        # GPU group is at zero) and never on a GPU node.
+        "rayStartParams": {
+            "num-gpus": "0",
+            "num-cpus": str(HEAD_CPUS),
+            "dashboard-host": "0.0.0.0",
+            "resources": ray_resources_param({HEAD_NODE_RESOURCE: 1}),
+        },
         "template": {
             "metadata": {"labels": {"app.kubernetes.io/component": "ray-head"}},
             "spec": {"nodeSelector": dict(system.labels), "containers": [container]},
@@ -106,12 +142,13 @@ def worker_group(pool: NodePoolSpec) -> dict[str, Any]:
     assert pool.tier is not None, "worker groups are for GPU pools"
     cpus, memory_gib = worker_container_resources(pool)
     container = _container("ray-worker", cpus, memory_gib, pool.accelerator_count)
+    container["env"].append({"name": DRAIN_TIMEOUT_ENV, "value": str(WORKER_DRAIN_TIMEOUT_SECONDS)})
     container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
     return {
         "groupName": pool.tier.value,
-        "replicas": pool.min_nodes,
-        "minReplicas": pool.min_nodes,
-        "maxReplicas": pool.max_nodes,
+        "replicas": WORKER_MIN_REPLICAS,
+        "minReplicas": WORKER_MIN_REPLICAS,
+        "maxReplicas": WORKER_MAX_REPLICAS,
         "rayStartParams": {
             "num-cpus": str(cpus),
             # The autoscaler knows a group only by what it declares: without the
@@ -123,7 +160,7 @@ def worker_group(pool: NodePoolSpec) -> dict[str, Any]:
             "metadata": {"labels": {"app.kubernetes.io/component": f"ray-worker-{pool.tier.value}"}},
             "spec": {
                 "nodeSelector": dict(pool.labels),
-                "tolerations": [taint.toleration() for taint in pool.taints],
+                "tolerations": worker_tolerations(pool.tier),
                 "terminationGracePeriodSeconds": WORKER_GRACE_SECONDS,
                 "containers": [container],
                 # vLLM's tensor-parallel workers exchange tensors through shared memory.
@@ -144,6 +181,7 @@ def ray_cluster_config(system: NodePoolSpec, gpu_pools: Sequence[NodePoolSpec]) 
             "version": "v2",
             "upscalingMode": "Default",
             "idleTimeoutSeconds": AUTOSCALER_IDLE_TIMEOUT_SECONDS,
+            "resources": _quantities(AUTOSCALER_CPU_MILLIS, AUTOSCALER_MEMORY_MIB),
         },
         "headGroupSpec": head_group(system),
         "workerGroupSpecs": [worker_group(pool) for pool in gpu_pools],

@@ -17,8 +17,12 @@ from rich.table import Table
 
 from configcheck.yaml_lines import load_file
 from infra.plan import ServingPlan, build_plan_for_stack
+from infra.plan.gke_nodes import FACTS_READ_ON as GKE_FACTS_READ_ON
+from infra.plan.gke_nodes import SAFETY_MARGIN, Resources, allocatable, node_pods_requests
+from infra.plan.kuberay_rollout import rollout
 from infra.plan.node_pools import NodePoolSpec
 from infra.settings import AUTOSCALING_KEY, HF_TOKEN_KEY, TIERS_KEY, set_secret_command, stack_file
+from infra.versions import KUBERAY_VERSION
 from serve.paths import REPO_ROOT
 
 # Stacks may differ only in these (the project's rule; infra/settings.py enforces the keys).
@@ -165,6 +169,56 @@ def cost_table(plan: ServingPlan) -> Table:
     return table
 
 
+def _cpu(millis: int) -> str:
+    return f"{millis / 1000:.2f}"
+
+
+def _gib(mib: int) -> str:
+    return f"{mib / 1024:.1f}"
+
+
+def _requests(requests: Resources) -> str:
+    return f"{_cpu(requests.cpu_millis)} / {_gib(requests.memory_mib)}"
+
+
+def node_fit_table(plan: ServingPlan) -> Table:
+    """Each pool's node as the scheduler sees it, and the stack's pods on it (CPU cores / GiB)."""
+    table = Table(
+        title="Node fit (CPU cores / memory GiB per node)",
+        title_justify="left",
+        caption=f"GKE allocatable and node pods as read on {GKE_FACTS_READ_ON} (infra/plan/gke_nodes.py); "
+        "schedulable keeps a margin for what the estimate may miss",
+        caption_justify="left",
+    )
+    table.add_column("pool", no_wrap=True)
+    table.add_column("machine", no_wrap=True)
+    table.add_column("allocatable", justify="right", no_wrap=True)
+    table.add_column("GKE node pods", justify="right", no_wrap=True)
+    table.add_column("schedulable", justify="right", no_wrap=True)
+    table.add_column("stack pods (requests)")
+    table.add_column("nodes idle/upgrade", justify="right", no_wrap=True)
+    table.add_column("left on fullest node", justify="right", no_wrap=True)
+    for fit in plan.node_fits:
+        machine = fit.pool.machine
+        node_allocatable = allocatable(machine)
+        system = node_pods_requests(gpu=machine.gpus > 0)
+        pods = [f"{pod.name}: {_requests(pod.requests)}" for pod in fit.pods]
+        pods += [f"(upgrade) {pod.name}: {_requests(pod.requests)}" for pod in fit.upgrade_pods]
+        # What is left on the fullest node of GKE's allocatable after its own node pods.
+        margin = fit.tightest_margin + SAFETY_MARGIN
+        table.add_row(
+            escape(fit.pool.name),
+            machine.machine_type,
+            _requests(node_allocatable),
+            _requests(system),
+            _requests(fit.node),
+            escape("\n".join(pods)),
+            f"{fit.nodes_needed}/{fit.nodes_needed_during_upgrade} of {fit.pool.max_nodes}",
+            _requests(margin),
+        )
+    return table
+
+
 def print_plan(console: Console, plan: ServingPlan) -> None:
     settings = plan.settings
     console.print(
@@ -180,6 +234,7 @@ def print_plan(console: Console, plan: ServingPlan) -> None:
     if plan.skipped:
         console.print(skipped_table(plan))
     console.print(pool_table(plan))
+    console.print(node_fit_table(plan))
     console.print(cost_table(plan))
     console.print(
         f"Hourly cost: idle {usd(plan.cost.idle_usd_per_hour)}, at max {usd(plan.cost.max_usd_per_hour)} "
@@ -285,6 +340,10 @@ def diff_lines(root: Path, plan: ServingPlan, other: ServingPlan) -> list[str]:
         ("max", plan.cost.max_usd_per_hour, other.cost.max_usd_per_hour),
     ):
         lines.append(f"  {label}: {usd(before)} -> {usd(after)} ({_signed(round(after - before, 4))})")
+    result = rollout(plan.ray_service_spec, other.ray_service_spec)
+    lines.append(f"If {a} were changed to {b}, KubeRay v{KUBERAY_VERSION} would: {result.action}")
+    if result.unapplied:
+        lines.append(f"  and never apply: {', '.join(result.unapplied)}")
     return lines
 
 
