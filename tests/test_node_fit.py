@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from helpers.settings_edits import with_tier
+from helpers.shared_files import kuberay_dir
 
 from configcheck.problems import ConfigError
 from infra.plan import ServingPlan, build_plan, build_plan_for_stack
-from infra.plan.gke_nodes import schedulable
-from infra.plan.node_fit import PodRequest, PoolFit, cpu_millis, fit_problems, memory_mib, pack, pool_fits
+from infra.plan.gke_nodes import Resources, schedulable
+from infra.plan.node_fit import (
+    KUBERAY_OPERATOR_REQUESTS,
+    PodRequest,
+    PoolFit,
+    cpu_millis,
+    fit_problems,
+    memory_mib,
+    pack,
+    pool_fits,
+)
 from infra.plan.node_pools import SYSTEM_POOL_MAX_NODES, SYSTEM_POOL_MIN_NODES, gpu_pool
 from infra.plan.ray_service import ray_cluster_config
 from infra.settings import stack_file
@@ -118,3 +129,10 @@ def test_every_pool_has_a_margin(stack: str) -> None:
     for fit in build_plan_for_stack(stack).node_fits:
         assert not fit.too_big
         assert fit.tightest_margin.cpu_millis >= 0 and fit.tightest_margin.memory_mib >= 0
+
+
+def test_the_operator_requests_what_its_chart_asks_for() -> None:
+    values = yaml.safe_load((kuberay_dir() / "operator-values.yaml").read_text())
+    # The chart sets only limits; Kubernetes then requests the limits.
+    requests = values["resources"].get("requests") or values["resources"]["limits"]
+    assert Resources(cpu_millis(requests["cpu"]), memory_mib(requests["memory"])) == KUBERAY_OPERATOR_REQUESTS

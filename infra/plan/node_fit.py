@@ -23,7 +23,8 @@ from infra.plan.gke_nodes import Resources, schedulable
 from infra.plan.node_pools import NodePoolSpec
 from infra.settings import TIERS_KEY, StackSettings
 
-# KubeRay operator chart 1.7.0 values.yaml `resources.requests` (../shared/kuberay-v1.7.0).
+# KubeRay operator chart 1.7.0 values.yaml `resources` (../shared/kuberay-v1.7.0/operator-values.yaml):
+# only limits are set, so Kubernetes requests the same.
 KUBERAY_OPERATOR_REQUESTS: Final = Resources(100, 512)
 # GKE's own Deployments in kube-system (kube-dns and its autoscaler, konnectivity-agent and its
 # autoscaler, metrics-server, event-exporter, l7-default-backend) land on the only untainted
