@@ -60,6 +60,7 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
             network=network.network.id,
             subnetwork=network.subnetwork.id,
             ranges=plan.network,
+            egress=network.nat,
             system_pool=plan.system_pool,
             gpu_pools=plan.gpu_pools,
         ),

@@ -31,7 +31,10 @@ PROXY_LOCATION: Final = "HeadOnly"
 REPLICA_GRACEFUL_SHUTDOWN_SECONDS: Final = 10
 REPLICA_GRACEFUL_SHUTDOWN_WAIT_LOOP_SECONDS: Final = 1
 INGRESS_CPUS: Final = 1
-INGRESS_MAX_REPLICAS: Final = 2
+# One ingress replica: Ray's ingress defaults target 1e9 ongoing requests per replica
+# (ray/llm/_internal/serve/core/ingress/ingress.py DEFAULT_INGRESS_OPTIONS), so a higher
+# max_replicas would never be reached; raise both together if the ingress ever limits throughput.
+INGRESS_REPLICAS: Final = 1
 
 
 def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
@@ -76,7 +79,7 @@ def ingress_deployment_config() -> dict[str, Any]:
     """
     return {
         "ray_actor_options": {"num_cpus": INGRESS_CPUS, "resources": {HEAD_NODE_RESOURCE: 0.001}},
-        "autoscaling_config": {"min_replicas": 1, "max_replicas": INGRESS_MAX_REPLICAS},
+        "autoscaling_config": {"min_replicas": INGRESS_REPLICAS, "max_replicas": INGRESS_REPLICAS},
     }
 
 

@@ -97,3 +97,19 @@ def test_destroy_removes_the_cluster_before_its_network(run: ProgramRun) -> None
     assert _depends_on(run, resource_types.CLUSTER, resource_types.SUBNETWORK)
     assert _depends_on(run, resource_types.CLUSTER, resource_types.NETWORK)
     assert _depends_on(run, resource_types.SUBNETWORK, resource_types.NETWORK)
+
+
+def test_pools_come_up_after_their_way_out_and_their_roles(run: ProgramRun) -> None:
+    # Nodes pull images through the NAT and log and report metrics as the node account; on
+    # destroy the pools go first, then the grants and the NAT.
+    nat = run.one(resource_types.ROUTER_NAT).urn
+    roles = {member.urn for member in run.of_type(resource_types.PROJECT_IAM_MEMBER)}
+    for pool in run.of_type(resource_types.NODE_POOL):
+        assert nat in pool.dependencies, pool.name
+        assert roles <= set(pool.dependencies), pool.name
+
+
+def test_the_cluster_never_diffs_the_removed_default_pools_config(run: ProgramRun) -> None:
+    cluster = run.one(resource_types.CLUSTER)
+    assert cluster.inputs["removeDefaultNodePool"] is True
+    assert cluster.ignore_changes == ["nodeConfig"]

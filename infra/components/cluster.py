@@ -130,6 +130,8 @@ class GkeClusterArgs:
     """The nodes' subnetwork, which carries the pod and service ranges."""
     ranges: NetworkSpec
     """Names of the subnetwork's pod and service ranges."""
+    egress: pulumi.Resource
+    """The Cloud NAT private nodes reach the internet through (image pulls, weight downloads)."""
     system_pool: NodePoolSpec
     """The on-demand CPU pool for the Ray head and the operator."""
     gpu_pools: Sequence[NodePoolSpec]
@@ -150,7 +152,7 @@ class GkeCluster(pulumi.ComponentResource):
             display_name=f"llm-serving {stack} GKE nodes",
             opts=child,
         )
-        for role in NODE_SERVICE_ACCOUNT_ROLES:
+        self.node_roles = [
             gcp.projects.IAMMember(
                 f"{name}-nodes-{role.removeprefix('roles/').replace('.', '-')}",
                 project=self.node_service_account.project,
@@ -158,6 +160,8 @@ class GkeCluster(pulumi.ComponentResource):
                 member=self.node_service_account.member,
                 opts=child,
             )
+            for role in NODE_SERVICE_ACCOUNT_ROLES
+        ]
 
         self.cluster = gcp.container.Cluster(
             name,
@@ -192,7 +196,11 @@ class GkeCluster(pulumi.ComponentResource):
             # `pulumi destroy` must work on every stack without a manual step; guard prod by
             # hand with `pulumi state protect` (README) rather than a per-stack switch.
             deletion_protection=False,
-            opts=child,
+            # `node_config` only shapes the default pool GKE creates and this removes at once.
+            # The provider reads it back from the cluster and treats a difference as a reason to
+            # replace the whole cluster (the SDK's own docstring warns against the pairing):
+            # set it once, never diff it.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["nodeConfig"]),
         )
 
         self.node_pools: list[gcp.container.NodePool] = []
@@ -213,7 +221,9 @@ class GkeCluster(pulumi.ComponentResource):
                         location_policy="ANY",
                     ),
                     management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
-                    opts=child,
+                    # Nodes come up with their roles granted and a way out to pull images; on
+                    # destroy the pools go before the grants and the NAT they use.
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.node_roles, args.egress]),
                 )
             )
 

@@ -55,6 +55,7 @@ class RegisteredResource:
     protect: bool
     retain_on_delete: bool
     deleted_with: str
+    ignore_changes: list[str]
 
 
 @dataclass
@@ -171,6 +172,7 @@ class _RecordingMonitor(mocks.MockMonitor):
                     protect=request.protect,
                     retain_on_delete=request.retainOnDelete,
                     deleted_with=request.deletedWith,
+                    ignore_changes=list(request.ignoreChanges),
                 )
             )
         return response
