@@ -1,7 +1,10 @@
 """The model catalog: one typed, validated list of the models the platform serves.
 
 `python -m serve.catalog check [PATH]` validates a catalog file and prints one summary
-line per model, or every problem as `FILE:LINE: models[i].field: message`.
+line per model, or every problem as `FILE:LINE: models[i].field: message`; with `--verify` it
+also compares each model's architecture facts with its config.json (serve/catalog_verify.py).
+`python -m serve.catalog add SOURCE` appends a model read from the Hub or a directory
+(serve/catalog_add.py).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from pydantic import Field, StrictBool, StrictInt, ValidationError, field_validator
 
@@ -29,14 +32,23 @@ from serve.memory import (
 from serve.paths import CATALOG_FILE_NAME
 from serve.tiers import TIERS, GpuTier, TierName
 
+if TYPE_CHECKING:
+    from serve.model_source import ModelHub
+
 # Relative, so messages name the file the way a person at the repository root types it.
 DEFAULT_CATALOG: Final = Path(CATALOG_FILE_NAME)
 
-_DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Public: `python -m serve.catalog add` checks what it is given against the same rules.
+DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HF_REPO_PART: Final = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 _HF_REPO: Final = re.compile(rf"^{_HF_REPO_PART}/{_HF_REPO_PART}$")
-_COMMIT_SHA: Final = re.compile(r"^[0-9a-f]{40}$")
+COMMIT_SHA: Final = re.compile(r"^[0-9a-f]{40}$")
 MAX_TENSOR_PARALLEL: Final = 8
+
+
+def is_hf_repo_id(value: str) -> bool:
+    """`owner/name` as the Hugging Face Hub spells repo ids (no `--` or `..`)."""
+    return bool(_HF_REPO.match(value)) and "--" not in value and ".." not in value
 
 
 def _one_of(names: Iterable[str]) -> str:
@@ -134,7 +146,7 @@ class ModelEntry(Strict):
     @field_validator("id")
     @classmethod
     def _dns_label(cls, value: str) -> str:
-        if not _DNS_LABEL.match(value):
+        if not DNS_LABEL.match(value):
             raise ValueError(
                 f"{value!r} is not a DNS label: use 1-63 lowercase letters, digits and '-', "
                 "starting and ending with a letter or digit (e.g. 'llama-3-1-8b-instruct')"
@@ -144,7 +156,7 @@ class ModelEntry(Strict):
     @field_validator("source")
     @classmethod
     def _hf_repo(cls, value: str) -> str:
-        if not _HF_REPO.match(value) or "--" in value or ".." in value:
+        if not is_hf_repo_id(value):
             raise ValueError(
                 f"{value!r} is not a Hugging Face repo id: write it as 'owner/name' "
                 "(e.g. 'Qwen/Qwen2.5-7B-Instruct')"
@@ -154,7 +166,7 @@ class ModelEntry(Strict):
     @field_validator("revision")
     @classmethod
     def _commit(cls, value: str) -> str:
-        if not _COMMIT_SHA.match(value):
+        if not COMMIT_SHA.match(value):
             raise ValueError(
                 f"{value!r} is not a pinned commit: use the repo's full 40-character lowercase commit "
                 "hash, never a branch or tag"
@@ -226,7 +238,7 @@ class Catalog(Strict):
         raise KeyError(model_id)
 
 
-def _fit_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
+def fit_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
     """Checks that need the tier's facts: (path within the model, message)."""
     tier, arch, tp = model.gpu_tier, model.architecture, model.tensor_parallel_size
     found: list[tuple[Path_, str]] = []
@@ -379,7 +391,7 @@ def parse_catalog(data: Any, file: str, lines: LineMap) -> Catalog:
         if checked is not None:
             problems += [
                 locate(file, lines, ("models", index, *path), message)
-                for path, message in _fit_problems(checked)
+                for path, message in fit_problems(checked)
             ]
     # Only text ids take part (another type is already reported and may not be hashable).
     ids = [
@@ -418,22 +430,60 @@ def summary_line(model: ModelEntry) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, hub: ModelHub | None = None) -> int:
+    """The command line; `hub` replaces the Hugging Face Hub (tests)."""
+    # Imported here: they need huggingface_hub and ruamel.yaml, which the serving layer and the
+    # Pulumi program, importing this module for the catalog, do not.
+    from serve import catalog_add, catalog_verify
+    from serve.model_source import HuggingFaceHub, SourceError
+
     parser = argparse.ArgumentParser(prog="python -m serve.catalog", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate a catalog file")
     check.add_argument("path", nargs="?", type=Path, default=DEFAULT_CATALOG)
+    check.add_argument(
+        "--verify", action="store_true", help="compare the architecture facts with each model's config.json"
+    )
+    check.add_argument(
+        "--local",
+        action="append",
+        default=[],
+        metavar="SOURCE=DIR",
+        help="with --verify: read the model whose source is SOURCE from DIR instead of the Hub",
+    )
+    catalog_add.add_arguments(commands.add_parser("add", help="add a model from the Hub or a directory"))
     args = parser.parse_args(argv)
+    if args.command == "check" and args.local and not args.verify:
+        parser.error("--local is for --verify: add --verify")
+    if args.command == "add":
+        return catalog_add.run(args, hub)
     try:
-        catalog = load_catalog(args.path)
+        data, lines = load_file(args.path)
+        catalog = parse_catalog(data, str(args.path), lines)
+        problems = (
+            catalog_verify.verify(
+                catalog,
+                lines,
+                hub if hub is not None else HuggingFaceHub(),
+                catalog_verify.parse_local(args.local, catalog),
+            )
+            if args.verify
+            else []
+        )
+        if problems:
+            raise ConfigError(problems)
     except ConfigError as error:
         print(error, file=sys.stderr)
         count = len(error.problems)
         print(f"{args.path}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
         return 1
+    except SourceError as error:
+        print(f"{args.path}: nothing verified: {error}", file=sys.stderr)
+        return 1
     for model in catalog.models:
         print(summary_line(model))
-    print(f"{args.path}: {len(catalog.models)} models OK")
+    verified = ", architecture facts match config.json" if args.verify else ""
+    print(f"{args.path}: {len(catalog.models)} models OK{verified}")
     return 0
 
 
