@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 INSTALLED := $(VENV)/.installed
+PROGRAM_INSTALLED := $(VENV)/.installed-program
 
-.PHONY: install test test-fast lint serve-local plan bench bench-serve check-catalog clean
+.PHONY: install install-program test test-fast lint serve-local plan bench bench-serve check-catalog clean
 
 install: $(INSTALLED)
 
@@ -18,6 +19,16 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[serve,dev]'
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+# The Pulumi program and its policy pack only (the policy extra: no Ray, no vLLM, no test tools):
+# what `pulumi preview` / `up` need, and all the CI preview and deploy jobs install.
+install-program: $(PROGRAM_INSTALLED)
+
+$(PROGRAM_INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[policy]'
 	touch $@
 
 lint: install

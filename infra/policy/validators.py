@@ -36,6 +36,14 @@ DEFAULT_COMPUTE_SA_SUFFIX: Final = "-compute@developer.gserviceaccount.com"
 # Ray's unauthenticated control ports on the head node, by KubeRay's container port names.
 RAY_INTERNAL_PORTS: Final = {"dashboard": 8265, "gcs-server": 6379, "gcs": 6379, "client": 10001}
 EXPOSING_SERVICE_TYPES: Final = frozenset({"LoadBalancer", "NodePort"})
+# KubeRay names the head's Service `<RayCluster or RayService name>-head-svc`; it carries the
+# control ports (and, for a RayService, the serve port, which `<name>-serve-svc` is for).
+RAY_HEAD_SERVICE_SUFFIX: Final = "-head-svc"
+# Ingress (networking.k8s.io, and the legacy extensions group) and Gateway API routes
+# (gateway.networking.k8s.io, any version) route traffic from outside the cluster to Services.
+INGRESS_GROUPS: Final = frozenset({"networking.k8s.io", "extensions"})
+GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
+GATEWAY_ROUTE_KINDS: Final = frozenset({"HTTPRoute", "GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute"})
 HF_TOKEN_ENV_NAMES: Final = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
 
 Validator = Callable[[ResourceValidationArgs, ReportViolation], None]
@@ -237,13 +245,110 @@ def _exposed_ray_ports(ports: Any) -> list[str]:
     return exposed
 
 
+def _kubernetes_kind(resource_type: str) -> tuple[str, str] | None:
+    """(API group, kind) of a Kubernetes type token: `kubernetes:<group>/<version>:<Kind>`, where
+    the core group is written `core`; None for other providers' types."""
+    provider, _, rest = resource_type.partition(":")
+    group_version, _, kind = rest.partition(":")
+    if provider != "kubernetes" or "/" not in group_version or not kind:
+        return None
+    group = group_version.rsplit("/", 1)[0]
+    return ("" if group == "core" else group), kind
+
+
+@dataclass(frozen=True)
+class _Backend:
+    """One Service a route sends traffic to: where it is written, the Service name and its port."""
+
+    field: str
+    name: Any
+    port: Any
+
+
+def _ingress_backends(props: Mapping[str, Any]) -> Iterator[_Backend]:
+    """`spec.defaultBackend` and every `spec.rules[].http.paths[].backend`, in both the
+    networking.k8s.io/v1 shape (`service: {name, port: {number | name}}`) and the legacy v1beta1
+    shape (`serviceName`, `servicePort`)."""
+    spec = _get(props, "spec")
+    backends: list[tuple[str, Any]] = [("spec.defaultBackend", _get(spec, "defaultBackend"))]
+    backends.append(("spec.backend", _get(spec, "backend")))
+    for r, rule in enumerate(_items(_get(spec, "rules"))):
+        for p, path in enumerate(_items(_get(rule, "http", "paths"))):
+            backends.append((f"spec.rules.{r}.http.paths.{p}.backend", _get(path, "backend")))
+    for field, backend in backends:
+        if not isinstance(backend, Mapping):
+            continue
+        service = _get(backend, "service")
+        if isinstance(service, Mapping):
+            port = _get(service, "port")
+            number, port_name = _get(port, "number"), _get(port, "name")
+            yield _Backend(
+                f"{field}.service", _get(service, "name"), number if number is not None else port_name
+            )
+        elif _get(backend, "serviceName") is not None:
+            yield _Backend(field, _get(backend, "serviceName"), _get(backend, "servicePort"))
+
+
+def _route_backends(props: Mapping[str, Any]) -> Iterator[_Backend]:
+    """Every Service a Gateway API route sends to: `spec.rules[].backendRefs[]` and the
+    `backendRef` of a RequestMirror filter (on the rule or on a backendRef). References to other
+    kinds (`kind` other than Service, or a non-core `group`) are not Services and are skipped."""
+    for r, rule in enumerate(_items(_get(props, "spec", "rules"))):
+        refs: list[tuple[str, Any]] = []
+        holders = [(f"spec.rules.{r}", rule)]
+        for b, ref in enumerate(_items(_get(rule, "backendRefs"))):
+            refs.append((f"spec.rules.{r}.backendRefs.{b}", ref))
+            holders.append((f"spec.rules.{r}.backendRefs.{b}", ref))
+        for where, holder in holders:
+            for f, filter_ in enumerate(_items(_get(holder, "filters"))):
+                mirror = _get(filter_, "requestMirror", "backendRef")
+                refs.append((f"{where}.filters.{f}.requestMirror.backendRef", mirror))
+        for field, ref in refs:
+            if not isinstance(ref, Mapping) or _get(ref, "kind") not in (None, "Service"):
+                continue
+            if _get(ref, "group") not in (None, ""):
+                continue
+            yield _Backend(field, _get(ref, "name"), _get(ref, "port"))
+
+
+def _backend_problem(backend: _Backend) -> str | None:
+    """Why a route's backend reaches Ray's control plane, or None."""
+    port_names = set(RAY_INTERNAL_PORTS)
+    port_numbers = set(RAY_INTERNAL_PORTS.values())
+    if isinstance(backend.name, str) and backend.name.endswith(RAY_HEAD_SERVICE_SUFFIX):
+        return (
+            f"{backend.field} sends traffic to the Ray head Service {backend.name} (dashboard, GCS and "
+            "client ports); route to the serve Service (<name>-serve-svc) instead"
+        )
+    if backend.port in port_numbers or backend.port in port_names:
+        return f"{backend.field} sends traffic to Ray's control port {backend.port} (Service {backend.name})"
+    return None
+
+
 def validate_ray_ports_not_exposed(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     """Ray's dashboard (8265), GCS (6379) and client (10001) ports stay inside the cluster.
 
     They are unauthenticated: whoever reaches them can run code on the cluster. Checked on
-    Services the program creates and on the Services KubeRay creates from a RayService or
-    RayCluster spec (policies never see those, so the spec that asks for them is judged).
+    Services the program creates, on the Services KubeRay creates from a RayService or
+    RayCluster spec (policies never see those, so the spec that asks for them is judged), and on
+    Ingresses and Gateway API routes, which carry outside traffic to a Service: none may point at
+    a control port (by number or by KubeRay's port name) or at the Ray head Service itself.
     """
+    kind = _kubernetes_kind(args.resource_type)
+    if kind is not None and (
+        (kind[0] in INGRESS_GROUPS and kind[1] == "Ingress")
+        or (kind[0] == GATEWAY_GROUP and kind[1] in GATEWAY_ROUTE_KINDS)
+    ):
+        backends = _ingress_backends(args.props) if kind[1] == "Ingress" else _route_backends(args.props)
+        for backend in backends:
+            problem = _backend_problem(backend)
+            if problem:
+                report_violation(
+                    f"{kind[1]} {args.name} {problem}; Ray's control ports must stay inside the cluster "
+                    "(use `kubectl port-forward`)",
+                    None,
+                )
+        return
     if args.resource_type == SERVICE:
         service_type = _get(args.props, "spec", "type")
         exposed = _exposed_ray_ports(_get(args.props, "spec", "ports"))
@@ -358,7 +463,8 @@ RULES: Final = (
     ),
     Rule(
         "ray-ports-not-exposed",
-        "No LoadBalancer or NodePort Service exposes Ray's dashboard, GCS or client port.",
+        "No LoadBalancer or NodePort Service, Ingress or Gateway API route exposes Ray's dashboard, GCS "
+        "or client port or the Ray head Service.",
         validate_ray_ports_not_exposed,
     ),
     Rule(
