@@ -130,6 +130,7 @@ def _ready_message(service: LocalService, serve_config: Mapping[str, Any], echo_
             f"  weights: {', '.join(sources)}",
             "  try:",
             f"    {_example_curl(service.base_url, service.model_ids[0])}",
+            f"  metrics (Prometheus text, what Managed Prometheus scrapes on GKE): {service.metrics_url}",
             f"  Serve logs: {logs}",
             "Ctrl-C stops Serve and the local Ray cluster.",
             "",

@@ -3,7 +3,7 @@
 Everything decided here is decided in `infra.plan`; this module only wires components
 together in dependency order, which is also the reverse of the teardown order:
 network -> cluster + pools -> Kubernetes provider -> KubeRay operator -> namespace, Secret,
-ConfigMap -> RayService.
+ConfigMap -> RayService; the namespace -> PodMonitoring; the cluster's name -> dashboard, alerts.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from infra.components.cluster import GkeCluster, GkeClusterArgs
 from infra.components.kuberay import KubeRayOperator, KubeRayOperatorArgs
 from infra.components.llm_service import LlmService, LlmServiceArgs
 from infra.components.network import GkeNetwork, GkeNetworkArgs
+from infra.components.observability import Observability, ObservabilityArgs
 from infra.plan import ServingPlan, build_plan_for_stack
 from infra.plan.ray_service import NAMESPACE, PORTS, RAY_SERVICE_NAME
 from infra.pulumi_config import engine_config, hf_token
@@ -46,6 +47,12 @@ def port_forward_command(service: str, port: int) -> str:
     return f"kubectl -n {NAMESPACE} port-forward svc/{RAY_SERVICE_NAME}-{service} {port}:{port}"
 
 
+def dashboard_url(dashboard_id: str, project: str | None) -> str:
+    """The Cloud Console page of a dashboard whose id is `projects/<number>/dashboards/<id>`."""
+    url = f"https://console.cloud.google.com/monitoring/dashboards/builder/{dashboard_id.rsplit('/', 1)[-1]}"
+    return f"{url}?project={project}" if project else url
+
+
 def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
     """Create every resource of the running stack; returns the stack outputs."""
     plan = plan_for_running_stack(root)
@@ -69,7 +76,7 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
     operator = KubeRayOperator(
         "kuberay-operator", KubeRayOperatorArgs(node_selector=plan.system_pool.labels), opts=in_cluster
     )
-    LlmService(
+    service = LlmService(
         "llm",
         LlmServiceArgs(
             namespace=NAMESPACE,
@@ -81,6 +88,16 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
         ),
         opts=in_cluster,
     )
+    observability = Observability(
+        "observability",
+        ObservabilityArgs(
+            stack=plan.stack,
+            cluster_name=cluster.cluster.name,
+            namespace=service.namespace.metadata.name,
+            kubernetes_provider=cluster.provider,
+            alert_email=settings.alert_email,
+        ),
+    )
     return {
         "cluster_name": cluster.cluster.name,
         "kubeconfig": cluster.kubeconfig,
@@ -88,6 +105,10 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
         "openai_port_forward": port_forward_command("serve-svc", PORTS["serve"]),
         "openai_base_url": f"http://127.0.0.1:{PORTS['serve']}/v1",
         "dashboard_port_forward": port_forward_command("head-svc", PORTS["dashboard"]),
+        "dashboard_url": pulumi.Output.all(observability.dashboard.id, observability.dashboard.project).apply(
+            lambda args: dashboard_url(args[0], args[1])
+        ),
+        "alert_policies": [policy.display_name for policy in observability.alert_policies],
         "served_models": plan.served_model_ids,
         "skipped_models": {skipped.model_id: skipped.reason for skipped in plan.skipped},
         "estimated_cost_usd_per_hour": {

@@ -22,6 +22,11 @@ CONFIG_MAP: Final = "kubernetes:core/v1:ConfigMap"
 SERVICE: Final = "kubernetes:core/v1:Service"
 RAY_SERVICE: Final = "kubernetes:ray.io/v1:RayService"
 RAY_CLUSTER: Final = "kubernetes:ray.io/v1:RayCluster"
+POD_MONITORING: Final = "kubernetes:monitoring.googleapis.com/v1:PodMonitoring"
+DASHBOARD: Final = "gcp:monitoring/dashboard:Dashboard"
+ALERT_POLICY: Final = "gcp:monitoring/alertPolicy:AlertPolicy"
+NOTIFICATION_CHANNEL: Final = "gcp:monitoring/notificationChannel:NotificationChannel"
+LOG_METRIC: Final = "gcp:logging/metric:Metric"
 # Data sources the program calls (invokes), not resources.
 GET_PROJECT: Final = "gcp:organizations/getProject:getProject"
 

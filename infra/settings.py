@@ -1,4 +1,5 @@
-"""Stack settings: the only things a stack (dev, prod) may change are GPU tiers and autoscaling.
+"""Stack settings: the only things a stack (dev, prod) may change are GPU tiers and autoscaling
+(and, optionally, the email address alerts notify).
 
 Settings come from a `Pulumi.<stack>.yaml` file (offline: tests, the plan report) or from
 the Pulumi engine's config (inside `pulumi up/preview`); both go through
@@ -32,7 +33,7 @@ from configcheck.pydantic_errors import (
     unknown_key_message,
     validation_problems,
 )
-from configcheck.secrets import HF_TOKEN_PATTERN
+from configcheck.secrets import HF_TOKEN_PATTERN, looks_like_secret
 from configcheck.yaml_lines import load_file
 from serve.autoscaling import ReplicaAutoscaling
 from serve.paths import REPO_ROOT
@@ -42,9 +43,20 @@ PROJECT: Final = "llm-serving"
 TIERS_KEY: Final = f"{PROJECT}:tiers"
 AUTOSCALING_KEY: Final = f"{PROJECT}:autoscaling"
 HF_TOKEN_KEY: Final = f"{PROJECT}:hfToken"
+# Optional: where alert notifications go (one email channel). Absent: alerts open incidents in
+# Cloud Monitoring and notify no one. Not a tier or autoscaling setting, but it changes no
+# serving resource, only who hears about an alert; tests/test_program.py allows exactly that.
+ALERT_EMAIL_KEY: Final = f"{PROJECT}:alertEmail"
 GCP_PROJECT_KEY: Final = "gcp:project"
 GCP_REGION_KEY: Final = "gcp:region"
-ALLOWED_KEYS: Final = (GCP_PROJECT_KEY, GCP_REGION_KEY, TIERS_KEY, AUTOSCALING_KEY, HF_TOKEN_KEY)
+ALLOWED_KEYS: Final = (
+    GCP_PROJECT_KEY,
+    GCP_REGION_KEY,
+    TIERS_KEY,
+    AUTOSCALING_KEY,
+    HF_TOKEN_KEY,
+    ALERT_EMAIL_KEY,
+)
 # Top-level keys Pulumi itself writes into stack files besides `config`.
 PULUMI_STACK_FILE_KEYS: Final = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
 
@@ -53,6 +65,10 @@ _TIER_FIELDS: Final = "enabled, spot, gpusPerNode, minNodes, maxNodes and zones"
 _ZONE: Final = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION: Final = re.compile(r"^[a-z]+-[a-z]+\d+$")
 _PROJECT: Final = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+# One address, the shape Cloud Monitoring's email channel takes (local@domain.tld); not RFC 5322.
+_EMAIL: Final = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
 
 
 def _zone_name(zone: str) -> str:
@@ -111,6 +127,7 @@ class StackSettings(BaseModel):
     tiers: dict[TierName, TierSettings]
     autoscaling: ReplicaAutoscaling
     has_hf_token: bool
+    alert_email: str | None = None
 
     def enabled_tiers(self) -> list[TierName]:
         return [name for name in TierName if self.tiers[name].enabled]
@@ -269,6 +286,16 @@ def parse_stack_config(
         )
         project = None
 
+    alert_email = config.get(ALERT_EMAIL_KEY)
+    if alert_email is not None and not (isinstance(alert_email, str) and _EMAIL.match(alert_email)):
+        shown = "" if isinstance(alert_email, str) and looks_like_secret(alert_email) else f"{alert_email!r} "
+        add(
+            (ALERT_EMAIL_KEY,),
+            f"{shown}is not an email address; write one address like oncall@example.com, or remove the "
+            f"key to send alerts nowhere (`pulumi config set {ALERT_EMAIL_KEY} <address> -s {stack}`)",
+        )
+        alert_email = None
+
     tiers: dict[TierName, TierSettings] = {}
     raw_tiers = config.get(TIERS_KEY)
     tier_names = [t.value for t in TierName]
@@ -337,6 +364,7 @@ def parse_stack_config(
         tiers=tiers,
         autoscaling=autoscaling,
         has_hf_token=has_hf_token,
+        alert_email=alert_email,
     )
 
 

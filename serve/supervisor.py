@@ -663,6 +663,14 @@ class LocalService:
         return f"http://127.0.0.1:{self._ports.dashboard}"
 
     @property
+    def metrics_url(self) -> str:
+        """The head's Prometheus export (Ray's metrics agent on `--metrics-export-port`): every Ray
+        Serve (`ray_serve_*`) and vLLM (`ray_vllm_*`) metric of this one-node cluster, the port
+        KubeRay names `metrics` (8080) on a cluster's Ray pods."""
+        assert self._ports is not None, "not started"
+        return f"http://127.0.0.1:{self._ports.metrics_export}/metrics"
+
+    @property
     def work_dir(self) -> Path:
         assert self._record is not None, "not started"
         return Path(self._record.work_dir)

@@ -599,6 +599,9 @@ def test_project_roles_per_identity(setup: Setup) -> None:
             "roles/compute.networkAdmin",
             "roles/iam.serviceAccountAdmin",
             "roles/iam.serviceAccountUser",
+            # The dashboard, alert policies, notification channel and log-based metric.
+            "roles/monitoring.editor",
+            "roles/logging.configWriter",
             "roles/viewer",
             "roles/resourcemanager.projectIamAdmin",
         },

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
@@ -304,6 +305,9 @@ def test_it_prints_the_url_and_an_example_curl(serve_local: CliRun, dev_models: 
     assert serve_local.model_ids == dev_models
     assert f"curl {serve_local.base_url.removesuffix('/v1')}/v1/chat/completions" in printed
     assert f'"model": "{dev_models[0]}"' in printed
+    metrics = re.search(r"metrics \(Prometheus text.*\): (http://127\.0\.0\.1:\d+/metrics)", printed)
+    assert metrics, printed
+    assert "ray_serve_" in httpx.get(metrics[1], timeout=10.0, trust_env=False).text
 
 
 def test_models_listed_are_the_served_catalog_ids(serve_local: CliRun, dev_models: list[str]) -> None:

@@ -1,7 +1,7 @@
 """The rendered RayService validated against KubeRay v1.7.0's own CRDs, and the CRD check itself.
 
 The conversion of the CRDs' structural schemas to JSON Schema, and why it refuses fields the
-API server would prune, is in `helpers.kuberay_schema`.
+API server would prune, is in `helpers.crd_schema`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any, Final
 
 import jsonschema
 import pytest
+from helpers.crd_schema import crd_errors, crd_json_schema, structural_to_json_schema
 from helpers.documents import ray_cluster_document, ray_service_document
-from helpers.kuberay_schema import crd_errors, crd_json_schema, structural_to_json_schema
 from helpers.stack_files import STACKS
 
 from infra.plan import ServingPlan

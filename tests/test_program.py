@@ -30,7 +30,7 @@ from infra.report.mock_engine import (
     run_program,
     stack_config,
 )
-from infra.settings import HF_TOKEN_KEY, TIERS_KEY, stack_file
+from infra.settings import ALERT_EMAIL_KEY, HF_TOKEN_KEY, TIERS_KEY, stack_file
 from infra.versions import KUBERAY_CHART, KUBERAY_VERSION
 from serve.paths import CATALOG_FILE_NAME
 from serve.serve_config import HF_TOKEN_ENV
@@ -315,6 +315,11 @@ ALLOWED_STACK_DIFFERENCES = (
     rf"^{RAY_SERVICE}/llm-rayservice:spec\.serveConfigV2$",
     # The system pool sits in the first zone of the first enabled tier.
     rf"^{NODE_POOL}/gke-system:nodeLocations.*$",
+    # The one optional key that is neither: `llm-serving:alertEmail` adds an email notification
+    # channel and points the alert policies at it. It changes who hears about an alert, never
+    # what serves, scrapes or alerts (README, "Dashboards and alerts").
+    rf"^{resource_types.NOTIFICATION_CHANNEL}/observability-alert-email:<exists>$",
+    rf"^{resource_types.ALERT_POLICY}/observability-[a-z0-9-]+:notificationChannels.*$",
 )
 
 
@@ -368,6 +373,16 @@ def test_dev_and_prod_differ_only_in_tier_and_autoscaling(program_runs: dict[str
     # The differences the stack files really make are all visible.
     assert any("workerGroupSpecs" in d for d in differences)
     assert f"{NODE_POOL}/gke-gpu-a100:<exists>" in differences
+
+
+def test_an_alert_email_in_one_stack_is_an_allowed_difference(program_runs: dict[str, ProgramRun]) -> None:
+    prod_with_email = run_program(
+        "prod", config={**stack_config("prod"), ALERT_EMAIL_KEY: "oncall@example.com"}
+    )
+    differences = stack_differences(program_runs["prod"], prod_with_email)
+    assert f"{resource_types.NOTIFICATION_CHANNEL}/observability-alert-email:<exists>" in differences
+    assert disallowed(differences) == []
+    assert disallowed(stack_differences(program_runs["dev"], prod_with_email)) == []
 
 
 def test_the_stack_rule_fails_on_a_non_tier_difference(

@@ -5,7 +5,7 @@
   plan hands to the cluster is accepted by Ray's and KubeRay's own definitions: every LLM config
   constructs `ray.serve.llm.LLMConfig`, the serve config validates as `ServeDeploySchema`
   (as planned and as parsed back from serveConfigV2), and the RayService validates against the
-  KubeRay v1.7.0 CRD (`helpers.kuberay_schema.validate_ray_service`).
+  KubeRay v1.7.0 CRD (`helpers.crd_schema.validate_ray_service`).
 - Random *invalid* mutations of a valid catalog or stack file (one field given a bad value
   from a per-field list, or an unknown key injected) are always refused with a located
   problem naming the file, a line inside the file, on which the mutated key is written, and
@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers.crd_schema import validate_ray_service
 from helpers.documents import ray_service_document
-from helpers.kuberay_schema import validate_ray_service
 from helpers.stack_files import STACKS, raw_config
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st

@@ -16,8 +16,8 @@ from typing import Any
 import pulumi
 import pytest
 import yaml
+from helpers.crd_schema import validate_ray_service
 from helpers.generated_catalog import generated_models
-from helpers.kuberay_schema import validate_ray_service
 from helpers.stack_files import STACKS, copy_inputs, raw_config
 
 from infra.plan import ServingPlan
@@ -216,6 +216,7 @@ def test_kubernetes_objects_are_written_in_apply_order(
         "10-helmrelease-kuberay-operator.yaml",
         "10-namespace-llm-serving.yaml",
         f"20-configmap-{plan.env_config_map_name}.yaml",
+        "20-podmonitoring-ray.yaml",
         "20-secret-hf-token.yaml",
         "30-rayservice-llm.yaml",
     ]

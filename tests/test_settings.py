@@ -478,3 +478,35 @@ def test_required_token_held_as_a_secret_is_accepted(tmp_path: Path) -> None:
     assert parse_stack_config(
         encrypted, stack="dev", file=file, lines=lines, require_hf_token=True
     ).has_hf_token
+
+
+# --- the optional alert email -------------------------------------------------------------------
+
+
+def test_alert_email_is_optional_and_taken_when_it_is_an_address(tmp_path: Path) -> None:
+    config, lines, file, _ = dev_config(tmp_path)
+    assert parse_stack_config(config, stack="dev", file=file, lines=lines).alert_email is None
+    config, lines, file, _ = dev_config(tmp_path, "  llm-serving:alertEmail: oncall+llm@example.com\n")
+    settings = parse_stack_config(config, stack="dev", file=file, lines=lines)
+    assert settings.alert_email == "oncall+llm@example.com"
+
+
+@pytest.mark.parametrize("value", ["oncall", "oncall@localhost", "a@b@example.com", "[a@example.com]", "42"])
+def test_a_bad_alert_email_is_refused_at_its_line(tmp_path: Path, value: str) -> None:
+    config, lines, file, text = dev_config(tmp_path, f"  llm-serving:alertEmail: {value}\n")
+    with pytest.raises(ConfigError) as raised:
+        parse_stack_config(config, stack="dev", file=file, lines=lines)
+    (problem,) = raised.value.problems
+    assert problem.field == "config.llm-serving:alertEmail"
+    assert problem.line == find_line(text, "  llm-serving:alertEmail:")
+    assert "is not an email address" in problem.message and "oncall@example.com" in problem.message
+
+
+def test_a_token_pasted_as_alert_email_is_never_printed(tmp_path: Path) -> None:
+    config, lines, file, text = dev_config(tmp_path, f"  llm-serving:alertEmail: {TOKEN}\n")
+    with pytest.raises(ConfigError) as raised:
+        parse_stack_config(config, stack="dev", file=file, lines=lines)
+    assert TOKEN not in str(raised.value)
+    fields = {p.field for p in raised.value.problems}
+    assert fields == {"config.llm-serving:alertEmail"}
+    assert all(p.line == find_line(text, "  llm-serving:alertEmail:") for p in raised.value.problems)

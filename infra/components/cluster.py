@@ -14,6 +14,7 @@ import pulumi_kubernetes as k8s
 
 from infra.plan.network import DATAPATH_PROVIDER, NetworkSpec
 from infra.plan.node_pools import GPU_DRIVER_VERSION, NodePoolSpec
+from infra.plan.observability import MONITORING_COMPONENTS
 
 RELEASE_CHANNEL: Final = "REGULAR"
 OAUTH_SCOPES: Final = ["https://www.googleapis.com/auth/cloud-platform"]
@@ -193,6 +194,12 @@ class GkeCluster(pulumi.ComponentResource):
             ),
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel=RELEASE_CHANNEL),
             enable_shielded_nodes=True,
+            # Managed Service for Prometheus (managed collection: the PodMonitoring in
+            # infra/components/observability.py) and GKE's managed DCGM GPU metrics.
+            monitoring_config=gcp.container.ClusterMonitoringConfigArgs(
+                enable_components=list(MONITORING_COMPONENTS),
+                managed_prometheus=gcp.container.ClusterMonitoringConfigManagedPrometheusArgs(enabled=True),
+            ),
             # `pulumi destroy` must work on every stack without a manual step; guard prod by
             # hand with `pulumi state protect` (README) rather than a per-stack switch.
             deletion_protection=False,

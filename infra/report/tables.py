@@ -21,6 +21,7 @@ from infra.plan.gke_nodes import FACTS_READ_ON as GKE_FACTS_READ_ON
 from infra.plan.gke_nodes import SAFETY_MARGIN, Resources, allocatable, node_pods_requests
 from infra.plan.kuberay_rollout import rollout
 from infra.plan.node_pools import NodePoolSpec
+from infra.plan.observability import Scope, alerts, dashboard_display_name, sections
 from infra.settings import AUTOSCALING_KEY, HF_TOKEN_KEY, TIERS_KEY, set_secret_command, stack_file
 from infra.versions import KUBERAY_VERSION
 from serve.paths import REPO_ROOT
@@ -219,6 +220,48 @@ def node_fit_table(plan: ServingPlan) -> Table:
     return table
 
 
+# The cluster's name is known only once GKE has it; the tables show where it goes.
+_CLUSTER_PLACEHOLDER: Final = "<cluster>"
+
+
+def dashboard_table(plan: ServingPlan) -> Table:
+    table = Table(
+        title=f"Dashboard: {dashboard_display_name(plan.stack)} (Cloud Monitoring, PromQL)",
+        title_justify="left",
+    )
+    for column in ("section", "panel", "series", "unit", "by", "metrics"):
+        table.add_column(column)
+    for section in sections(Scope(_CLUSTER_PLACEHOLDER)):
+        for panel in section.panels:
+            metrics = ", ".join(sorted({m.name for m in panel.metrics}))
+            table.add_row(
+                section.title,
+                escape(panel.title),
+                ", ".join(series.name for series in panel.series),
+                escape(panel.unit),
+                ", ".join(panel.group_by),
+                escape(metrics + (" (cluster only)" if panel.cluster_only else "")),
+            )
+    return table
+
+
+def alert_table(plan: ServingPlan) -> Table:
+    email = plan.settings.alert_email
+    where = f"notify {email}" if email else "no notification channel (llm-serving:alertEmail unset)"
+    table = Table(title=f"Alert policies ({where})", title_justify="left")
+    for column in ("alert", "severity", "fires when", "for"):
+        table.add_column(column)
+    for alert in alerts(Scope(_CLUSTER_PLACEHOLDER)):
+        metrics = ", ".join(m.name for m in alert.metrics)
+        table.add_row(
+            f"{escape(alert.title)} ({alert.name})",
+            alert.severity,
+            escape(f"{metrics} {alert.comparison} {alert.threshold:g}"),
+            f"{alert.duration_s // 60} min",
+        )
+    return table
+
+
 def print_plan(console: Console, plan: ServingPlan) -> None:
     settings = plan.settings
     console.print(
@@ -240,6 +283,8 @@ def print_plan(console: Console, plan: ServingPlan) -> None:
         f"Hourly cost: idle {usd(plan.cost.idle_usd_per_hour)}, at max {usd(plan.cost.max_usd_per_hour)} "
         f"(prices read on {plan.cost.prices_read_on}, {plan.cost.prices_region})"
     )
+    console.print(dashboard_table(plan))
+    console.print(alert_table(plan))
 
 
 # --- two stacks ---------------------------------------------------------------------------

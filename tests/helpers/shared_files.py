@@ -1,4 +1,4 @@
-"""`../shared` next to the repo: the KubeRay release files the CRD checks read.
+"""`../shared` next to the repo: the KubeRay release files and Managed Prometheus CRDs the checks read.
 
 Missing reference files fail the test that needs them (never a skip): a check that quietly
 does not run is worse than no check.
@@ -32,4 +32,15 @@ def kuberay_dir() -> Path:
             f"KubeRay CRDs not found at {crds}: copy the {KUBERAY_DIR_NAME} release's crds/ there "
             "(ray.io_rayservices.yaml, ray.io_rayclusters.yaml)"
         )
+    return path
+
+
+GMP_CRDS_DIR_NAME: Final = "gmp-crds"
+
+
+def gmp_crds_dir() -> Path:
+    """Google Cloud Managed Service for Prometheus' CRDs (PodMonitoring, ...), from its release."""
+    path = shared_dir() / GMP_CRDS_DIR_NAME
+    if not (path / "monitoring.googleapis.com_podmonitorings.yaml").is_file():
+        pytest.fail(f"Managed Prometheus CRDs not found at {path}: copy them there")
     return path

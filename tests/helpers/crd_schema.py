@@ -1,4 +1,7 @@
-"""KubeRay v1.7.0's own CRDs as JSON Schema: `crd_errors(kind, obj)`, `validate_ray_service(obj)`.
+"""The CRDs of what the stack creates in the cluster, as JSON Schema: `crd_errors(kind, obj)`.
+
+KubeRay v1.7.0's RayService and RayCluster, and Google Cloud Managed Service for Prometheus'
+PodMonitoring (`CRDS` says where each is read from); `validate_ray_service(obj)` for short.
 
 A CRD's `openAPIV3Schema` is a Kubernetes *structural* schema, not plain JSON Schema. The
 API server prunes every field a structural schema does not declare, so a misspelt field
@@ -29,21 +32,25 @@ validation of the converted schema means what the API server means.
 The root `metadata` is `type: object` with no properties in every CRD (the API server
 validates ObjectMeta itself); it is replaced by a small ObjectMeta schema.
 
-The CRDs are read from `../shared/kuberay-v1.7.0/crds/` next to the repo (`helpers.shared_files.kuberay_dir`);
-if they are missing the calling test fails (never skips).
+The CRDs are read from `../shared/` next to the repo: `kuberay-v1.7.0/crds/`
+(`helpers.shared_files.kuberay_dir`) and `gmp-crds/` (`helpers.shared_files.gmp_crds_dir`); if
+one is missing the calling test fails (never skips).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import jsonschema
 import pytest
 import yaml
 
-from helpers.shared_files import kuberay_dir
+from helpers.shared_files import gmp_crds_dir, kuberay_dir
 
 _DROPPED: Final = frozenset(
     {
@@ -150,13 +157,34 @@ def structural_to_json_schema(
     return out
 
 
+@dataclass(frozen=True)
+class Crd:
+    group: str
+    plural: str
+    directory: Callable[[], Path]
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/v1"
+
+    def path(self) -> Path:
+        return self.directory() / f"{self.group}_{self.plural}.yaml"
+
+
+CRDS: Final = {
+    "RayService": Crd("ray.io", "rayservices", lambda: kuberay_dir() / "crds"),
+    "RayCluster": Crd("ray.io", "rayclusters", lambda: kuberay_dir() / "crds"),
+    "PodMonitoring": Crd("monitoring.googleapis.com", "podmonitorings", gmp_crds_dir),
+}
+
+
 @functools.cache
 def crd_json_schema(kind: str) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """JSON Schema of the served storage version (v1) of a KubeRay CRD, and its CEL-rule paths."""
-    plural = {"RayService": "rayservices", "RayCluster": "rayclusters"}[kind]
-    path = kuberay_dir() / "crds" / f"ray.io_{plural}.yaml"
+    """JSON Schema of the served storage version (v1) of a CRD in `CRDS`, and its CEL-rule paths."""
+    crd_file = CRDS[kind]
+    path = crd_file.path()
     if not path.is_file():
-        pytest.fail(f"{path} is missing: the KubeRay v1.7.0 CRDs must be in ../shared")
+        pytest.fail(f"{path} is missing: the {kind} CRD must be in ../shared")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     assert crd["spec"]["names"]["kind"] == kind
@@ -168,7 +196,7 @@ def crd_json_schema(kind: str) -> tuple[dict[str, Any], tuple[str, ...]]:
     cel: list[str] = []
     schema = structural_to_json_schema(structural, cel=cel)
     schema["properties"]["metadata"] = OBJECT_META_SCHEMA
-    schema["properties"]["apiVersion"] = {"const": "ray.io/v1"}
+    schema["properties"]["apiVersion"] = {"const": crd_file.api_version}
     schema["properties"]["kind"] = {"const": kind}
     schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata", "spec"})
     schema["$schema"] = "http://json-schema.org/draft-07/schema#"

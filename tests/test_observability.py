@@ -1,0 +1,288 @@
+"""Dashboards and alerts as code (infra/plan/observability.py, infra/components/observability.py):
+the PodMonitoring against Managed Prometheus' own CRD, the dashboard's structure, every query
+through a real PromQL parser and against the declared metrics, the alert policies the program
+registers for dev and prod, the optional alert email, and the committed layout picture.
+
+That the declared Ray and vLLM metrics and labels really exist is `tests/test_metrics_local.py`
+(slow: a real local run, scraped).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from typing import Any
+
+import pytest
+from helpers.crd_schema import crd_errors, crd_json_schema
+from helpers.promql import query_uses
+from helpers.stack_files import STACKS
+
+from infra import resource_types
+from infra.plan import observability as obs
+from infra.plan.ray_service import NAMESPACE
+from infra.report import dashboard_picture
+from infra.report.mock_engine import ProgramRun, run_program, stack_config
+from infra.report.tables import make_console, print_plan
+from infra.settings import ALERT_EMAIL_KEY
+
+MOCK_CLUSTER = "gke-cluster"  # the name the mock engine gives the cluster
+SCOPE = obs.Scope(MOCK_CLUSTER)
+SERIES_TO_METRIC = {name: metric for metric in obs.METRICS for name in metric.series_names}
+PROTECTED = set(obs.MANAGED_PROMETHEUS_LABELS) | {
+    "top_level_controller",
+    "top_level_controller_type",
+    "__address__",
+}
+
+
+def _metric_of(name: str) -> obs.Metric:
+    if name in SERIES_TO_METRIC:
+        return SERIES_TO_METRIC[name]
+    preemptions = obs.preemption_metric(MOCK_CLUSTER)
+    assert name == preemptions.name, f"{name} is not declared in infra.plan.observability.METRICS"
+    return preemptions
+
+
+def _all_queries() -> list[tuple[str, str]]:
+    found = [(f"panel {p.title} / {s.name}", s.query) for p in obs.panels(SCOPE) for s in p.series]
+    return found + [(f"alert {a.name}", a.condition) for a in obs.alerts(SCOPE)]
+
+
+# --- the scrape ----------------------------------------------------------------------------
+
+
+def _pod_monitoring(run: ProgramRun) -> dict[str, Any]:
+    resource = run.one(resource_types.POD_MONITORING)
+    return {key: resource.inputs[key] for key in ("apiVersion", "kind", "metadata", "spec")}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_pod_monitoring_validates_against_the_managed_prometheus_crd(
+    program_runs: dict[str, ProgramRun], stack: str
+) -> None:
+    document = _pod_monitoring(program_runs[stack])
+    assert crd_errors("PodMonitoring", document) == []
+    assert document["metadata"]["namespace"] == NAMESPACE
+    # The CRD's CEL rules (not evaluated by the JSON Schema) that touch what the spec sets.
+    _, cel = crd_json_schema("PodMonitoring")
+    assert ".spec.targetLabels.fromPod[].to" in cel and ".spec.endpoints[]" in cel
+    spec = document["spec"]
+    for mapping in spec["targetLabels"]["fromPod"]:
+        assert mapping["to"] not in PROTECTED
+    for endpoint in spec["endpoints"]:
+        assert endpoint["port"] not in (0, "0") and "timeout" not in endpoint
+        assert {"authorization", "basicAuth", "oauth2", "tls"}.isdisjoint(endpoint)
+        for rule in endpoint["metricRelabeling"]:
+            assert rule.get("targetLabel") not in PROTECTED
+            assert rule["action"] != "labeldrop" or "regex" in rule
+
+
+def test_the_crd_check_has_teeth() -> None:
+    spec = obs.pod_monitoring_spec()
+    spec["endpoints"][0]["prot"] = "metrics"
+    spec["selector"]["matchLabel"] = {}
+    document = {
+        "apiVersion": obs.POD_MONITORING_API_VERSION,
+        "kind": "PodMonitoring",
+        "metadata": {"name": "ray", "namespace": NAMESPACE},
+        "spec": spec,
+    }
+    errors = "\n".join(crd_errors("PodMonitoring", document))
+    assert "'prot' was unexpected" in errors and "'matchLabel' was unexpected" in errors
+
+
+def test_pod_monitoring_selects_kuberays_ray_pods_on_their_metrics_port() -> None:
+    """KubeRay v1.7.0 labels every Ray pod `ray.io/is-ray-node: yes` and `ray.io/node-type`
+    (common/pod.go labelPod) and names port 8080 `metrics` (utils/constant.go)."""
+    spec = obs.pod_monitoring_spec()
+    assert spec["selector"]["matchLabels"] == {"ray.io/is-ray-node": "yes"}
+    (expression,) = spec["selector"]["matchExpressions"]
+    assert expression == {"key": "ray.io/node-type", "operator": "In", "values": ["head", "worker"]}
+    (endpoint,) = spec["endpoints"]
+    assert endpoint["port"] == "metrics"
+    # Exactly the series the queries use are kept (cost: GMP bills per sample).
+    (keep,) = endpoint["metricRelabeling"]
+    kept = re.compile(f"^(?:{keep['regex']})$")
+    used = {name for _, query in _all_queries() for name in query_uses(query).metrics}
+    ray_used = {name for name in used if _metric_of(name).source in obs.RAY_SOURCES}
+    assert ray_used and all(kept.match(name) for name in ray_used)
+    assert not kept.match("ray_node_cpu_utilization")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_pod_monitoring_is_in_the_namespace_and_goes_before_it(
+    program_runs: dict[str, ProgramRun], stack: str
+) -> None:
+    run = program_runs[stack]
+    monitoring, namespace = run.one(resource_types.POD_MONITORING), run.one(resource_types.NAMESPACE)
+    assert namespace.urn in monitoring.dependencies
+    assert monitoring.provider.startswith(run.one(resource_types.KUBERNETES_PROVIDER).urn)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_cluster_runs_managed_prometheus_and_dcgm(program_runs: dict[str, ProgramRun], stack: str) -> None:
+    config = program_runs[stack].one(resource_types.CLUSTER).inputs["monitoringConfig"]
+    assert config == {
+        "enableComponents": ["SYSTEM_COMPONENTS", "DCGM"],
+        "managedPrometheus": {"enabled": True},
+    }
+
+
+# --- every query -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("where", "query"), _all_queries(), ids=[w for w, _ in _all_queries()])
+def test_every_query_parses_and_uses_only_declared_metrics_and_labels(where: str, query: str) -> None:
+    uses = query_uses(query)  # raises on a syntax error
+    assert uses.metrics, where
+    declared: set[str] = {"le"}
+    for name in uses.metrics:
+        metric = _metric_of(name)
+        declared |= set(metric.labels)
+        scope = {"cluster", "namespace"} if metric.source in obs.RAY_SOURCES else {"cluster"}
+        assert scope <= uses.matchers[name], f"{where}: {name} is not scoped to the stack's cluster"
+        assert uses.matchers[name] - scope <= set(metric.labels), f"{where}: {name} {uses.matchers[name]}"
+    assert uses.grouping <= declared, f"{where}: grouped by undeclared labels {uses.grouping - declared}"
+
+
+def test_the_query_check_has_teeth() -> None:
+    with pytest.raises(Exception):  # noqa: B017 - the parser raises its own (Rust-side) error type
+        query_uses("sum by (model_name (ray_vllm_num_requests_waiting)")
+    uses = query_uses('sum by (tier) (rate(not_declared{cluster="x"}[5m]))')
+    assert uses.metrics == {"not_declared"} and uses.grouping == {"tier"}
+    with pytest.raises(AssertionError):
+        _metric_of("not_declared")
+
+
+def test_every_declared_metric_is_used() -> None:
+    used = {_metric_of(name).name for _, query in _all_queries() for name in query_uses(query).metrics}
+    assert {m.name for m in obs.METRICS} <= used
+
+
+# --- the dashboard -----------------------------------------------------------------------------
+
+
+def test_dashboard_structure() -> None:
+    board = obs.dashboard("dev", SCOPE)
+    mosaic = board["mosaicLayout"]
+    assert mosaic["columns"] == 48
+    cells: set[tuple[int, int]] = set()
+    for tile in mosaic["tiles"]:
+        assert tile["xPos"] >= 0 and tile["yPos"] >= 0 and tile["width"] > 0 and tile["height"] > 0
+        assert tile["xPos"] + tile["width"] <= 48, tile["widget"]["title"]
+        covered = {
+            (x, y)
+            for x in range(tile["xPos"], tile["xPos"] + tile["width"])
+            for y in range(tile["yPos"], tile["yPos"] + tile["height"])
+        }
+        assert not covered & cells, f"{tile['widget']['title']} overlaps another tile"
+        cells |= covered
+        widget = tile["widget"]
+        assert widget["title"]
+        assert ("xyChart" in widget) != ("sectionHeader" in widget)
+        for data_set in widget.get("xyChart", {}).get("dataSets", []):
+            assert set(data_set["timeSeriesQuery"]) == {"prometheusQuery", "unitOverride"}
+            query_uses(data_set["timeSeriesQuery"]["prometheusQuery"])
+    titles = [tile["widget"]["title"] for tile in mosaic["tiles"]]
+    assert len(titles) == len(set(titles))
+    for wanted in (
+        "Time to first token",
+        "Time per output token",
+        "Requests running and waiting",
+        "Tokens per second",
+        "KV-cache usage",
+        "Prefix-cache hit rate",
+        "Replicas: target vs running",
+        "HTTP errors by code",
+        "GPU utilisation",
+        "GPU memory used",
+        "GPU nodes",
+        "Spot preemptions",
+        "Cold start: replica creation to ready",
+    ):
+        assert wanted in titles
+    latency = next(p for p in obs.panels(SCOPE) if p.title == "Time to first token")
+    assert [s.name for s in latency.series] == ["p50", "p90", "p99"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_program_registers_the_dashboard(program_runs: dict[str, ProgramRun], stack: str) -> None:
+    run = program_runs[stack]
+    board = json.loads(run.one(resource_types.DASHBOARD).inputs["dashboardJson"])
+    assert board == obs.dashboard(stack, SCOPE)
+    assert run.outputs["dashboard_url"].startswith("https://console.cloud.google.com/monitoring/dashboards/")
+    metric = run.one(resource_types.LOG_METRIC).inputs
+    assert metric["name"] == obs.preemption_log_metric_name(MOCK_CLUSTER)
+    assert obs.PREEMPTION_METHOD in metric["filter"]
+    assert metric["labelExtractors"] == {"tier": obs.preemption_tier_extractor()}
+
+
+def test_the_committed_layout_picture_is_the_current_definition() -> None:
+    committed = dashboard_picture.PICTURE.read_text(encoding="utf-8")
+    assert obs.layout_digest() in committed
+    assert committed == dashboard_picture.render(), "run: python -m infra.report.dashboard_picture"
+
+
+# --- alerts ------------------------------------------------------------------------------------
+
+EXPECTED_ALERTS = {
+    # name: (threshold in the condition, duration, severity)
+    "TtftP90High": ("> 2", "600s", "WARNING"),
+    "RequestsWaitingTooLong": ("> 5", "600s", "WARNING"),
+    "KvCacheSaturated": ("> 0.95", "900s", "WARNING"),
+    "Http5xxRate": ("> 0.05", "300s", "ERROR"),
+    "NoReplicaWhileRequestsArrive": ("> 0", "900s", "CRITICAL"),
+}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_alert_policies_are_registered_with_their_defaults(
+    program_runs: dict[str, ProgramRun], stack: str
+) -> None:
+    run = program_runs[stack]
+    policies = run.of_type(resource_types.ALERT_POLICY)
+    by_rule = {}
+    for policy in policies:
+        (condition,) = policy.inputs["conditions"]
+        by_rule[condition["conditionPrometheusQueryLanguage"]["alertRule"]] = policy
+    assert set(by_rule) == set(EXPECTED_ALERTS)
+    for alert in obs.alerts(SCOPE):
+        threshold, duration, severity = EXPECTED_ALERTS[alert.name]
+        policy = by_rule[alert.name].inputs
+        (condition,) = policy["conditions"]
+        promql = condition["conditionPrometheusQueryLanguage"]
+        assert promql["query"] == alert.condition and promql["query"].endswith(f") {threshold}")
+        assert promql["duration"] == duration and promql["evaluationInterval"] == "60s"
+        assert re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", promql["alertRule"])
+        assert re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", promql["ruleGroup"])
+        assert policy["severity"] == severity and policy["combiner"] == "OR"
+        assert policy["documentation"]["content"] and policy["displayName"].startswith(
+            f"llm-serving {stack}: "
+        )
+        assert "notificationChannels" not in policy, "no channel unless llm-serving:alertEmail is set"
+    assert resource_types.NOTIFICATION_CHANNEL not in {r.type_ for r in run.resources}
+
+
+def test_an_alert_email_adds_one_channel_every_policy_notifies() -> None:
+    config = {**stack_config("prod"), ALERT_EMAIL_KEY: "oncall@example.com"}
+    run = run_program("prod", config=config)
+    channel = run.one(resource_types.NOTIFICATION_CHANNEL)
+    assert channel.inputs["type"] == "email"
+    assert channel.inputs["labels"] == {"email_address": "oncall@example.com"}
+    for policy in run.of_type(resource_types.ALERT_POLICY):
+        assert policy.inputs["notificationChannels"] == [channel.resource_id]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_plan_report_lists_the_dashboard_and_the_alerts(plans: dict[str, Any], stack: str) -> None:
+    buffer = io.StringIO()
+    print_plan(make_console(buffer), plans[stack])
+    printed = buffer.getvalue()
+    assert obs.dashboard_display_name(stack) in printed
+    for panel in obs.panels(SCOPE):
+        assert panel.title in printed
+    for alert in obs.alerts(SCOPE):
+        assert alert.name in printed
+    assert "llm-serving:alertEmail unset" in printed
