@@ -141,7 +141,12 @@ def test_every_query_parses_and_uses_only_declared_metrics_and_labels(where: str
     for name in uses.metrics:
         metric = _metric_of(name)
         declared |= set(metric.labels)
-        scope = {"cluster", "namespace"} if metric.source in obs.RAY_SOURCES else {"cluster"}
+        if metric.source in obs.RAY_SOURCES:
+            scope = {"cluster", "namespace"}
+        elif metric.source is obs.Source.PREEMPTION_LOG:
+            scope = {"monitored_resource"}  # a VM's metric: no `cluster` label (its name is per cluster)
+        else:
+            scope = {"cluster"}
         assert scope <= uses.matchers[name], f"{where}: {name} is not scoped to the stack's cluster"
         assert uses.matchers[name] - scope <= set(metric.labels), f"{where}: {name} {uses.matchers[name]}"
     assert uses.grouping <= declared, f"{where}: grouped by undeclared labels {uses.grouping - declared}"
@@ -154,6 +159,22 @@ def test_the_query_check_has_teeth() -> None:
     assert uses.metrics == {"not_declared"} and uses.grouping == {"tier"}
     with pytest.raises(AssertionError):
         _metric_of("not_declared")
+
+
+def test_the_5xx_ratio_leaves_out_serves_own_health_routes() -> None:
+    (alert,) = [a for a in obs.alerts(SCOPE) if a.name == "Http5xxRate"]
+    numerator, denominator = alert.expression.split(" / ")
+    for side in (numerator, denominator):
+        assert f'route!~"{obs.SERVE_OWN_ROUTES}"' in side
+    assert re.fullmatch(obs.SERVE_OWN_ROUTES, "/-/healthz") and not re.fullmatch(
+        obs.SERVE_OWN_ROUTES, "/v1/chat/completions"
+    )
+
+
+def test_the_preemption_panel_selects_the_vm_metric_not_a_cluster_label() -> None:
+    (panel,) = [p for p in obs.panels(SCOPE) if p.title == "Spot preemptions"]
+    query = panel.series[0].query
+    assert 'monitored_resource="gce_instance"' in query and "cluster=" not in query
 
 
 def test_every_declared_metric_is_used() -> None:
@@ -255,6 +276,8 @@ def test_alert_policies_are_registered_with_their_defaults(
         promql = condition["conditionPrometheusQueryLanguage"]
         assert promql["query"] == alert.condition and promql["query"].endswith(f") {threshold}")
         assert promql["duration"] == duration and promql["evaluationInterval"] == "60s"
+        # Fresh stacks have no samples yet; validation would refuse the policy (review of #14).
+        assert promql["disableMetricValidation"] is True
         assert re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", promql["alertRule"])
         assert re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", promql["ruleGroup"])
         assert policy["severity"] == severity and policy["combiner"] == "OR"

@@ -61,6 +61,10 @@ def _condition(alert: Alert, cluster_name: pulumi.Output[str]) -> gcp.monitoring
             evaluation_interval=EVALUATION_INTERVAL,
             alert_rule=alert.name,
             rule_group=RULE_GROUP,
+            # Cloud Monitoring refuses a PromQL condition over a metric it has never received, and
+            # on a fresh stack nothing has been scraped yet (Ray exports the 5xx counter only after
+            # a first error): validation would fail the first `pulumi up`.
+            disable_metric_validation=True,
         ),
     )
 

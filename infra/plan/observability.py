@@ -197,14 +197,14 @@ REPLICA_STARTUP: Final = Metric(
 HTTP_REQUESTS: Final = Metric(
     "ray_serve_num_http_requests_total",
     "counter",
-    ("status_code",),
+    ("status_code", "route"),
     Source.SERVE,
     "ray/serve/_private/request_ingress_metrics.py serve_num_http_requests (the proxy)",
 )
 HTTP_ERRORS: Final = Metric(
     "ray_serve_num_http_error_requests_total",
     "counter",
-    ("error_code",),
+    ("error_code", "route"),
     Source.SERVE,
     "ray/serve/_private/request_ingress_metrics.py serve_num_http_error_requests (the proxy)",
 )
@@ -304,7 +304,12 @@ class Scope:
     cluster: str
 
     def select(self, metric: Metric, suffix: str = "", *matchers: str) -> str:
-        scoped = [f'cluster="{self.cluster}"']
+        # A log-based metric is written against the VM (gce_instance: project, zone, instance), not
+        # against a cluster: only Managed Prometheus adds `cluster`. Its name is per cluster already.
+        if metric.source is Source.PREEMPTION_LOG:
+            scoped = [f'monitored_resource="{PREEMPTION_RESOURCE}"']
+        else:
+            scoped = [f'cluster="{self.cluster}"']
         if metric.source in RAY_SOURCES:
             scoped.append(f'namespace="{NAMESPACE}"')
         name = f"{metric.name}_{suffix}" if suffix else metric.name
@@ -549,6 +554,7 @@ def panels(scope: Scope) -> tuple[Panel, ...]:
 # --- spot preemptions: a log-based metric ---------------------------------------------------
 
 PREEMPTION_METHOD: Final = "compute.instances.preempted"
+PREEMPTION_RESOURCE: Final = "gce_instance"
 PREEMPTION_LABEL: Final = "tier"
 
 
@@ -595,6 +601,7 @@ KV_CACHE_SATURATED: Final = 0.95
 HTTP_5XX_RATIO: Final = 0.05
 NO_REPLICA_MINUTES: Final = 15
 EVALUATION_INTERVAL: Final = "60s"
+SERVE_OWN_ROUTES: Final = "/-/.*"
 RULE_GROUP: Final = "llm_serving"
 
 
@@ -624,6 +631,10 @@ class Alert:
 def alerts(scope: Scope) -> tuple[Alert, ...]:
     model = _MODEL
     five_xx = 'error_code=~"5.."'
+    # Ray's proxy counts its own health and route checks (`/-/healthz`, `/-/routes`: probes every
+    # few seconds, ray/serve/_private/proxy.py) too; they would dilute the ratio and their 503s
+    # while draining are no user's error.
+    api_routes = f'route!~"{SERVE_OWN_ROUTES}"'
     queued = gauge(scope, "sum", QUEUED_REQUESTS, _DEPLOYMENT, MODEL_DEPLOYMENTS)
     healthy = gauge(scope, "sum", HEALTHY_REPLICAS, _DEPLOYMENT, MODEL_DEPLOYMENTS)
     no_replica = f"{queued} unless on (deployment) ({healthy} > 0)"
@@ -670,7 +681,8 @@ def alerts(scope: Scope) -> tuple[Alert, ...]:
         Alert(
             "Http5xxRate",
             "5xx responses",
-            f"{rate_sum(scope, HTTP_ERRORS, (), '5m', five_xx)} / {rate_sum(scope, HTTP_REQUESTS, ())}",
+            f"{rate_sum(scope, HTTP_ERRORS, (), '5m', five_xx, api_routes)} / "
+            f"{rate_sum(scope, HTTP_REQUESTS, (), '5m', api_routes)}",
             ">",
             HTTP_5XX_RATIO,
             300,
