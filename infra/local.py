@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,7 +30,7 @@ from typing import Any, Final
 
 from configcheck.problems import ConfigError
 from infra.plan import build_plan_for_stack
-from serve.localize import DEFAULT_KV_CACHE_GIB, llm_configs, localize_serve_config
+from serve.localize import API_KEY_ENV, DEFAULT_KV_CACHE_GIB, llm_configs, localize_serve_config
 from serve.paths import REPO_ROOT
 from serve.supervisor import (
     DEFAULT_NUM_CPUS,
@@ -115,10 +116,15 @@ def _example_curl(base_url: str, model_id: str) -> str:
     body = json.dumps(
         {"model": model_id, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}
     )
-    return f"curl {base_url}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'"
+    return (
+        f'curl {base_url}/v1/chat/completions -H "Authorization: Bearer ${API_KEY_ENV}" '
+        f"-H 'Content-Type: application/json' -d '{body}'"
+    )
 
 
-def _ready_message(service: LocalService, serve_config: Mapping[str, Any], echo_logs: bool) -> str:
+def _ready_message(
+    service: LocalService, serve_config: Mapping[str, Any], echo_logs: bool, key_from_env: bool
+) -> str:
     sources = sorted(
         {str(llm["model_loading_config"].get("model_source")) for llm in llm_configs(serve_config)}
     )
@@ -128,7 +134,10 @@ def _ready_message(service: LocalService, serve_config: Mapping[str, Any], echo_
             "",
             f"Serving {', '.join(service.model_ids)} at {service.openai_base_url} (OpenAI API)",
             f"  weights: {', '.join(sources)}",
+            f"  API key ({'from ' + API_KEY_ENV if key_from_env else 'made up for this run'}): "
+            f"{service.api_key}",
             "  try:",
+            *([] if key_from_env else [f"    export {API_KEY_ENV}={service.api_key}"]),
             f"    {_example_curl(service.base_url, service.model_ids[0])}",
             f"  metrics (Prometheus text, what Managed Prometheus scrapes on GKE): {service.metrics_url}",
             f"  Serve logs: {logs}",
@@ -158,6 +167,7 @@ def run_local(
         port=port,
         num_cpus=num_cpus,
         echo_logs=echo_logs,
+        api_key=os.environ.get(API_KEY_ENV) or None,
         on_progress=_progress,
         stop_request=stop,
     )
@@ -165,7 +175,12 @@ def run_local(
         try:
             with service:
                 with contextlib.suppress(OSError):
-                    print(_ready_message(service, serve_config, echo_logs), flush=True)
+                    print(
+                        _ready_message(
+                            service, serve_config, echo_logs, key_from_env=bool(os.environ.get(API_KEY_ENV))
+                        ),
+                        flush=True,
+                    )
                 service.serve_until_stopped()
         except StopRequested as request:
             _progress(f"stopped during start: {request}")

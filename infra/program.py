@@ -21,8 +21,9 @@ from infra.components.llm_service import LlmService, LlmServiceArgs
 from infra.components.network import GkeNetwork, GkeNetworkArgs
 from infra.components.observability import Observability, ObservabilityArgs
 from infra.plan import ServingPlan, build_plan_for_stack
+from infra.plan.endpoint import SERVE_SERVICE_PORT, cluster_url, internal_url, kserve_aliases
 from infra.plan.ray_service import NAMESPACE, PORTS, RAY_SERVICE_NAME
-from infra.pulumi_config import engine_config, hf_token
+from infra.pulumi_config import engine_config, extra_api_keys, hf_token
 from infra.settings import StackSettings
 from serve.paths import REPO_ROOT
 
@@ -43,8 +44,9 @@ def _workload_pool(settings: StackSettings) -> pulumi.Input[str]:
     return gcp.organizations.get_project_output().project_id.apply(lambda project: f"{project}.svc.id.goog")
 
 
-def port_forward_command(service: str, port: int) -> str:
-    return f"kubectl -n {NAMESPACE} port-forward svc/{RAY_SERVICE_NAME}-{service} {port}:{port}"
+def port_forward_command(service: str, port: int, service_port: int | None = None) -> str:
+    remote = port if service_port is None else service_port
+    return f"kubectl -n {NAMESPACE} port-forward svc/{RAY_SERVICE_NAME}-{service} {port}:{remote}"
 
 
 def dashboard_url(dashboard_id: str, project: str | None) -> str:
@@ -85,6 +87,9 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
             env=plan.env_config_map_data,
             ray_service_spec=plan.ray_service_spec,
             operator=operator.release,
+            extra_api_keys=extra_api_keys(),
+            aliases=kserve_aliases(plan.served_model_ids),
+            endpoint_address=network.openai_address,
         ),
         opts=in_cluster,
     )
@@ -102,8 +107,16 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
         "cluster_name": cluster.cluster.name,
         "kubeconfig": cluster.kubeconfig,
         "namespace": NAMESPACE,
-        "openai_port_forward": port_forward_command("serve-svc", PORTS["serve"]),
+        "openai_port_forward": port_forward_command("serve-svc", PORTS["serve"], SERVE_SERVICE_PORT),
         "openai_base_url": f"http://127.0.0.1:{PORTS['serve']}/v1",
+        # Inside the VPC (the internal load balancer) and inside the cluster (the Service's DNS name).
+        "openai_internal_url": network.openai_address.address.apply(internal_url),
+        "openai_cluster_url": cluster_url(),
+        "openai_api_key": pulumi.Output.secret(service.generated_api_key.result),
+        "kserve_aliases": {
+            alias.model_id: alias.service or f"none: {alias.reason}"
+            for alias in kserve_aliases(plan.served_model_ids)
+        },
         "dashboard_port_forward": port_forward_command("head-svc", PORTS["dashboard"]),
         "dashboard_url": pulumi.Output.all(observability.dashboard.id, observability.dashboard.project).apply(
             lambda args: dashboard_url(args[0], args[1])

@@ -13,10 +13,10 @@ from typing import Any, Final
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from infra.settings import AUTOSCALING_KEY, HF_TOKEN_KEY, PROJECT, TIERS_KEY, EngineConfig
+from infra.settings import API_KEYS_KEY, AUTOSCALING_KEY, HF_TOKEN_KEY, PROJECT, TIERS_KEY, EngineConfig
 
 # Structured values the engine hands over as JSON text.
-_OBJECT_KEYS: Final = (TIERS_KEY, AUTOSCALING_KEY)
+_OBJECT_KEYS: Final = (TIERS_KEY, AUTOSCALING_KEY, API_KEYS_KEY)
 
 
 def engine_config() -> EngineConfig:
@@ -36,3 +36,11 @@ def engine_config() -> EngineConfig:
 
 def hf_token() -> pulumi.Output[str]:
     return pulumi.Config(PROJECT).require_secret(HF_TOKEN_KEY.removeprefix(f"{PROJECT}:"))
+
+
+def extra_api_keys() -> pulumi.Output[list[str]]:
+    """`llm-serving:apiKeys` as a secret list; empty when unset (settings validated it already)."""
+    keys = pulumi.Config(PROJECT).get_secret_object(API_KEYS_KEY.removeprefix(f"{PROJECT}:"))
+    if keys is None:
+        return pulumi.Output.secret([])
+    return keys.apply(lambda value: [str(key) for key in value] if isinstance(value, list) else [])

@@ -8,8 +8,9 @@ the Pulumi engine's config (inside `pulumi up/preview`); both go through
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -47,6 +48,9 @@ HF_TOKEN_KEY: Final = f"{PROJECT}:hfToken"
 # Cloud Monitoring and notify no one. Not a tier or autoscaling setting, but it changes no
 # serving resource, only who hears about an alert; tests/test_program.py allows exactly that.
 ALERT_EMAIL_KEY: Final = f"{PROJECT}:alertEmail"
+# Optional: more keys for the OpenAI endpoint besides the one the stack generates, as a secret
+# list (one per consumer; add and remove them to rotate). Like the token, never plain text.
+API_KEYS_KEY: Final = f"{PROJECT}:apiKeys"
 GCP_PROJECT_KEY: Final = "gcp:project"
 GCP_REGION_KEY: Final = "gcp:region"
 ALLOWED_KEYS: Final = (
@@ -56,6 +60,7 @@ ALLOWED_KEYS: Final = (
     AUTOSCALING_KEY,
     HF_TOKEN_KEY,
     ALERT_EMAIL_KEY,
+    API_KEYS_KEY,
 )
 # Top-level keys Pulumi itself writes into stack files besides `config`.
 PULUMI_STACK_FILE_KEYS: Final = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
@@ -128,6 +133,8 @@ class StackSettings(BaseModel):
     autoscaling: ReplicaAutoscaling
     has_hf_token: bool
     alert_email: str | None = None
+    extra_api_keys: int = 0
+    """How many keys `llm-serving:apiKeys` adds (their values reach the program only as secrets)."""
 
     def enabled_tiers(self) -> list[TierName]:
         return [name for name in TierName if self.tiers[name].enabled]
@@ -219,6 +226,58 @@ def _unknown_config_key_message(key: str) -> str:
     )
 
 
+API_KEY_PATTERN: Final = re.compile(r"^[\x21-\x7e]{16,256}$")
+
+
+def set_api_key_command(stack: str, index: int = 0) -> str:
+    return f"pulumi config set --secret --path '{API_KEYS_KEY}[{index}]' <key> -s {stack}"
+
+
+def _is_secure(value: Any) -> bool:
+    return isinstance(value, Mapping) and set(value) == {"secure"} and isinstance(value.get("secure"), str)
+
+
+def _api_key_count(value: Any, is_secret: bool, stack: str, add: Callable[[Path_, str], None]) -> int:
+    """How many extra API keys `llm-serving:apiKeys` holds, reporting any that is not a secret.
+
+    In a stack file: the whole list encrypted (`secure:`: its length is unknown offline, counted as
+    one or more) or a list of encrypted items (`--path '...[0]'`). From the engine, where the
+    values are decrypted: a list of strings (or its JSON text) the engine holds as a secret."""
+    if value is None:
+        return 0
+    how = f"set each key with `{set_api_key_command(stack)}` (then [1], [2], ...)"
+    if _is_secure(value):
+        return 1
+    if isinstance(value, str) and is_secret:
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            add((API_KEYS_KEY,), f"expected a list of keys, got text that is not JSON; {how}")
+            return 0
+    if not isinstance(value, list) or not value:
+        got = "an empty list" if value == [] else describe(value)
+        add((API_KEYS_KEY,), f"expected a non-empty list of secret keys, got {got}; {how}")
+        return 0
+    for index, item in enumerate(value):
+        if _is_secure(item):
+            continue
+        if not isinstance(item, str):
+            add((API_KEYS_KEY, index), f"expected an encrypted key, got {describe(item)}; {how}")
+        elif not is_secret:
+            add(
+                (API_KEYS_KEY, index),
+                "an API key is written in plain text; delete it from the file, stop using it, "
+                f"and {how.replace('set each key with', 'run')}",
+            )
+        elif not API_KEY_PATTERN.match(item):
+            add(
+                (API_KEYS_KEY, index),
+                "is not a usable key: 16 to 256 visible ASCII characters, no spaces (it goes into an "
+                f"`Authorization: Bearer` header); {how}",
+            )
+    return len(value)
+
+
 def parse_stack_config(
     config: Mapping[str, Any],
     *,
@@ -296,6 +355,8 @@ def parse_stack_config(
         )
         alert_email = None
 
+    extra_api_keys = _api_key_count(config.get(API_KEYS_KEY), API_KEYS_KEY in secret_keys, stack, add)
+
     tiers: dict[TierName, TierSettings] = {}
     raw_tiers = config.get(TIERS_KEY)
     tier_names = [t.value for t in TierName]
@@ -365,6 +426,7 @@ def parse_stack_config(
         autoscaling=autoscaling,
         has_hf_token=has_hf_token,
         alert_email=alert_email,
+        extra_api_keys=extra_api_keys,
     )
 
 
@@ -468,6 +530,11 @@ def settings_from_engine(stack: str, engine: EngineConfig, root: Path = REPO_ROO
     elif HF_TOKEN_KEY in config:
         # Encrypted in the file (`secure:`) or injected by the engine: it is a secret.
         secret_keys = secret_keys | {HF_TOKEN_KEY}
+    # The same for API keys: a plain-text key in the file is judged as written there.
+    file_keys = file_config.get(API_KEYS_KEY)
+    if isinstance(file_keys, list) and any(isinstance(item, str) for item in file_keys):
+        config[API_KEYS_KEY] = file_keys
+        secret_keys = secret_keys - {API_KEYS_KEY}
     return parse_stack_config(
         config, stack=stack, file=file, lines=lines, secret_keys=secret_keys, require_hf_token=True
     )

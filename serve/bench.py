@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from serve.localize import API_KEY_ENV
+
 MAX_REQUESTS: Final = 10_000
 MAX_CONCURRENCY: Final = 256
 PROMPTS: Final = (
@@ -112,6 +114,7 @@ async def run_benchmark(
     concurrency: int,
     max_tokens: int,
     request_timeout_s: float,
+    api_key: str,
     warmup: int = 1,
 ) -> dict[str, Any]:
     """Run the load and return the report (without machine info); raises on a bad argument."""
@@ -122,7 +125,7 @@ async def run_benchmark(
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise ValueError(f"concurrency must be in 1..{MAX_CONCURRENCY}")
     client = AsyncOpenAI(
-        base_url=base_url.rstrip("/") + "/v1", api_key="local", timeout=request_timeout_s, max_retries=0
+        base_url=base_url.rstrip("/") + "/v1", api_key=api_key, timeout=request_timeout_s, max_retries=0
     )
     try:
         for i in range(warmup):
@@ -200,11 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     parser.add_argument("--port", type=int, default=8000, help="port of a service this command starts")
     parser.add_argument("--out", type=Path, help="write the JSON report here")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"the endpoint's key with --base-url (default: ${API_KEY_ENV})",
+    )
     args = parser.parse_args(argv)
     if args.base_url is None and args.model is not None and "/" in args.model:
         parser.error("--model is a catalog id, not a Hugging Face repo")
     if args.base_url is not None and args.model is None:
         parser.error("--model is required with --base-url")
+    if args.base_url is not None and not args.api_key:
+        parser.error(f"--api-key (or ${API_KEY_ENV}) is required with --base-url")
 
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with ExitStack() as stack:
@@ -219,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                     config, port=args.port, on_progress=lambda p: print(p, file=sys.stderr, flush=True)
                 )
             )
-            base_url = service.base_url
+            base_url, args.api_key = service.base_url, service.api_key
         try:
             report = asyncio.run(
                 asyncio.wait_for(
@@ -230,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                         concurrency=args.concurrency,
                         max_tokens=args.max_tokens,
                         request_timeout_s=args.request_timeout,
+                        api_key=args.api_key,
                     ),
                     timeout=args.timeout,
                 )

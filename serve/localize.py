@@ -8,10 +8,12 @@ only what a CPU and a local model directory need. `serve.supervisor` runs the re
 from __future__ import annotations
 
 import copy
+import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from serve.openai_app import API_KEYS_DIR_ARG
 from serve.tiny_model import MAX_POSITION_EMBEDDINGS
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
@@ -198,4 +200,23 @@ def localize_serve_config(
             app["args"]["llm_configs"] = localized
         applications.append(app)
     out["applications"] = applications
+    return out
+
+
+API_KEY_ENV: Final = "LLM_SERVING_API_KEY"
+LOCAL_KEY_PREFIX: Final = "sk-local-"
+
+
+def new_api_key() -> str:
+    """A key for one local run when LLM_SERVING_API_KEY is not set: 32 random bytes, URL-safe."""
+    return LOCAL_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def with_api_keys_dir(serve_config: Mapping[str, Any], keys_dir: Path) -> dict[str, Any]:
+    """The document with every keyed OpenAI app reading its keys from `keys_dir` (the run's own
+    directory instead of the cluster's Secret mount)."""
+    out = copy.deepcopy(dict(serve_config))
+    for app in out.get("applications", []):
+        if app.get("import_path") == OPENAI_APP_IMPORT_PATH:
+            app.setdefault("args", {})[API_KEYS_DIR_ARG] = str(keys_dir)
     return out

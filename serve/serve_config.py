@@ -1,7 +1,8 @@
 """Render Ray Serve LLM configs and the Serve deploy document (serveConfigV2) from the catalog.
 
 One OpenAI-compatible application at route `/` serves every model; Ray Serve LLM's router
-dispatches on the request's `model` field, which is the catalog id.
+dispatches on the request's `model` field, which is the catalog id. The application is Ray's,
+behind API keys (`serve/openai_app.py`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Final
 
 from serve.autoscaling import ReplicaAutoscaling
 from serve.catalog import ModelEntry
+from serve.openai_app import API_KEYS_DIR_ARG
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
 APP_NAME: Final = "llm"
@@ -35,6 +37,9 @@ INGRESS_CPUS: Final = 1
 # (ray/llm/_internal/serve/core/ingress/ingress.py DEFAULT_INGRESS_OPTIONS), so a higher
 # max_replicas would never be reached; raise both together if the ingress ever limits throughput.
 INGRESS_REPLICAS: Final = 1
+# Where the ingress reads its API keys on the cluster: the keys Secret, mounted on the head (the
+# only node the ingress runs on). The Secret's files change in place when keys rotate.
+API_KEYS_MOUNT_PATH: Final = "/etc/llm-serving/api-keys"
 
 
 def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
@@ -95,6 +100,7 @@ def serve_config(models: Sequence[ModelEntry], autoscaling: ReplicaAutoscaling) 
                 "args": {
                     "llm_configs": [llm_config(model, autoscaling) for model in models],
                     "ingress_deployment_config": ingress_deployment_config(),
+                    API_KEYS_DIR_ARG: API_KEYS_MOUNT_PATH,
                 },
             }
         ],

@@ -46,7 +46,13 @@ import psutil  # no stubs in the dev deps yet (types-psutil)
 import yaml
 
 from serve.local_guard import IGNORED_SIGNALS
-from serve.localize import custom_resources, models_not_on_cpu, served_model_ids
+from serve.localize import (
+    custom_resources,
+    models_not_on_cpu,
+    new_api_key,
+    served_model_ids,
+    with_api_keys_dir,
+)
 from serve.paths import REPO_ROOT
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
@@ -604,6 +610,7 @@ class LocalService:
         on_progress: ProgressCallback | None = None,
         stop_request: StopRequest | None = None,
         runs_dir: Path = RUNS_DIR,
+        api_key: str | None = None,
     ) -> None:
         self.model_ids: list[str] = served_model_ids(serve_config)
         if not self.model_ids:
@@ -629,6 +636,8 @@ class LocalService:
             "port": port,
         }
         self._auth_token = secrets.token_hex(32)
+        # The key the OpenAI app requires (serve/openai_app.py); one is made up when none is given.
+        self.api_key = api_key or new_api_key()
         self._http = httpx.Client(trust_env=False, timeout=10.0)
         self._record: RunRecord | None = None
         self._guard_pipe: int | None = None
@@ -651,6 +660,14 @@ class LocalService:
     @property
     def openai_base_url(self) -> str:
         return f"{self.base_url}/v1"
+
+    @property
+    def api_keys_dir(self) -> Path:
+        return self.work_dir / "api-keys"
+
+    @property
+    def _keyed(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     @property
     def gcs_address(self) -> str:
@@ -735,6 +752,11 @@ class LocalService:
         run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
         work_dir = Path(tempfile.mkdtemp(prefix="llm-serving-", dir="/tmp"))  # short: Ray's sockets
         (work_dir / "tmp").mkdir()
+        keys = work_dir / "api-keys"
+        keys.mkdir(mode=0o700)
+        key_file = keys / "local"
+        key_file.touch(mode=0o600)
+        key_file.write_text(self.api_key + "\n")
         record = RunRecord(
             run_id=run_id,
             owner=ProcessId.of(psutil.Process()),
@@ -761,6 +783,10 @@ class LocalService:
                 "HF_HUB_OFFLINE": "1",
                 "TRANSFORMERS_OFFLINE": "1",
                 "PYTHONUNBUFFERED": "1",
+                # Serve imports the app builder (serve.openai_app) in Ray's worker processes.
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+                ),
                 # vLLM's IPC sockets and rendezvous files and multiprocessing's temp dirs go here
                 # and are removed with the work dir, even when a process had to be killed.
                 "TMPDIR": str(self.work_dir / "tmp"),
@@ -818,7 +844,8 @@ class LocalService:
     def _start_serve(self) -> None:
         assert self._record is not None
         config_path = self.work_dir / "serve-config.yaml"
-        config_path.write_text(yaml.safe_dump(self._serve_config, sort_keys=False))
+        config = with_api_keys_dir(self._serve_config, self.api_keys_dir)
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         serve_cli = [sys.executable, "-m", "ray.serve.scripts"]
         command = [*serve_cli, "run", "--address", self.gcs_address, str(config_path)]
         self._serve_proc = self._spawn(command, None if self.echo_logs else self.log_path)
@@ -935,7 +962,7 @@ class LocalService:
         return apps if isinstance(apps, dict) else None
 
     def _listed_models(self) -> set[str]:
-        body = self._get_json(f"{self.openai_base_url}/models")
+        body = self._get_json(f"{self.openai_base_url}/models", headers=self._keyed)
         data = body.get("data", []) if isinstance(body, dict) else []
         return {str(m.get("id")) for m in data if isinstance(m, dict)}
 
@@ -951,7 +978,8 @@ class LocalService:
                 timeout = max(5.0, min(deadline - time.monotonic(), 120.0))
                 try:
                     url = f"{self.openai_base_url}/chat/completions"
-                    if client.post(url, json=request, timeout=timeout).status_code == 200:
+                    response = client.post(url, json=request, headers=self._keyed, timeout=timeout)
+                    if response.status_code == 200:
                         self._answered[model] = True
                         return
                 except httpx.HTTPError:

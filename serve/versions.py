@@ -7,6 +7,8 @@ install against these.
 
 from typing import Final
 
+from serve.openai_app import IMPORT_PATH
+
 RAY_VERSION: Final = "2.60.0"
 
 # Ray's LLM image for this release is built for Python 3.12 and CUDA 13.0 only:
@@ -27,5 +29,6 @@ RAY_LLM_IMAGE: Final = f"rayproject/ray-llm:{RAY_VERSION}-{RAY_PYTHON_TAG}-{RAY_
 # under minor-version compatibility.
 MIN_DRIVER_FOR_CUDA: Final = {"12.8": "570.26", "13.0": "580.65.06"}
 
-# Ray Serve LLM's own application builder: the cluster and the local run import the same one.
-OPENAI_APP_IMPORT_PATH = "ray.serve.llm:build_openai_app"
+# The application builder the cluster and the local run import: Ray Serve LLM's multi-model
+# OpenAI app behind API keys (serve/openai_app.py).
+OPENAI_APP_IMPORT_PATH: Final = IMPORT_PATH

@@ -67,7 +67,9 @@ def group_and_plural(type_token: str) -> tuple[str, str]:
     -> ("ray.io", "rayservices")."""
     _, group_version, kind = type_token.split(":")
     group = group_version.rsplit("/", 1)[0]
-    return ("" if group == "core" else group), kind.lower() + "s"
+    # Kubernetes' own plural of a kind: NetworkPolicy -> networkpolicies (the RESTMapper's rule).
+    plural = kind.lower()[:-1] + "ies" if kind.endswith("y") else kind.lower() + "s"
+    return ("" if group == "core" else group), plural
 
 
 def test_the_file_holds_the_roles_and_the_dry_run_policy() -> None:

@@ -113,6 +113,7 @@ class CliRun:
     started_at: float = field(default_factory=time.time)
     cli_pid: int = 0
     base_url: str = ""
+    api_key: str = ""
     model_ids: list[str] = field(default_factory=list)
     stdout: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
@@ -170,6 +171,7 @@ class CliRun:
     def wait_until_ready(self) -> None:
         ready = self.wait_for_line(READY_LINE.pattern, "stdout")
         self.base_url, self.model_ids = ready["url"], ready["models"].split(", ")
+        self.api_key = self.wait_for_line(r"API key \(made up for this run\): (\S+)", "stdout")[1]
 
     def wait_until_engine_started(self) -> None:
         """Until Ray and `serve run` are up and a vLLM engine has created its shared memory."""
@@ -296,8 +298,9 @@ def serve_local(dev_models: list[str]) -> Iterator[CliRun]:
         run.kill_everything()
 
 
-def client(run: CliRun) -> OpenAI:
-    return OpenAI(base_url=run.base_url, api_key="local", timeout=120.0, max_retries=0)
+def client(run: CliRun, api_key: str | None = None) -> OpenAI:
+    key = run.api_key if api_key is None else api_key
+    return OpenAI(base_url=run.base_url, api_key=key, timeout=120.0, max_retries=0)
 
 
 def test_it_prints_the_url_and_an_example_curl(serve_local: CliRun, dev_models: list[str]) -> None:
@@ -308,6 +311,38 @@ def test_it_prints_the_url_and_an_example_curl(serve_local: CliRun, dev_models: 
     metrics = re.search(r"metrics \(Prometheus text.*\): (http://127\.0\.0\.1:\d+/metrics)", printed)
     assert metrics, printed
     assert "ray_serve_" in httpx.get(metrics[1], timeout=10.0, trust_env=False).text
+
+
+def test_every_model_route_needs_the_key_and_health_stays_open(
+    serve_local: CliRun, dev_models: list[str]
+) -> None:
+    """serve/openai_app.py in front of Ray's ingress: 401 in OpenAI's shape without the key or with a
+    wrong one, on every model route; Serve's health routes answer without a key."""
+    with pytest.raises(openai.AuthenticationError) as wrong:
+        client(serve_local, api_key="sk-wrong-key-0123456789").chat.completions.create(
+            model=dev_models[0], messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+    assert wrong.value.status_code == 401
+    assert wrong.value.response.json()["error"]["code"] == "invalid_api_key"
+    assert serve_local.api_key not in wrong.value.response.text
+    with pytest.raises(openai.AuthenticationError):
+        client(serve_local, api_key="sk-wrong-key-0123456789").models.list()
+    root = serve_local.base_url.removesuffix("/v1")
+    with httpx.Client(trust_env=False, timeout=30.0) as http:
+        for method, path in (
+            ("GET", "/v1/models"),
+            ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/completions"),
+            ("POST", "/v1/embeddings"),
+            ("POST", "/v1/score"),
+            ("POST", "/tokenize"),
+        ):
+            missing = http.request(method, f"{root}{path}", json={"model": dev_models[0]})
+            assert missing.status_code == 401, (path, missing.text)
+            assert missing.json()["error"]["type"] == "invalid_request_error"
+            assert missing.headers["www-authenticate"].startswith("Bearer")
+        for path in ("/-/healthz", "/-/routes"):
+            assert http.get(f"{root}{path}").status_code == 200, path
 
 
 def test_models_listed_are_the_served_catalog_ids(serve_local: CliRun, dev_models: list[str]) -> None:

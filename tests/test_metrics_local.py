@@ -73,7 +73,7 @@ def _expected() -> dict[str, obs.Metric]:
 
 @pytest.fixture(scope="module")
 def exported(service: LocalService) -> tuple[Labels, str]:
-    client = OpenAI(base_url=service.openai_base_url, api_key="local", timeout=120.0, max_retries=0)
+    client = OpenAI(base_url=service.openai_base_url, api_key=service.api_key, timeout=120.0, max_retries=0)
     hello = [{"role": "user", "content": "Say hello."}]
     client.chat.completions.create(model=ONE_MODEL, messages=hello, max_tokens=8, extra_body=NON_EMPTY)  # type: ignore[arg-type]
     for _chunk in client.chat.completions.create(

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from infra.plan import ServingPlan, build_plan_for_stack
+from serve.openai_app import split_args
 from serve.serve_config import HEAD_NODE_RESOURCE
 
 STACKS = ("dev", "prod")
@@ -56,7 +57,7 @@ def ingress_demand(plan: ServingPlan) -> dict[str, float]:
     from ray.llm._internal.serve.core.ingress.ingress import OpenAiIngress
 
     (app,) = yaml.safe_load(plan.ray_service_spec["serveConfigV2"])["applications"]
-    args = LLMServingArgs.model_validate(app["args"])
+    args = LLMServingArgs.model_validate(split_args(app["args"])[0])
     options = maybe_apply_llm_deployment_config_defaults(
         OpenAiIngress.get_deployment_options(args.llm_configs), args.ingress_deployment_config
     )
@@ -95,7 +96,7 @@ def test_ingress_stays_up_when_every_model_scales_to_zero() -> None:
 
     dev = build_plan_for_stack("dev")
     (app,) = yaml.safe_load(dev.ray_service_spec["serveConfigV2"])["applications"]
-    args = LLMServingArgs.model_validate(app["args"])
+    args = LLMServingArgs.model_validate(split_args(app["args"])[0])
     defaults = OpenAiIngress.get_deployment_options(args.llm_configs)
     assert defaults["autoscaling_config"]["min_replicas"] == 0, "Ray's default changed"
     merged = maybe_apply_llm_deployment_config_defaults(defaults, args.ingress_deployment_config)

@@ -823,3 +823,55 @@ def test_policies_catch_changes_to_the_real_resources(registered: list[Registere
         "gpu-pool-tainted-and-spot",
         "gpu-pool-scales-to-zero",
     ]
+
+
+# --- NetworkPolicies over the Ray pods ------------------------------------------------------------
+
+
+def _policy(ingress: list[dict[str, Any]], selector: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "spec": {
+            "podSelector": selector
+            if selector is not None
+            else {"matchLabels": {"ray.io/is-ray-node": "yes"}},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        }
+    }
+
+
+def test_the_programs_network_policies_pass() -> None:
+    from infra.plan.endpoint import network_policies
+
+    for policy in network_policies():
+        assert violations(v.validate_ray_control_ports_closed, resource_types.NETWORK_POLICY, policy) == []
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {},  # everyone, every port
+        {"ports": [{"port": 8265}]},  # everyone, the dashboard
+        {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 6379}]},
+        {"from": [{"namespaceSelector": {}}]},  # every namespace, every port
+        {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}}}]},
+        {"from": [{"podSelector": {}}], "ports": [{"port": "client"}]},  # any pod of the namespace
+    ],
+)
+def test_a_rule_that_opens_a_control_port_beyond_ray_pods_is_a_violation(rule: dict[str, Any]) -> None:
+    message = one_violation(
+        v.validate_ray_control_ports_closed, resource_types.NETWORK_POLICY, _policy([rule]), "open"
+    )
+    assert "Ray's control ports" in message and "open" in message
+
+
+def test_serve_port_for_everyone_and_ray_pods_for_everything_pass() -> None:
+    ray = {"podSelector": {"matchLabels": {"ray.io/is-ray-node": "yes"}}}
+    operator = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}}}
+    ok = _policy(
+        [{"ports": [{"port": 8000}]}, {"from": [ray]}, {"from": [operator], "ports": [{"port": 8265}]}]
+    )
+    assert violations(v.validate_ray_control_ports_closed, resource_types.NETWORK_POLICY, ok) == []
+    # A policy over other pods is not judged.
+    other = _policy([{}], selector={"matchLabels": {"app": "web"}})
+    assert violations(v.validate_ray_control_ports_closed, resource_types.NETWORK_POLICY, other) == []

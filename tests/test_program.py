@@ -5,6 +5,7 @@ that dev and prod differ only in their settings, and that bad input stops it."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from helpers.stack_files import STACKS, copy_inputs, find_line, raw_catalog, tie
 from infra import resource_types
 from infra.components import cluster as cluster_component
 from infra.plan import ServingPlan
+from infra.plan.endpoint import serve_address
 from infra.plan.node_pools import POOL_LABEL, SYSTEM_POOL, TIER_LABEL
 from infra.plan.ray_service import HF_SECRET_KEY, HF_SECRET_NAME
 from infra.report.mock_engine import (
@@ -30,7 +32,7 @@ from infra.report.mock_engine import (
     run_program,
     stack_config,
 )
-from infra.settings import ALERT_EMAIL_KEY, HF_TOKEN_KEY, TIERS_KEY, stack_file
+from infra.settings import ALERT_EMAIL_KEY, API_KEYS_KEY, HF_TOKEN_KEY, TIERS_KEY, stack_file
 from infra.versions import KUBERAY_CHART, KUBERAY_VERSION
 from serve.paths import CATALOG_FILE_NAME
 from serve.serve_config import HF_TOKEN_ENV
@@ -86,13 +88,15 @@ def test_registers_every_component(run: ProgramRun, plan: ServingPlan) -> None:
         PROVIDER,
         RELEASE,
         RAY_SERVICE,
-        SECRET,
         resource_types.NAMESPACE,
-        CONFIG_MAP,
+        resource_types.ADDRESS,
+        resource_types.RANDOM_PASSWORD,
     ):
         assert types.count(single) == 1, single
+    assert types.count(SECRET) == 2 and types.count(CONFIG_MAP) == 2  # HF token + keys; env + app
     assert len(run.of_type(NODE_POOL)) == 1 + len(plan.gpu_pools)
-    assert SERVICE not in types, "no Service may be created outside KubeRay's ClusterIP services"
+    # The only Services the program makes are the KServe-style names; KubeRay makes the rest.
+    assert {s.inputs["spec"]["type"] for s in run.of_type(SERVICE)} <= {"ExternalName"}
 
 
 def test_cluster_is_hardened_and_destroyable(run: ProgramRun) -> None:
@@ -178,7 +182,11 @@ def test_outputs(run: ProgramRun, plan: ServingPlan) -> None:
     # served_models and the cost are the plan's: test_the_program_registers_exactly_the_plan.
     outputs = run.outputs
     assert outputs["skipped_models"] == {s.model_id: s.reason for s in plan.skipped}
-    assert "port-forward svc/llm-serve-svc 8000:8000" in outputs["openai_port_forward"]
+    assert "port-forward svc/llm-serve-svc 8000:80" in outputs["openai_port_forward"]
+    assert outputs["openai_internal_url"] == f"http://{serve_address()}/v1"
+    assert outputs["openai_cluster_url"] == "http://llm-serve-svc.llm-serving.svc.cluster.local/v1"
+    assert "openai_api_key" in run.secret_outputs
+    assert set(outputs["kserve_aliases"]) == set(plan.served_model_ids)
     assert "port-forward svc/llm-head-svc 8265:8265" in outputs["dashboard_port_forward"]
     assert "kubeconfig" in run.secret_outputs
     kubeconfig = yaml.safe_load(outputs["kubeconfig"])
@@ -292,7 +300,7 @@ def test_hf_token_is_only_a_secret_in_the_secret(run: ProgramRun) -> None:
     assert holders == [SECRET]
     assert TEST_HF_TOKEN not in repr(run.outputs)
     # The pods read it from that Secret (every container: tests/test_ray_service.py).
-    secret = run.one(SECRET).inputs
+    (secret,) = [s.inputs for s in run.of_type(SECRET) if s.inputs["metadata"]["name"] == HF_SECRET_NAME]
     assert secret["metadata"]["name"] == HF_SECRET_NAME
     assert secret["type"] == "Opaque" and secret["stringData"] == {HF_SECRET_KEY: TEST_HF_TOKEN}
     head = ray_service_spec(run)["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
@@ -313,6 +321,8 @@ ALLOWED_STACK_DIFFERENCES = (
     # of enabled tiers.
     rf"^{RAY_SERVICE}/llm-rayservice:spec\.rayClusterConfig\.workerGroupSpecs.*$",
     rf"^{RAY_SERVICE}/llm-rayservice:spec\.serveConfigV2$",
+    # One KServe-style alias per served model: the served models follow the enabled tiers.
+    rf"^{SERVICE}/llm-alias-[a-z0-9-]+-predictor:<exists>$",
     # The system pool sits in the first zone of the first enabled tier.
     rf"^{NODE_POOL}/gke-system:nodeLocations.*$",
     # The one optional key that is neither: `llm-serving:alertEmail` adds an email notification
@@ -385,6 +395,21 @@ def test_an_alert_email_in_one_stack_is_an_allowed_difference(program_runs: dict
     assert disallowed(stack_differences(program_runs["dev"], prod_with_email)) == []
 
 
+def test_rotating_api_keys_changes_only_the_keys_secret(program_runs: dict[str, ProgramRun]) -> None:
+    """Adding or removing `llm-serving:apiKeys` is a Secret update: no pod template, no new Ray
+    cluster (the head mounts the Secret by name; the ingress re-reads the files)."""
+    keys = json.dumps(["sk-team-a-0123456789abcdef", "sk-team-b-0123456789abcdef"])
+    with_keys = run_program(
+        "dev",
+        config={**stack_config("dev"), API_KEYS_KEY: keys},
+        secret_keys=[HF_TOKEN_KEY, API_KEYS_KEY],
+    )
+    assert stack_differences(program_runs["dev"], with_keys) == [
+        f"{SECRET}/llm-api-keys:stringData.extra-0",
+        f"{SECRET}/llm-api-keys:stringData.extra-1",
+    ]
+
+
 def test_the_stack_rule_fails_on_a_non_tier_difference(
     program_runs: dict[str, ProgramRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -418,17 +443,27 @@ def test_model_change_touches_only_serve_config(tmp_path: Path, program_runs: di
 def test_serve_config_reaches_ray_inline_not_through_a_mounted_file(run: ProgramRun) -> None:
     spec = ray_service_spec(run)
     assert isinstance(spec["serveConfigV2"], str) and "llm_configs" in spec["serveConfigV2"]
+    models = set(yaml.safe_load(spec["serveConfigV2"])["applications"][0]["args"]["llm_configs"][0])
     for config_map in run.of_type(CONFIG_MAP):
-        assert "llm_configs" not in yaml.safe_dump(config_map.inputs), "models must not live in a ConfigMap"
+        # The app code ConfigMap holds Python source (which mentions `llm_configs`), never a model.
+        data = yaml.safe_dump(config_map.inputs["data"])
+        assert "model_loading_config" not in data and "serveConfig" not in data, (
+            "models must not live in a ConfigMap"
+        )
         assert config_map.inputs["immutable"] is True
+    assert "model_loading_config" in models
     rendered = yaml.safe_dump(spec["rayClusterConfig"])
-    assert "serveConfig" not in rendered and "configMap:" not in rendered
+    assert "serveConfig" not in rendered
 
 
 def test_every_config_map_is_read_by_the_ray_pods(run: ProgramRun) -> None:
     names = {c.inputs["metadata"]["name"] for c in run.of_type(CONFIG_MAP)}
-    for container in ray_containers(ray_service_spec(run)):
-        assert {ref["configMapRef"]["name"] for ref in container["envFrom"]} == names
+    spec = ray_service_spec(run)["rayClusterConfig"]
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    for group, container in zip(groups, ray_containers(ray_service_spec(run)), strict=True):
+        read = {ref["configMapRef"]["name"] for ref in container["envFrom"]}
+        read |= {v["configMap"]["name"] for v in group["template"]["spec"]["volumes"] if "configMap" in v}
+        assert read == names
 
 
 # --- bad input stops the program before anything is registered --------------------------

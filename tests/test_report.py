@@ -21,6 +21,8 @@ from helpers.generated_catalog import generated_models
 from helpers.stack_files import STACKS, copy_inputs, raw_config
 
 from infra.plan import ServingPlan
+from infra.plan.endpoint import kserve_aliases
+from infra.plan.ray_service import app_code_config_map_name
 from infra.report import __main__ as cli
 from infra.report.manifests import (
     GCP_PROJECT_PLACEHOLDER,
@@ -212,14 +214,22 @@ def test_kubernetes_objects_are_written_in_apply_order(
 ) -> None:
     plan, docs = plans[stack], documents(reports[stack])
     kubernetes = {name: doc for name, doc in docs.items() if "/" not in name}
-    assert sorted(kubernetes) == [
-        "10-helmrelease-kuberay-operator.yaml",
-        "10-namespace-llm-serving.yaml",
-        f"20-configmap-{plan.env_config_map_name}.yaml",
-        "20-podmonitoring-ray.yaml",
-        "20-secret-hf-token.yaml",
-        "30-rayservice-llm.yaml",
-    ]
+    aliases = [f"20-service-{a.service}.yaml" for a in kserve_aliases(plan.served_model_ids) if a.service]
+    assert sorted(kubernetes) == sorted(
+        [
+            "10-helmrelease-kuberay-operator.yaml",
+            "10-namespace-llm-serving.yaml",
+            f"20-configmap-{app_code_config_map_name()}.yaml",
+            f"20-configmap-{plan.env_config_map_name}.yaml",
+            "20-networkpolicy-deny-ingress.yaml",
+            "20-networkpolicy-ray-pods.yaml",
+            "20-podmonitoring-ray.yaml",
+            "20-secret-hf-token.yaml",
+            "20-secret-openai-api-keys.yaml",
+            *aliases,
+            "30-rayservice-llm.yaml",
+        ]
+    )
     namespace = kubernetes["10-namespace-llm-serving.yaml"]
     assert (namespace["apiVersion"], namespace["kind"], namespace["metadata"]["name"]) == (
         "v1",

@@ -27,7 +27,7 @@ import yaml
 from helpers.stack_files import STACKS
 
 from infra.plan import ServingPlan
-from serve.serve_config import APP_NAME
+from serve.serve_config import API_KEYS_MOUNT_PATH, APP_NAME
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
 
@@ -136,24 +136,32 @@ def test_serve_config_v2_string_is_the_planned_document(
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_import_path_is_rays_build_openai_app(
+def test_import_path_is_the_keyed_builder(
     plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
 ) -> None:
+    import serve.openai_app
+
     builder = ray_oracles.import_attr(_app(plans[stack])["import_path"])
-    assert builder is ray_oracles.ray.serve.llm.build_openai_app
+    assert builder is serve.openai_app.build_app
+    assert _app(plans[stack])["args"][serve.openai_app.API_KEYS_DIR_ARG] == API_KEYS_MOUNT_PATH
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_build_openai_app_builds_one_server_per_served_model(
+def test_the_builder_builds_what_rays_build_openai_app_builds(
     plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
 ) -> None:
-    """Ray's own builder, called with the planned `args` as Serve calls it for the import path."""
+    """The import path called with the planned `args` as Serve calls it: one server per served
+    model and the ingress, with the same deployment options as Ray's own builder."""
+    from serve.openai_app import split_args
+
     plan = plans[stack]
-    app = ray_oracles.build_openai_app(_app(plan)["args"])
-    assert isinstance(app, ray_oracles.Application)
-    assert ray_oracles.deployment_names(app) == sorted(
+    ours = ray_oracles.build_serve_app(_app(plan)["import_path"], _app(plan)["args"])
+    rays = ray_oracles.build_openai_app(split_args(_app(plan)["args"])[0])
+    assert isinstance(ours, ray_oracles.Application)
+    assert ray_oracles.deployment_names(ours) == sorted(
         ["OpenAiIngress", *(f"LLMServer:{model_id}" for model_id in plan.served_model_ids)]
     )
+    assert ray_oracles.deployment_options(ours) == ray_oracles.deployment_options(rays)
 
 
 # --- the checks can fail ----------------------------------------------------------------
@@ -202,7 +210,9 @@ def test_misspelled_autoscaling_key_is_caught_only_by_the_strict_key_check(
     scaling["min_replica"] = scaling.pop("min_replicas")
     # Ray itself accepts it (and would silently use its default min_replicas) ...
     ray_oracles.ServeDeploySchema.model_validate(document)
-    ray_oracles.build_openai_app(document["applications"][0]["args"])
+    ray_oracles.build_serve_app(
+        document["applications"][0]["import_path"], document["applications"][0]["args"]
+    )
     # ... which is why the strict key check exists.
     assert ray_oracles.strict_key_problems(document) == [
         "applications[0].args.llm_configs[0].deployment_config.autoscaling_config.min_replica"

@@ -510,3 +510,48 @@ def test_a_token_pasted_as_alert_email_is_never_printed(tmp_path: Path) -> None:
     fields = {p.field for p in raised.value.problems}
     assert fields == {"config.llm-serving:alertEmail"}
     assert all(p.line == find_line(text, "  llm-serving:alertEmail:") for p in raised.value.problems)
+
+
+# --- extra API keys (secrets only) ---------------------------------------------------------------
+
+SECURE_ITEMS = "  llm-serving:apiKeys:\n    - secure: v1:AAAA\n    - secure: v1:BBBB\n"
+SECURE_WHOLE = "  llm-serving:apiKeys:\n    secure: v1:CCCC\n"
+
+
+@pytest.mark.parametrize(("extra", "count"), [("", 0), (SECURE_ITEMS, 2), (SECURE_WHOLE, 1)])
+def test_encrypted_api_keys_are_taken(tmp_path: Path, extra: str, count: int) -> None:
+    config, lines, file, _ = dev_config(tmp_path, extra)
+    assert parse_stack_config(config, stack="dev", file=file, lines=lines).extra_api_keys == count
+
+
+def test_a_plain_text_api_key_is_refused_at_its_line_and_never_printed(tmp_path: Path) -> None:
+    key = "sk-team-a-0123456789abcdef"
+    config, lines, file, text = dev_config(
+        tmp_path, f"  llm-serving:apiKeys:\n    - secure: v1:AAAA\n    - {key}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        parse_stack_config(config, stack="dev", file=file, lines=lines)
+    (problem,) = raised.value.problems
+    assert problem.field == "config.llm-serving:apiKeys[1]"
+    assert problem.line == find_line(text, f"    - {key}")
+    assert "plain text" in problem.message and "pulumi config set --secret --path" in problem.message
+    assert key not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "wanted"),
+    [
+        ("[]", "an empty list"),
+        ('["short"]', "16 to 256 visible ASCII"),
+        ("not json", "not JSON"),
+        ("7", "the number 7"),
+    ],
+)
+def test_bad_api_keys_from_the_engine_are_refused(tmp_path: Path, value: str, wanted: str) -> None:
+    config, lines, file, _ = dev_config(tmp_path)
+    config["llm-serving:apiKeys"] = value
+    with pytest.raises(ConfigError) as raised:
+        parse_stack_config(
+            config, stack="dev", file=file, lines=lines, secret_keys=frozenset({"llm-serving:apiKeys"})
+        )
+    assert wanted in str(raised.value)

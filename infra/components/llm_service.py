@@ -1,15 +1,31 @@
-"""The serving objects in the cluster: namespace, HF token Secret, env ConfigMap, RayService."""
+"""The serving objects in the cluster: namespace, HF token Secret, API keys Secret, env and app
+ConfigMaps, NetworkPolicies, KServe-style alias Services, RayService."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
-from infra.plan.ray_service import HF_SECRET_KEY, HF_SECRET_NAME, RAY_SERVICE_NAME
+from infra.plan.endpoint import (
+    GENERATED_KEY_LENGTH,
+    Alias,
+    alias_service,
+    api_key_names,
+    network_policies,
+)
+from infra.plan.ray_service import (
+    API_KEYS_SECRET_NAME,
+    HF_SECRET_KEY,
+    HF_SECRET_NAME,
+    RAY_SERVICE_NAME,
+    app_code_config_map_name,
+    app_code_files,
+)
 
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "pulumi", "app.kubernetes.io/part-of": "llm-serving"}
 
@@ -29,6 +45,12 @@ class LlmServiceArgs:
     operator: pulumi.Resource
     """The KubeRay operator release: the RayService is created after it and deleted before it,
     while the operator can still clear its finalizer."""
+    extra_api_keys: pulumi.Input[Sequence[str]]
+    """`llm-serving:apiKeys` (a secret list, possibly empty) besides the generated key."""
+    aliases: Sequence[Alias]
+    """KServe-style `<id>-predictor` names for the served models."""
+    endpoint_address: pulumi.Resource
+    """The reserved internal address the serve Service's load balancer takes."""
 
 
 class LlmService(pulumi.ComponentResource):
@@ -67,6 +89,66 @@ class LlmService(pulumi.ComponentResource):
             immutable=True,
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, deleted_with=self.namespace),
         )
+        # Keys: one generated here (kept in the state as a secret, stable across runs) and the
+        # stack's extra ones. The head mounts the Secret by its fixed name, so a change to the keys
+        # is a Secret update the ingress picks up, never a new pod template.
+        self.generated_api_key = random.RandomPassword(
+            f"{name}-api-key", length=GENERATED_KEY_LENGTH, special=False, opts=child
+        )
+
+        def key_data(values: list[Any]) -> dict[str, str]:
+            generated, extra = values[0], list(values[1] or [])
+            return dict(zip(api_key_names(len(extra)), [generated, *extra], strict=True))
+
+        keys: pulumi.Output[dict[str, str]] = pulumi.Output.all(
+            self.generated_api_key.result, args.extra_api_keys
+        ).apply(key_data)
+        self.api_keys_secret = k8s.core.v1.Secret(
+            f"{name}-api-keys",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=API_KEYS_SECRET_NAME, namespace=namespace, labels=MANAGED_BY
+            ),
+            type="Opaque",
+            string_data=pulumi.Output.secret(keys),  # type: ignore[arg-type]  # the SDK's Never
+            opts=child,
+        )
+        # The app builder's source (serve/openai_app.py), mounted into every Ray pod; named by
+        # content and kept like the env ConfigMap, for the same reason.
+        app_files = app_code_files()
+        self.app_code_config_map = k8s.core.v1.ConfigMap(
+            f"{name}-ray-app",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=app_code_config_map_name(app_files), namespace=namespace, labels=MANAGED_BY
+            ),
+            data=app_files,
+            immutable=True,
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, deleted_with=self.namespace),
+        )
+        self.network_policies = [
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-netpol-{policy['metadata']['name']}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=policy["metadata"]["name"], namespace=namespace, labels=MANAGED_BY
+                ),
+                spec=policy["spec"],
+                opts=child,
+            )
+            for policy in network_policies()
+        ]
+        self.aliases = [
+            k8s.core.v1.Service(
+                f"{name}-alias-{alias.service}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=alias.service,
+                    namespace=namespace,
+                    labels={**MANAGED_BY, **alias_service(alias)["metadata"]["labels"]},
+                ),
+                spec=alias_service(alias)["spec"],
+                opts=child,
+            )
+            for alias in args.aliases
+            if alias.service is not None
+        ]
         self.ray_service = k8s.apiextensions.CustomResource(
             f"{name}-rayservice",
             api_version="ray.io/v1",
@@ -75,9 +157,19 @@ class LlmService(pulumi.ComponentResource):
                 name=RAY_SERVICE_NAME, namespace=namespace, labels=MANAGED_BY
             ),
             spec=dict(args.ray_service_spec),
-            # The pods read the Secret and the ConfigMap by name, which Pulumi cannot see.
+            # The pods read the Secrets and ConfigMaps by name, which Pulumi cannot see; the serve
+            # Service's load balancer claims the reserved address; the policies are in place first.
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[args.operator, self.hf_token_secret, self.env_config_map]
+                parent=self,
+                depends_on=[
+                    args.operator,
+                    self.hf_token_secret,
+                    self.api_keys_secret,
+                    self.env_config_map,
+                    self.app_code_config_map,
+                    args.endpoint_address,
+                    *self.network_policies,
+                ],
             ),
         )
         self.register_outputs({"namespace": namespace})

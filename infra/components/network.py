@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.plan.endpoint import serve_address
 from infra.plan.network import NAT_IP_ALLOCATION, NAT_LOG_FILTER, NAT_SOURCE_RANGES, NetworkSpec
 
 
@@ -56,4 +57,21 @@ class GkeNetwork(pulumi.ComponentResource):
             log_config=gcp.compute.RouterNatLogConfigArgs(enable=True, filter=NAT_LOG_FILTER),
             opts=child,
         )
-        self.register_outputs({"network": self.network.id, "subnetwork": self.subnetwork.id})
+        # The OpenAI endpoint's internal load balancer takes this reserved address (the RayService's
+        # serveService names it), so its URL is known at preview and stays across recreates.
+        self.openai_address = gcp.compute.Address(
+            f"{name}-openai",
+            address_type="INTERNAL",
+            subnetwork=self.subnetwork.id,
+            region=spec.region,
+            address=serve_address(spec.node_cidr),
+            description="llm-serving: internal address of the OpenAI endpoint",
+            opts=child,
+        )
+        self.register_outputs(
+            {
+                "network": self.network.id,
+                "subnetwork": self.subnetwork.id,
+                "openai_address": self.openai_address.address,
+            }
+        )

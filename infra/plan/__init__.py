@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from configcheck.problems import ConfigError, Problem
 from infra.inputs import load_inputs
 from infra.plan.cost import CostEstimate, estimate_cost
+from infra.plan.endpoint import serve_address, serve_service
 from infra.plan.network import NetworkSpec
 from infra.plan.node_fit import PoolFit, fit_problems, pool_fits
 from infra.plan.node_pools import NodePoolSpec, gpu_pool, system_pool
@@ -85,7 +86,9 @@ class ServingPlan(BaseModel):
 
     @property
     def ray_service_spec(self) -> dict[str, Any]:
-        return ray_service_spec(self.serve_config, self.ray_cluster_config)
+        return ray_service_spec(
+            self.serve_config, self.ray_cluster_config, serve_service(serve_address(self.network.node_cidr))
+        )
 
     @property
     def node_fits(self) -> tuple[PoolFit, ...]:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import yaml
 
+import serve.openai_app
 from infra.plan.gke_nodes import schedulable
 from infra.plan.node_pools import NodePoolSpec, worker_tolerations
 from infra.settings import MAX_NODES_PER_TIER
-from serve.serve_config import HEAD_NODE_RESOURCE, HF_TOKEN_ENV, SERVE_HTTP_PORT
+from serve.serve_config import API_KEYS_MOUNT_PATH, HEAD_NODE_RESOURCE, HF_TOKEN_ENV, SERVE_HTTP_PORT
 from serve.tiers import TIERS
 from serve.versions import RAY_LLM_IMAGE, RAY_VERSION
 
@@ -68,13 +70,51 @@ WORKER_GRACE_SECONDS: Final = SPOT_POD_SHUTDOWN_SECONDS
 WORKER_DRAIN_TIMEOUT_SECONDS: Final = 12
 DRAIN_TIMEOUT_ENV: Final = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
 
+# The app builder (serve/openai_app.py) reaches the Ray image as a ConfigMap mounted at
+# APP_CODE_MOUNT_PATH, laid out as the package it is in this repo, so the serve config's
+# import path `serve.openai_app:build_app` is the same on the cluster and locally. Named by
+# content like the env ConfigMap: a code change is a new pod template (a NewCluster upgrade).
+APP_CODE_CONFIG_MAP_PREFIX: Final = "ray-app"
+APP_CODE_MOUNT_PATH: Final = "/opt/llm-serving"
+APP_CODE_VOLUME: Final = "app-code"
+APP_CODE_PACKAGE: Final = "serve"
+# The keys Secret (infra/plan/endpoint.py), mounted where the ingress reads it: the head.
+API_KEYS_SECRET_NAME: Final = "openai-api-keys"
+API_KEYS_VOLUME: Final = "api-keys"
+
 PORTS: Final = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": SERVE_HTTP_PORT}
+
+
+def _content_name(prefix: str, data: Mapping[str, str]) -> str:
+    digest = hashlib.sha256(json.dumps(dict(data), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{prefix}-{digest}"
 
 
 def env_config_map_name(data: Mapping[str, str] = RAY_POD_ENV) -> str:
     """Content-addressed, so a change makes a new immutable ConfigMap and a new pod template."""
-    digest = hashlib.sha256(json.dumps(dict(data), sort_keys=True).encode()).hexdigest()[:8]
-    return f"{ENV_CONFIG_MAP_PREFIX}-{digest}"
+    return _content_name(ENV_CONFIG_MAP_PREFIX, data)
+
+
+def app_code_files() -> dict[str, str]:
+    """The ConfigMap data that makes `serve.openai_app` importable in the Ray image: the module's
+    source and an empty package `__init__` (the repo's would import what the image lacks)."""
+    source = Path(serve.openai_app.__file__).read_text(encoding="utf-8")
+    return {"openai_app.py": source, "__init__.py": ""}
+
+
+def app_code_config_map_name(files: Mapping[str, str] | None = None) -> str:
+    return _content_name(APP_CODE_CONFIG_MAP_PREFIX, app_code_files() if files is None else files)
+
+
+def _app_code_volume() -> dict[str, Any]:
+    files = app_code_files()
+    return {
+        "name": APP_CODE_VOLUME,
+        "configMap": {
+            "name": app_code_config_map_name(files),
+            "items": [{"key": key, "path": f"{APP_CODE_PACKAGE}/{key}"} for key in sorted(files)],
+        },
+    }
 
 
 def ray_resources_param(resources: dict[str, int]) -> str:
@@ -112,15 +152,21 @@ def _container(name: str, cpus: int, memory_gib: int, gpus: int = 0) -> dict[str
     return {
         "name": name,
         "image": RAY_LLM_IMAGE,
-        "env": _ray_env(),
+        "env": [*_ray_env(), {"name": "PYTHONPATH", "value": APP_CODE_MOUNT_PATH}],
         "envFrom": [{"configMapRef": {"name": env_config_map_name()}}],
         "resources": _quantities(cpus * 1000, memory_gib * 1024, gpus),
+        "volumeMounts": [{"name": APP_CODE_VOLUME, "mountPath": APP_CODE_MOUNT_PATH, "readOnly": True}],
     }
 
 
 def head_group(system: NodePoolSpec) -> dict[str, Any]:
     container = _container("ray-head", HEAD_CPUS, HEAD_MEMORY_GIB)
     container["ports"] = [{"name": name, "containerPort": port} for name, port in PORTS.items()]
+    # The ingress (on the head only) reads the keys from these files; the kubelet rewrites them
+    # when the Secret changes, so keys rotate without touching the pod template.
+    container["volumeMounts"].append(
+        {"name": API_KEYS_VOLUME, "mountPath": API_KEYS_MOUNT_PATH, "readOnly": True}
+    )
     return {
         # num-gpus 0: no model replica may land on the head. The head-only resource is what
         # the OpenAI ingress requires, so it runs here (and requests are accepted while every
@@ -133,7 +179,14 @@ def head_group(system: NodePoolSpec) -> dict[str, Any]:
         },
         "template": {
             "metadata": {"labels": {"app.kubernetes.io/component": "ray-head"}},
-            "spec": {"nodeSelector": dict(system.labels), "containers": [container]},
+            "spec": {
+                "nodeSelector": dict(system.labels),
+                "containers": [container],
+                "volumes": [
+                    _app_code_volume(),
+                    {"name": API_KEYS_VOLUME, "secret": {"secretName": API_KEYS_SECRET_NAME}},
+                ],
+            },
         },
     }
 
@@ -143,7 +196,7 @@ def worker_group(pool: NodePoolSpec) -> dict[str, Any]:
     cpus, memory_gib = worker_container_resources(pool)
     container = _container("ray-worker", cpus, memory_gib, pool.accelerator_count)
     container["env"].append({"name": DRAIN_TIMEOUT_ENV, "value": str(WORKER_DRAIN_TIMEOUT_SECONDS)})
-    container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
     return {
         "groupName": pool.tier.value,
         "replicas": WORKER_MIN_REPLICAS,
@@ -165,7 +218,8 @@ def worker_group(pool: NodePoolSpec) -> dict[str, Any]:
                 "containers": [container],
                 # vLLM's tensor-parallel workers exchange tensors through shared memory.
                 "volumes": [
-                    {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{memory_gib // 4}Gi"}}
+                    _app_code_volume(),
+                    {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{memory_gib // 4}Gi"}},
                 ],
             },
         },
@@ -188,9 +242,14 @@ def ray_cluster_config(system: NodePoolSpec, gpu_pools: Sequence[NodePoolSpec]) 
     }
 
 
-def ray_service_spec(serve_config: dict[str, Any], cluster_config: dict[str, Any]) -> dict[str, Any]:
+def ray_service_spec(
+    serve_config: dict[str, Any], cluster_config: dict[str, Any], serve_service: dict[str, Any]
+) -> dict[str, Any]:
+    """`serveService` sits outside `rayClusterConfig`: changing it never starts a new cluster
+    (KubeRay applies it when it next creates or switches the serve Service)."""
     return {
         "upgradeStrategy": {"type": UPGRADE_STRATEGY},
         "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False),
         "rayClusterConfig": cluster_config,
+        "serveService": serve_service,
     }

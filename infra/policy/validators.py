@@ -25,7 +25,8 @@ from pulumi_policy import Policy, ReportViolation, ResourceValidationArgs, Resou
 from pulumi_policy.proxy import UnknownValueError
 
 from configcheck.secrets import HF_TOKEN_PATTERN
-from infra.resource_types import CLUSTER, NODE_POOL, RAY_CLUSTER, RAY_SERVICE, SECRET, SERVICE
+from infra.resource_types import CLUSTER, NETWORK_POLICY, NODE_POOL, RAY_CLUSTER, RAY_SERVICE, SECRET, SERVICE
+from infra.versions import KUBERAY_NAMESPACE
 
 # Taint effects that keep pods without a matching toleration off a node (PREFER_NO_SCHEDULE does not).
 REPELLING_TAINT_EFFECTS: Final = frozenset({"NO_SCHEDULE", "NO_EXECUTE"})
@@ -387,6 +388,94 @@ def validate_ray_ports_not_exposed(args: ResourceValidationArgs, report_violatio
             )
 
 
+# --- NetworkPolicies around the Ray pods -------------------------------------------------------
+
+# KubeRay labels every Ray pod with these (common/pod.go labelPod); a policy that selects pods by
+# any of them, or selects every pod, governs Ray pods.
+RAY_POD_LABEL_PREFIX: Final = "ray.io/"
+# The operator reads Serve's status from the head's dashboard (KubeRay utils/dashboardclient).
+OPERATOR_DASHBOARD_PORT: Final = RAY_INTERNAL_PORTS["dashboard"]
+
+
+def _selects_ray_pods(pod_selector: Any) -> bool:
+    labels = _get(pod_selector, "matchLabels")
+    expressions = _items(_get(pod_selector, "matchExpressions"))
+    if not (isinstance(labels, Mapping) and labels) and not expressions:
+        return True  # {} selects every pod of the namespace
+    keys = set(labels) if isinstance(labels, Mapping) else set()
+    keys |= {str(_get(e, "key")) for e in expressions}
+    return any(key.startswith(RAY_POD_LABEL_PREFIX) for key in keys)
+
+
+def _peer_is_ray_pods(peer: Any) -> bool:
+    """A peer limited to Ray pods: a pod selector on KubeRay's labels (any namespace selector)."""
+    pods = _get(peer, "podSelector")
+    return (
+        pods is not None
+        and _selects_ray_pods(pods)
+        and bool(_get(pods, "matchLabels") or _items(_get(pods, "matchExpressions")))
+    )
+
+
+def _peer_is_operator(peer: Any) -> bool:
+    labels = _get(peer, "namespaceSelector", "matchLabels")
+    return isinstance(labels, Mapping) and labels.get("kubernetes.io/metadata.name") == KUBERAY_NAMESPACE
+
+
+def validate_ray_control_ports_closed(
+    args: ResourceValidationArgs, report_violation: ReportViolation
+) -> None:
+    """No NetworkPolicy over Ray pods admits anything but Ray pods to Ray's control ports.
+
+    Dataplane V2 unions every policy that selects a pod, so one permissive rule opens the port
+    whatever the others say. A rule counts as opening a control port when it lists that port (by
+    number or KubeRay's port name) or lists no ports at all, and admits a peer that is not a Ray
+    pod: no `from` (everyone), an ipBlock, or a namespace without a Ray pod selector. The KubeRay
+    operator's namespace may reach the dashboard port, which it reads Serve's status from.
+    """
+    if args.resource_type != NETWORK_POLICY:
+        return
+    spec = _get(args.props, "spec")
+    if not _selects_ray_pods(_get(spec, "podSelector")):
+        return
+    control = {**RAY_INTERNAL_PORTS}
+    for r, rule in enumerate(_items(_get(spec, "ingress"))):
+        ports = _items(_get(rule, "ports"))
+        listed = {_get(p, "port") for p in ports}
+        if ports:
+            opened = sorted({name for name, number in control.items() if number in listed or name in listed})
+        else:
+            opened = sorted(control)
+        if not opened:
+            continue
+        peers = _items(_get(rule, "from"))
+        outsiders = [p for p in peers if not _peer_is_ray_pods(p)] if peers else ["everyone"]
+        for peer in outsiders:
+            if (
+                peer != "everyone"
+                and _peer_is_operator(peer)
+                and ports
+                and listed
+                <= {
+                    OPERATOR_DASHBOARD_PORT,
+                    "dashboard",
+                }
+            ):
+                continue
+            who = (
+                "every source"
+                if peer == "everyone"
+                else f"peer {dict(peer) if isinstance(peer, Mapping) else peer}"
+            )
+            report_violation(
+                f"NetworkPolicy {args.name} spec.ingress[{r}] admits {who} to Ray's control ports "
+                f"{opened}; allow them only from Ray pods (podSelector on ray.io/ labels) and the "
+                "serve port from clients",
+                None,
+            )
+            break
+
+
 # --- The Hugging Face token ------------------------------------------------------------------
 
 
@@ -466,6 +555,12 @@ RULES: Final = (
         "No LoadBalancer or NodePort Service, Ingress or Gateway API route exposes Ray's dashboard, GCS "
         "or client port or the Ray head Service.",
         validate_ray_ports_not_exposed,
+    ),
+    Rule(
+        "ray-control-ports-closed",
+        "NetworkPolicies over Ray pods admit only Ray pods to Ray's dashboard, GCS and client ports "
+        "(and the KubeRay operator to the dashboard).",
+        validate_ray_control_ports_closed,
     ),
     Rule(
         "hf-token-only-in-secret",

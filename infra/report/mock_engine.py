@@ -86,6 +86,10 @@ def _mock_state(type_: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]
         state.setdefault("name", f"{name}-cluster")
         state["endpoint"] = "203.0.113.10"
         state["masterAuth"] = {"clusterCaCertificate": "Q0EtREFUQQ=="}
+    if type_ == resource_types.RANDOM_PASSWORD:
+        # The provider's result is a secret of `length` characters; a recognisable stand-in.
+        length = int(inputs.get("length", 16))
+        state["result"] = rpc.wrap_rpc_secret(("mock-generated-key-" * 8)[:length])
     if type_ == resource_types.SERVICE_ACCOUNT:
         account = inputs.get("accountId", name)
         state["email"] = f"{account}@{TEST_GCP_PROJECT}.iam.gserviceaccount.com"

@@ -8,7 +8,14 @@ from typing import Any
 
 from infra import resource_types
 from infra.plan import ServingPlan
+from infra.plan.endpoint import kserve_aliases
 from infra.plan.node_pools import POOL_LABEL, NodePoolSpec
+from infra.plan.ray_service import (
+    API_KEYS_SECRET_NAME,
+    HF_SECRET_NAME,
+    app_code_config_map_name,
+    app_code_files,
+)
 from infra.report.mock_engine import ProgramRun
 
 
@@ -51,13 +58,27 @@ def agreement_problems(plan: ServingPlan, run: ProgramRun) -> list[str]:
     ray_service = single(resource_types.RAY_SERVICE)
     if ray_service is not None and ray_service.get("spec") != plan.ray_service_spec:
         problems.append("the registered RayService spec differs from the plan's ray_service_spec")
-    config_map = single(resource_types.CONFIG_MAP)
-    if config_map is not None:
-        if (config_map.get("metadata") or {}).get("name") != plan.env_config_map_name:
-            problems.append("the registered env ConfigMap name differs from the plan's")
-        if config_map.get("data") != plan.env_config_map_data:
+    config_maps = {
+        (r.inputs.get("metadata") or {}).get("name"): r.inputs for r in run.of_type(resource_types.CONFIG_MAP)
+    }
+    if set(config_maps) != {plan.env_config_map_name, app_code_config_map_name()}:
+        problems.append(f"ConfigMaps: program {sorted(config_maps)}, plan env and app code")
+    else:
+        if config_maps[plan.env_config_map_name].get("data") != plan.env_config_map_data:
             problems.append("the registered env ConfigMap data differs from the plan's")
-    single(resource_types.SECRET)
+        if config_maps[app_code_config_map_name()].get("data") != app_code_files():
+            problems.append("the registered app code ConfigMap differs from serve/openai_app.py")
+    secrets = sorted((r.inputs.get("metadata") or {}).get("name") for r in run.of_type(resource_types.SECRET))
+    if secrets != sorted([HF_SECRET_NAME, API_KEYS_SECRET_NAME]):
+        problems.append(f"Secrets: program {secrets}")
+    aliases = sorted(
+        (r.inputs.get("metadata") or {}).get("name")
+        for r in run.of_type(resource_types.SERVICE)
+        if (r.inputs.get("spec") or {}).get("type") == "ExternalName"
+    )
+    planned_aliases = sorted(a.service for a in kserve_aliases(plan.served_model_ids) if a.service)
+    if aliases != planned_aliases:
+        problems.append(f"KServe aliases: program {aliases}, plan {planned_aliases}")
 
     registered = {
         str(((r.inputs.get("nodeConfig") or {}).get("labels") or {}).get(POOL_LABEL)): r.inputs

@@ -37,7 +37,7 @@ from ray.autoscaler.v2.scheduler import ResourceDemandScheduler, SchedulingReque
 from ray.core.generated.autoscaler_pb2 import GangResourceRequest, ResourceRequest
 from ray.llm._internal.serve.core.server.llm_server import LLMServer
 from ray.llm._internal.serve.engines.vllm.vllm_engine import _normalize_vllm_engine_kwargs
-from ray.serve._private.build_app import build_app
+from ray.serve._private.build_app import build_app as flatten_app
 from ray.serve.config import AutoscalingConfig
 from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig
@@ -53,12 +53,15 @@ __all__ = [
     "ServeDeploySchema",
     "autoscaler_node_types",
     "build_openai_app",
+    "build_serve_app",
     "deployment_names",
+    "deployment_options",
     "fits",
     "gang",
     "import_attr",
     "offline_runtime_context",
     "ray",
+    "ray_serving_args",
     "ray_vllm_kwargs",
     "replica_bundles",
     "schedule_from_zero",
@@ -138,14 +141,47 @@ def offline_runtime_context() -> Iterator[None]:
 
 
 def build_openai_app(args: dict[str, Any]) -> Application:
-    """`ray.serve.llm.build_openai_app(args)`, the serve config's import path, run offline."""
+    """Ray's own `ray.serve.llm.build_openai_app(args)`, run offline (the project's builder is
+    `build_serve_app`; they must build the same deployments)."""
     with offline_runtime_context():
         return ray.serve.llm.build_openai_app(copy.deepcopy(args))
 
 
+def build_serve_app(import_path: str, args: dict[str, Any]) -> Application:
+    """What Serve builds for an application: its import path called with its args, run offline."""
+    with offline_runtime_context():
+        builder = import_attr(import_path)
+        app: Application = builder(copy.deepcopy(args))
+        return app
+
+
+def ray_serving_args(args: dict[str, Any]) -> Any:
+    """The app's args as Ray's `LLMServingArgs` (without the keys directory the project adds)."""
+    from ray.serve.llm import LLMServingArgs
+
+    from serve.openai_app import split_args
+
+    return LLMServingArgs.model_validate(split_args(args)[0])
+
+
 def deployment_names(app: Application) -> list[str]:
     """The deployments of an application, flattened as `serve deploy` does (`build_app`)."""
-    return sorted(deployment.name for deployment in build_app(app, name="check").deployments)
+    return sorted(deployment.name for deployment in flatten_app(app, name="check").deployments)
+
+
+def deployment_options(app: Application) -> dict[str, Any]:
+    """Each deployment's Serve options (config, actor options, placement), keyed by name: what
+    two builders must agree on when their classes differ."""
+    options = {}
+    for deployment in flatten_app(app, name="check").deployments:
+        replica = deployment._replica_config
+        options[deployment.name] = {
+            "config": deployment._deployment_config.model_dump(exclude={"user_config"}),
+            "ray_actor_options": replica.ray_actor_options,
+            "placement_group_bundles": replica.placement_group_bundles,
+            "placement_group_strategy": replica.placement_group_strategy,
+        }
+    return options
 
 
 def replica_bundles(raw: dict[str, Any]) -> tuple[list[Bundle], str]:
