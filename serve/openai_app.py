@@ -10,8 +10,9 @@ directory, except CORS preflights and the routes listed in `OPEN_PATHS`. Serve's
 routes (`/-/healthz`, `/-/routes`) are answered by Serve's proxy and never reach an app.
 
 The keys directory is a mounted Kubernetes Secret on the cluster (one file per key; the kubelet
-updates the files when the Secret changes, so keys rotate without a restart) and a private
-directory of the run locally. The files are read again at most every `RELOAD_EVERY_S`.
+updates the files when it next syncs the pod, typically within one to two minutes, so keys rotate
+without a restart) and a private directory of the run locally. The files are read again at most
+every `RELOAD_EVERY_S`. WebSocket connections need the key too (no route uses them today).
 
 This file is mounted alone into the Ray head (a ConfigMap, `infra/components/llm_service.py`),
 so it imports only the standard library and what the Ray image has: never `serve.*` or `infra`.
@@ -33,6 +34,7 @@ from typing import Any, Final
 API_KEYS_DIR_ARG: Final = "api_keys_dir"
 IMPORT_PATH: Final = "serve.openai_app:build_app"
 RELOAD_EVERY_S: Final = 5.0
+POLICY_VIOLATION: Final = 1008  # WebSocket close code for a refused connection (RFC 6455 7.4.1)
 # Routes of the app that answer without a key: none of the model routes. (KubeRay's probes call
 # Serve's proxy health route, which never reaches the app.)
 OPEN_PATHS: Final = frozenset({"/-/healthz", "/-/routes"})
@@ -126,12 +128,18 @@ class ApiKeyMiddleware:
         self.key_file = key_file
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
-            await self.app(scope, receive, send)
+        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)  # lifespan, and Serve's health routes
+            return
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)  # CORS preflights carry no credentials
             return
         token = bearer_token(scope.get("headers") or [])
         if token is not None and self.key_file.accepts(token):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": POLICY_VIOLATION})
             return
         message = (
             "Missing API key: send `Authorization: Bearer <key>`."

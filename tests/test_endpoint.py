@@ -54,7 +54,10 @@ def test_the_serve_service_is_an_internal_load_balancer_on_the_reserved_address(
     assert address.inputs["addressType"] == "INTERNAL" and address.inputs["address"] == ep.serve_address()
     assert address.inputs["subnetwork"] == run.one(resource_types.SUBNETWORK).resource_id
     serve_service = _spec(run)["serveService"]
-    assert serve_service["metadata"]["annotations"] == {"networking.gke.io/load-balancer-type": "Internal"}
+    assert serve_service["metadata"]["annotations"] == {
+        "networking.gke.io/load-balancer-type": "Internal",
+        "networking.gke.io/internal-load-balancer-allow-global-access": "true",
+    }
     assert serve_service["spec"]["type"] == "LoadBalancer"
     assert serve_service["spec"]["loadBalancerIP"] == ep.serve_address()
     # KubeRay keeps a user port whose name matches the head's `serve` port (service.go BuildServeService).
@@ -65,6 +68,8 @@ def test_the_serve_service_is_an_internal_load_balancer_on_the_reserved_address(
     # Not part of rayClusterConfig: changing it never starts a new cluster.
     assert "serveService" not in json.dumps(_spec(run)["rayClusterConfig"])
     assert address.urn in run.one(resource_types.RAY_SERVICE).dependencies
+    # Destroyed after the namespace, whose deletion waits for the load balancer's cleanup.
+    assert address.urn in run.one(resource_types.NAMESPACE).dependencies
     assert run.outputs["openai_internal_url"] == f"http://{ep.serve_address()}/v1"
 
 
@@ -140,7 +145,11 @@ def test_the_head_reads_the_keys_from_the_mounted_secret(
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+    matched = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", "the model knows In only"
+        matched = matched and labels.get(expression["key"]) in expression["values"]
+    return matched
 
 
 def reachable(policies: list[dict[str, Any]], pod: dict[str, str], source: dict[str, Any], port: int) -> bool:
@@ -203,9 +212,10 @@ def test_the_serve_port_operator_and_collectors_get_exactly_their_port() -> None
     operator = {"namespace": ep.OPERATOR_NAMESPACE, "labels": {}}
     assert reachable(policies, RAY_POD, operator, PORTS["dashboard"])
     assert not reachable(policies, RAY_POD, operator, PORTS["gcs-server"])
-    collector = {"namespace": ep.GMP_NAMESPACE, "labels": {}}
-    assert reachable(policies, RAY_POD, collector, ep.METRICS_PORT)
-    assert not reachable(policies, RAY_POD, collector, PORTS["dashboard"])
+    for namespace in ("gke-gmp-system", "gmp-system"):  # GKE's managed collection; self-deployed
+        collector = {"namespace": namespace, "labels": {}}
+        assert reachable(policies, RAY_POD, collector, ep.METRICS_PORT)
+        assert not reachable(policies, RAY_POD, collector, PORTS["dashboard"])
 
 
 def test_other_pods_in_the_namespace_are_closed_by_default() -> None:

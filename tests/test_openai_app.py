@@ -113,6 +113,30 @@ async def test_keys_rotate_without_a_restart(keys_dir: Path) -> None:
         assert (await client.get("/v1/models", headers=other)).status_code == 200
 
 
+@pytest.mark.anyio
+async def test_a_websocket_without_the_key_is_closed_before_the_app_sees_it(keys_dir: Path) -> None:
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    middleware = ApiKeyMiddleware(app, key_file=KeyFile(keys_dir))
+    scope = {"type": "websocket", "path": "/v1/realtime", "headers": []}
+    await middleware(scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}] and seen == []
+    keyed = {**scope, "headers": [(b"authorization", f"Bearer {KEY}".encode())]}
+    await middleware(keyed, receive, send)
+    assert seen == ["websocket"]
+
+
 def test_keys_are_read_at_most_every_reload_interval(keys_dir: Path) -> None:
     key_file = KeyFile(keys_dir, reload_every_s=3600)
     assert key_file.keys() == (KEY.encode(),)

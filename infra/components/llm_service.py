@@ -60,10 +60,13 @@ class LlmService(pulumi.ComponentResource):
         super().__init__("llm-serving:infra:LlmService", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
+        # After the reserved address on create, before it on destroy: deleting the namespace waits
+        # for the serve Service's load balancer to be cleaned up (GKE's Service finalizer), and
+        # only then is the address free to release.
         self.namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=args.namespace, labels=MANAGED_BY),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.endpoint_address]),
         )
         # Children take the namespace from the Namespace's output: created after it, deleted before it.
         namespace = self.namespace.metadata.name

@@ -5,27 +5,33 @@
   `Authorization: Bearer` (`serve/openai_app.py`). The Secret's name is fixed and its content is
   not in any pod template, so adding or removing a key changes no RayCluster hash (KubeRay v1.7.0
   `utils.GenerateHashWithoutReplicasAndWorkersToDelete` hashes the cluster spec only): `pulumi up`
-  rewrites the Secret, the kubelet updates the mounted files, and the ingress reads them again
-  within a few seconds. No new Ray cluster.
+  rewrites the Secret, the kubelet updates the mounted files when it next syncs the pod
+  (typically within one to two minutes: a removed key works that long), and the ingress reads
+  them again every few seconds. No new Ray cluster.
 - **One internal address.** KubeRay builds the serve Service from `spec.serveService`, keeping
   its type, annotations and `loadBalancerIP`, replacing the selector with the active cluster's
-  and merging ports by name (`common/service.go` `BuildServeService`, v1.7.0). It is a GKE
-  internal passthrough Network Load Balancer (`networking.gke.io/load-balancer-type: Internal`,
-  GKE "LoadBalancer Service parameters") on a static internal address the stack reserves in the
-  node subnetwork, so the URL is known at preview and survives every upgrade and recreate.
-  Chosen over a Gateway of class `gke-l7-rilb`: that needs a proxy-only subnet, the Gateway API
-  on the cluster and an HTTPRoute KubeRay's NewCluster switch would not move (KubeRay moves only
-  the serve Service's selector); an L4 load balancer adds no hop and no idle proxy cost, and
-  authentication is the app's job either way. Port 80 on the Service, Serve's 8000 on the pod.
-  KubeRay creates the serve Service only once every Serve application is RUNNING
-  (`rayservice_controller.go` `reconcileServicesToReadyCluster`), so the address answers from then on.
+  and merging ports by name (`common/service.go` `BuildServeService`, v1.7.0). It does so only
+  when it creates the Service; later it copies just the spec, and only when it switches clusters
+  (`rayservice_controller.go` `reconcileServices`), so these values are chosen once, here. It is a
+  GKE internal passthrough Network Load Balancer (`networking.gke.io/load-balancer-type:
+  Internal`, with global access; GKE "LoadBalancer Service parameters") on a static internal
+  address the stack reserves in the node subnetwork, so the URL is known at preview and survives
+  every upgrade. Chosen over a Gateway of class `gke-l7-rilb`: that needs a proxy-only subnet,
+  the Gateway API on the cluster and an HTTPRoute KubeRay's NewCluster switch would not move
+  (KubeRay moves only the serve Service's selector); an L4 load balancer adds no hop and no idle
+  proxy cost, and authentication is the app's job either way. Port 80 on the Service, Serve's
+  8000 on the pod. KubeRay creates the serve Service only once every Serve application is
+  RUNNING (`rayservice_controller.go` `reconcileServicesToReadyCluster`), so the address answers
+  from then on.
 - **Network policies** (enforced by Dataplane V2): every pod of the namespace refuses ingress
   except what these allow: Ray pods to each other on any port (GCS, raylet, object manager,
   workers); the KubeRay operator to the dashboard (it reads Serve's status there:
   `utils/dashboardclient`); Managed Prometheus' collectors to the metrics port; and Serve's HTTP
-  port from anywhere, because a passthrough load balancer keeps the client's address (the ILB
-  is internal and the nodes private: only the VPC reaches it, and every model route needs a key).
-  Kubelet probes are exec probes (KubeRay's), which NetworkPolicy does not see.
+  port from anywhere (the operator's proxy health check uses it too): a client's address reaches
+  the pod unchanged or rewritten to a node's (`externalTrafficPolicy: Cluster`), so no selector
+  can single out the load balancer. The ILB is internal and the nodes private: only the VPC
+  reaches it, and every route needs a key. KubeRay's httpGet probes (port 52365, Ray >= 2.53)
+  come from the pod's own node, which NetworkPolicy always admits.
 - **KServe-style names.** `<model-id>-predictor` for every served model: an ExternalName
   Service pointing at the serve Service's cluster DNS name, so `http://<id>-predictor.llm-serving
   .svc.cluster.local/v1` reaches the one endpoint the way KServe's predictor URLs do (port 80).
@@ -50,7 +56,12 @@ EXTRA_KEY_PREFIX: Final = "extra-"
 
 SERVE_SERVICE_NAME: Final = f"{RAY_SERVICE_NAME}-serve-svc"  # KubeRay's GenerateServeServiceName
 SERVE_SERVICE_PORT: Final = 80
-INTERNAL_LB_ANNOTATION: Final = {"networking.gke.io/load-balancer-type": "Internal"}
+# Internal, and reachable from the VPC's other regions too (GKE "LoadBalancer Service parameters":
+# global access). KubeRay copies annotations only when it first creates the Service.
+INTERNAL_LB_ANNOTATIONS: Final = {
+    "networking.gke.io/load-balancer-type": "Internal",
+    "networking.gke.io/internal-load-balancer-allow-global-access": "true",
+}
 SERVE_PORT_NAME: Final = "serve"  # KubeRay merges the user's serve port with the head's by this name
 
 KSERVE_SUFFIX: Final = "-predictor"
@@ -58,7 +69,11 @@ _DNS_1035: Final = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS_LABEL_MAX: Final = 63
 
 OPERATOR_NAMESPACE: Final = KUBERAY_NAMESPACE
-GMP_NAMESPACE: Final = "gmp-system"  # Managed Service for Prometheus' collectors
+# Managed Service for Prometheus' collectors: ordinary DaemonSet pods (no hostNetwork), in
+# `gke-gmp-system` under GKE's managed collection and `gmp-system` in the self-deployed /
+# multi-cloud installs (GoogleCloudPlatform/prometheus-engine manifests/operator.yaml). Both are
+# allowed: a wrong guess here silences every dashboard and alert.
+GMP_NAMESPACES: Final = ("gke-gmp-system", "gmp-system")
 METRICS_PORT: Final = 8080  # KubeRay v1.7.0 utils.DefaultMetricsPort
 RAY_POD_SELECTOR: Final = {"ray.io/is-ray-node": "yes"}  # KubeRay common/pod.go labelPod
 DENY_ALL_POLICY: Final = "deny-ingress"
@@ -84,7 +99,7 @@ def cluster_url() -> str:
 def serve_service(address: str) -> dict[str, Any]:
     """The RayService `spec.serveService`: KubeRay sets its name, selector and labels."""
     return {
-        "metadata": {"annotations": dict(INTERNAL_LB_ANNOTATION)},
+        "metadata": {"annotations": dict(INTERNAL_LB_ANNOTATIONS)},
         "spec": {
             "type": "LoadBalancer",
             "loadBalancerIP": address,
@@ -139,6 +154,16 @@ def _namespace(name: str) -> dict[str, Any]:
     return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
 
 
+def _namespaces(names: Sequence[str]) -> dict[str, Any]:
+    return {
+        "namespaceSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(names)}
+            ]
+        }
+    }
+
+
 def network_policies() -> list[dict[str, Any]]:
     """NetworkPolicy documents (metadata.name and spec) for the serving namespace."""
     ray_pods = {"matchLabels": dict(RAY_POD_SELECTOR)}
@@ -159,7 +184,7 @@ def network_policies() -> list[dict[str, Any]]:
                         "ports": [{"protocol": "TCP", "port": PORTS["dashboard"]}],
                     },
                     {
-                        "from": [_namespace(GMP_NAMESPACE)],
+                        "from": [_namespaces(GMP_NAMESPACES)],
                         "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
                     },
                     {"ports": [{"protocol": "TCP", "port": SERVE_HTTP_PORT}]},

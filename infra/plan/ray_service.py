@@ -245,8 +245,8 @@ def ray_cluster_config(system: NodePoolSpec, gpu_pools: Sequence[NodePoolSpec]) 
 def ray_service_spec(
     serve_config: dict[str, Any], cluster_config: dict[str, Any], serve_service: dict[str, Any]
 ) -> dict[str, Any]:
-    """`serveService` sits outside `rayClusterConfig`: changing it never starts a new cluster
-    (KubeRay applies it when it next creates or switches the serve Service)."""
+    """`serveService` sits outside `rayClusterConfig`: changing it never starts a new cluster. KubeRay
+    applies it in full only when it creates the serve Service (infra/plan/endpoint.py)."""
     return {
         "upgradeStrategy": {"type": UPGRADE_STRATEGY},
         "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False),

@@ -13,6 +13,7 @@ leaves out: the URN, parent, dependencies and resource options of each registrat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator, Mapping
@@ -228,6 +229,12 @@ def run_program(
         # `pulumi.runtime.test` awaits what this returns once every resource is registered.
         return resolve(define_stack(root))
 
+    # Pulumi's test runner uses the thread's current event loop; an asyncio.run() or an async
+    # test framework earlier in the process may have closed and unset it.
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
     with _engine_config(config, secret_keys):
         monitor = _RecordingMonitor(run)
         pulumi.runtime.set_mocks(monitor.recording, project=PROJECT, stack=stack, monitor=monitor)
