@@ -30,7 +30,13 @@ from typing import Any, Final
 
 from configcheck.problems import ConfigError
 from infra.plan import build_plan_for_stack
-from serve.localize import API_KEY_ENV, DEFAULT_KV_CACHE_GIB, llm_configs, localize_serve_config
+from serve.localize import (
+    API_KEY_ENV,
+    DEFAULT_KV_CACHE_GIB,
+    llm_configs,
+    localize_serve_config,
+    needs_reranker,
+)
 from serve.paths import REPO_ROOT
 from serve.supervisor import (
     DEFAULT_NUM_CPUS,
@@ -40,7 +46,7 @@ from serve.supervisor import (
     StopRequest,
     StopRequested,
 )
-from serve.tiny_model import ensure_tiny_model
+from serve.tiny_model import ensure_tiny_model, ensure_tiny_reranker
 
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -204,8 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     model_dir = args.model_dir or ensure_tiny_model()
     try:
+        selected = _selected_models(args.models)
+        reranker = ensure_tiny_reranker() if needs_reranker(plan.serve_config, selected) else None
         config = localize_serve_config(
-            plan.serve_config, model_dir, _selected_models(args.models), kv_cache_gib=args.kv_cache_gib
+            plan.serve_config, model_dir, selected, kv_cache_gib=args.kv_cache_gib, reranker_dir=reranker
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -14,6 +14,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Iterable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -44,6 +45,28 @@ _HF_REPO_PART: Final = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 _HF_REPO: Final = re.compile(rf"^{_HF_REPO_PART}/{_HF_REPO_PART}$")
 COMMIT_SHA: Final = re.compile(r"^[0-9a-f]{40}$")
 MAX_TENSOR_PARALLEL: Final = 8
+
+
+class Task(StrEnum):
+    """What a model serves on the one endpoint (`serve.openai_app` checks requests against it)."""
+
+    GENERATE = "generate"
+    """Chat and text completions: /v1/chat/completions, /v1/completions."""
+    EMBED = "embed"
+    """Embeddings: /v1/embeddings."""
+    RERANK = "rerank"
+    """A cross-encoder: /v1/score and /v1/rerank."""
+
+
+# vLLM 0.32 runs embedding and scoring models with its pooling runner; `convert` adapts a model to
+# the task (vllm/config/model.py `_get_convert_type`; vllm/model_executor/models/adapters.py
+# `as_embedding_model`, `as_seq_cls_model`, both no-ops for a model that already pools). Ray
+# passes these engine kwargs through to vLLM's engine args unchanged. vLLM 0.32 has no `task`.
+TASK_ENGINE_KWARGS: Final[dict[Task, dict[str, str]]] = {
+    Task.GENERATE: {},
+    Task.EMBED: {"runner": "pooling", "convert": "embed"},
+    Task.RERANK: {"runner": "pooling", "convert": "classify"},
+}
 
 
 def is_hf_repo_id(value: str) -> bool:
@@ -126,6 +149,11 @@ class ModelEntry(Strict):
     source: str = Field(description="Hugging Face repo id, owner/name.")
     revision: str = Field(description="Pinned 40-hex commit of the Hugging Face repo.")
     tier: TierName = Field(description="GPU tier the model runs on: t4, l4 or a100 (80GB).")
+    task: Task = Field(
+        default=Task.GENERATE,
+        description="What the model serves: generate (chat, completions), embed (embeddings) or "
+        "rerank (a cross-encoder: score, rerank).",
+    )
     tensor_parallel_size: Annotated[
         StrictInt,
         Field(ge=1, le=MAX_TENSOR_PARALLEL, description="GPUs per replica, all on one node (STRICT_PACK)."),
@@ -182,6 +210,18 @@ class ModelEntry(Strict):
             fix = f"did you mean {hint!r}?" if hint else f"use one of: {', '.join(names)}"
             raise ValueError(f"unknown tier {value!r}; {fix}")
         return TierName(value)
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _known_task(cls, value: Any) -> Any:
+        names = [t.value for t in Task]
+        if not isinstance(value, str) or value not in names:
+            aliases = {"chat": "generate", "embedding": "embed", "embeddings": "embed", "score": "rerank"}
+            hint = aliases.get(value.lower()) if isinstance(value, str) else None
+            hint = hint or next((n for n in names if isinstance(value, str) and value.lower() == n), None)
+            fix = f"did you mean {hint!r}?" if hint else f"use one of: {', '.join(names)}"
+            raise ValueError(f"unknown task {value!r}; {fix}")
+        return Task(value)
 
     @field_validator("dtype")
     @classmethod
@@ -422,8 +462,9 @@ def load_catalog(path: Path = DEFAULT_CATALOG) -> Catalog:
 def summary_line(model: ModelEntry) -> str:
     budget = model.memory()
     quant = f", {model.quantization}" if model.quantization else ""
+    task = "" if model.task is Task.GENERATE else f" [{model.task.value}]"
     return (
-        f"{model.id}: {model.source}@{model.revision[:8]} "
+        f"{model.id}{task}: {model.source}@{model.revision[:8]} "
         f"on {model.tensor_parallel_size}x {model.tier.value} "
         f"({model.dtype}{quant}, max_model_len {model.max_model_len}, concurrency {model.concurrency}), "
         f"{budget.required_gib:.1f} of {budget.budget_gib:.1f} GiB"

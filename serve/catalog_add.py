@@ -16,11 +16,11 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from configcheck.problems import ConfigError
 from configcheck.yaml_lines import load_file, load_text
-from serve.catalog import COMMIT_SHA, DEFAULT_CATALOG, DNS_LABEL, Catalog, is_hf_repo_id, parse_catalog
+from serve.catalog import COMMIT_SHA, DEFAULT_CATALOG, DNS_LABEL, Catalog, Task, is_hf_repo_id, parse_catalog
 from serve.catalog_append import appended_text, write_atomically
 from serve.model_facts import TASKS, FactsError, ModelFacts, TensorInfo, check_task, read_facts
 from serve.model_source import HuggingFaceHub, LocalModel, ModelHub, SourceError
@@ -202,7 +202,9 @@ def add(args: argparse.Namespace, hub: ModelHub) -> list[str]:
     )
     model_id = args.model_id or model_id_for(read.repo)
     _check_id(model_id, catalog, derived=args.model_id is None)
-    base = {"id": model_id, "source": read.repo, "revision": read.revision}
+    base: dict[str, Any] = {"id": model_id, "source": read.repo, "revision": read.revision}
+    if args.task != Task.GENERATE.value:
+        base["task"] = args.task
     choice = choose(base, read.facts, request)
     comment = (
         f"{read.repo} at {read.revision[:12]}: facts from its config.json (python -m serve.catalog add)."

@@ -19,7 +19,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarfloat import ScalarFloat
 from ruamel.yaml.util import load_yaml_guess_indent
 
-from serve.catalog import ModelEntry
+from serve.catalog import ModelEntry, Task
 
 # Never fold a long line (a comment, a repo id): folding would change existing lines.
 _NO_FOLDING: Final = 4096
@@ -55,6 +55,8 @@ def entry_document(entry: ModelEntry) -> dict[str, Any]:
         del data["tensor_parallel_size"]
     if data["quantization"] is None:
         del data["quantization"]
+    if data["task"] == Task.GENERATE.value:
+        del data["task"]
     data["engine"] = entry.engine.as_engine_kwargs()
     return data
 

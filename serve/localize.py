@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from serve.openai_app import API_KEYS_DIR_ARG
+from serve.openai_app import API_KEYS_DIR_ARG, task_of
 from serve.tiny_model import MAX_POSITION_EMBEDDINGS
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
@@ -165,14 +165,39 @@ def _selected_models(serve_config: Mapping[str, Any], models: Sequence[str] | No
     return selected
 
 
+def needs_reranker(serve_config: Mapping[str, Any], models: Sequence[str] | None = None) -> bool:
+    """Whether a selected model is a `task: rerank` model (so a local cross-encoder is needed)."""
+    selected = set(_selected_models(serve_config, models))
+    return any(
+        task_of(llm.get("engine_kwargs")) == "rerank"
+        for llm in llm_configs(serve_config)
+        if llm["model_loading_config"]["model_id"] in selected
+    )
+
+
+def _local_weights(llm: Mapping[str, Any], model_dir: Path, reranker_dir: Path | None) -> Path:
+    if task_of(llm.get("engine_kwargs")) != "rerank":
+        return model_dir
+    if reranker_dir is None:
+        model_id = llm["model_loading_config"]["model_id"]
+        raise ValueError(
+            f"{model_id} is a rerank model and needs a cross-encoder checkpoint: pass reranker_dir "
+            "(serve.tiny_model.ensure_tiny_reranker())"
+        )
+    return reranker_dir
+
+
 def localize_serve_config(
     serve_config: Mapping[str, Any],
     model_dir: Path,
     models: Sequence[str] | None = None,
     *,
     kv_cache_gib: int = DEFAULT_KV_CACHE_GIB,
+    reranker_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """A copy of `serve_config` that runs on this machine's CPU with the local model in `model_dir`.
+    """A copy of `serve_config` that runs on this machine's CPU with the local model in `model_dir`
+    (a cross-encoder from `reranker_dir` for `task: rerank` models: a chat checkpoint has no
+    classification head; `embed` models use `model_dir`, which vLLM's pooling runner converts).
 
     Every selected model (all when `models` is None) keeps its model id and its Serve settings;
     its weights come from `model_dir`, it runs on the CPU backend (`accelerator_config: cpu`, no
@@ -191,7 +216,7 @@ def localize_serve_config(
     for app in out.get("applications", []):
         if app.get("import_path") == OPENAI_APP_IMPORT_PATH:
             localized = [
-                _localize_llm_config(llm, model_dir, kv_cache_gib)
+                _localize_llm_config(llm, _local_weights(llm, model_dir, reranker_dir), kv_cache_gib)
                 for llm in app.get("args", {}).get("llm_configs", [])
                 if llm["model_loading_config"]["model_id"] in selected
             ]
@@ -220,3 +245,16 @@ def with_api_keys_dir(serve_config: Mapping[str, Any], keys_dir: Path) -> dict[s
         if app.get("import_path") == OPENAI_APP_IMPORT_PATH:
             app.setdefault("args", {})[API_KEYS_DIR_ARG] = str(keys_dir)
     return out
+
+
+def warmup_request(model: str, task: str) -> tuple[str, dict[str, Any]]:
+    """The smallest request a model of `task` answers: (path under /v1, JSON body)."""
+    if task == "embed":
+        return "/embeddings", {"model": model, "input": "ping"}
+    if task == "rerank":
+        return "/score", {"model": model, "text_1": "ping", "text_2": ["pong"]}
+    return "/chat/completions", {
+        "model": model,
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 1,
+    }

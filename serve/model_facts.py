@@ -26,15 +26,27 @@ from typing import Any, Final, NamedTuple
 
 from pydantic import ValidationError
 
-from serve.catalog import Architecture
+from serve.catalog import Architecture, Task
 from serve.memory import BYTES_PER_WEIGHT_BY_QUANTIZATION
 
-# What a catalog model is served for. Only text generation so far; the option exists so that
-# embedding or scoring models can be added without changing the command line.
-TASKS: Final = ("generate",)
+# What a catalog model is served for (serve.catalog.Task), the default first.
+TASKS: Final = tuple(task.value for task in Task)
 
 # Class-name endings of the transformers classes that generate text (vLLM's generate task).
 _GENERATIVE_CLASS_ENDINGS: Final = ("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")
+# What each task can serve, by the config's first architecture. Embeddings: an encoder's base
+# model (BertModel, XLMRobertaModel, ...) or a causal LM, which vLLM's pooling runner converts
+# (`convert: embed`). Rerank: a cross-encoder, a sequence classifier (vLLM scores pairs with it).
+_TASK_CLASS_ENDINGS: Final[Mapping[str, tuple[str, ...]]] = {
+    Task.GENERATE.value: _GENERATIVE_CLASS_ENDINGS,
+    Task.EMBED.value: ("Model", *_GENERATIVE_CLASS_ENDINGS),
+    Task.RERANK.value: ("ForSequenceClassification",),
+}
+_TASK_NEEDS: Final[Mapping[str, str]] = {
+    Task.GENERATE.value: "a ...ForCausalLM or ...ForConditionalGeneration model; pick a chat or instruct one",
+    Task.EMBED.value: "an encoder (...Model) or a causal LM vLLM can pool; pick an embedding model",
+    Task.RERANK.value: "a cross-encoder (...ForSequenceClassification); pick a reranker",
+}
 
 # Older architectures (GPT-2, GPT-J) use other names; transformers maps them with each config
 # class's `attribute_map`, so the same numbers are found here under either name.
@@ -169,11 +181,9 @@ def _check_task(config: Mapping[str, Any], task: str, where: str) -> None:
     check_task(task)
     classes = config.get("architectures")
     first = classes[0] if isinstance(classes, list) and classes else None
-    if isinstance(first, str) and not first.endswith(_GENERATIVE_CLASS_ENDINGS):
-        raise FactsError(
-            f"{where}: {first} does not generate text (task 'generate' needs a ...ForCausalLM or "
-            "...ForConditionalGeneration model); pick a chat or instruct model"
-        )
+    if isinstance(first, str) and not first.endswith(_TASK_CLASS_ENDINGS[task]):
+        does = "does not generate text" if task == Task.GENERATE.value else f"cannot serve task {task!r}"
+        raise FactsError(f"{where}: {first} {does} (task {task!r} needs {_TASK_NEEDS[task]})")
 
 
 def _check_estimable(config: Mapping[str, Any], where: str, model_class: str) -> None:

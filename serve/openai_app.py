@@ -20,6 +20,7 @@ so it imports only the standard library and what the Ray image has: never `serve
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -30,9 +31,50 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Final
 
+# What each task runs as in vLLM 0.32 (its pooling runner for embeddings and cross-encoders;
+# `convert` adapts a model, a no-op for one that already pools: vllm/config/model.py
+# `_get_convert_type`, vllm/model_executor/models/adapters.py). The catalog's `task` picks one.
+TASK_ENGINE_KWARGS: Final[dict[str, dict[str, str]]] = {
+    "generate": {},
+    "embed": {"runner": "pooling", "convert": "embed"},
+    "rerank": {"runner": "pooling", "convert": "classify"},
+}
+# Which routes serve which task; a request for a model of another task gets a 400 naming its own.
+TASK_ROUTES: Final[dict[str, tuple[str, ...]]] = {
+    "generate": ("/v1/chat/completions", "/v1/completions"),
+    "embed": ("/v1/embeddings",),
+    "rerank": ("/v1/score", "/v1/rerank"),
+}
+# Ray's ingress method behind each task route (ray/llm/_internal/serve/core/ingress/ingress.py
+# DEFAULT_ENDPOINTS); `rerank` is this module's own.
+ROUTE_METHODS: Final[dict[str, str]] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/score": "score",
+    "/v1/rerank": "rerank",
+}
+
+
+def task_of(engine_kwargs: dict[str, Any] | None) -> str:
+    """The task an LLM config's engine kwargs set up (the inverse of TASK_ENGINE_KWARGS)."""
+    kwargs = engine_kwargs or {}
+    for task, settings in TASK_ENGINE_KWARGS.items():
+        if settings and all(kwargs.get(key) == value for key, value in settings.items()):
+            return task
+    return "generate"
+
+
+def wrong_task_message(model: str, task: str, route: str) -> str:
+    return f"model {model!r} serves {task} ({', '.join(TASK_ROUTES[task])}), not {route}"
+
+
 # The builder argument this module adds to Ray's LLMServingArgs (and removes before Ray sees them).
 API_KEYS_DIR_ARG: Final = "api_keys_dir"
 IMPORT_PATH: Final = "serve.openai_app:build_app"
+# The ingress deployment keeps Ray's name: logs, metrics (`deployment` label) and dashboards see
+# the same deployment as with `build_openai_app`.
+INGRESS_DEPLOYMENT: Final = "OpenAiIngress"
 RELOAD_EVERY_S: Final = 5.0
 POLICY_VIOLATION: Final = 1008  # WebSocket close code for a refused connection (RFC 6455 7.4.1)
 # Routes of the app that answer without a key: none of the model routes. (KubeRay's probes call
@@ -171,6 +213,102 @@ def keyed_fastapi_app(keys_dir: str | os.PathLike[str]) -> Any:
     return app
 
 
+@functools.cache
+def task_aware_ingress() -> Any:
+    """Ray's `OpenAiIngress` that refuses a request for a model of another task (400, naming the
+    model's task and routes) and adds `/v1/rerank` (Jina/Cohere shape, vLLM's `RerankRequest` and
+    `RerankResponse`) on top of Ray's `/v1/score`. Built on first use, so importing this module
+    never imports Ray; Serve pickles the class by value like the one `make_fastapi_ingress` makes."""
+    from fastapi import Request, status
+    from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException, ScoreRequest
+    from ray.llm._internal.serve.core.ingress.ingress import OpenAiIngress
+    from starlette.responses import JSONResponse, Response
+    from vllm.entrypoints.pooling.scoring.protocol import (
+        RerankDocument,
+        RerankRequest,
+        RerankResponse,
+        RerankResult,
+        RerankUsage,
+    )
+
+    def guarded(route: str) -> Callable[..., Any]:
+        parent = getattr(OpenAiIngress, ROUTE_METHODS[route])
+
+        @functools.wraps(parent)
+        async def method(self: Any, body: Any, request: Request) -> Any:
+            self.require_task(body.model, route)
+            return await parent(self, body, request)
+
+        return method
+
+    class TaskAwareOpenAiIngress(OpenAiIngress):
+        def __init__(self, *args: Any, model_tasks: dict[str, str] | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.model_tasks = dict(model_tasks or {})
+
+        def require_task(self, model: str | None, route: str) -> None:
+            task = self.model_tasks.get(model or "")
+            if task is not None and route not in TASK_ROUTES[task]:
+                raise OpenAIHTTPException(
+                    status_code=status.HTTP_400_BAD_REQUEST,
+                    message=wrong_task_message(model or "", task, route),
+                    type="invalid_request_error",
+                )
+
+        chat = guarded("/v1/chat/completions")
+        completions = guarded("/v1/completions")
+        embeddings = guarded("/v1/embeddings")
+        score = guarded("/v1/score")
+
+        async def rerank(self, body: RerankRequest, request: Request) -> Response:
+            self.require_task(body.model, "/v1/rerank")
+            documents = body.documents if isinstance(body.documents, list) else [body.documents]
+            scored = await OpenAiIngress.score(
+                self, ScoreRequest(model=body.model, text_1=body.query, text_2=documents), request
+            )
+            answer = json.loads(bytes(scored.body))
+            ranked = sorted(answer["data"], key=lambda item: item["score"], reverse=True)
+            if body.top_n:
+                ranked = ranked[: body.top_n]
+            response = RerankResponse(
+                id=answer["id"],
+                model=answer["model"],
+                usage=RerankUsage(
+                    prompt_tokens=answer["usage"]["prompt_tokens"],
+                    total_tokens=answer["usage"]["total_tokens"],
+                ),
+                results=[
+                    RerankResult(
+                        index=item["index"],
+                        document=RerankDocument(text=_text(documents[item["index"]])),
+                        relevance_score=item["score"],
+                    )
+                    for item in ranked
+                ],
+            )
+            return JSONResponse(content=response.model_dump())
+
+    # FastAPI reads the route's types from its annotations; this module's are strings (PEP 563)
+    # naming classes imported in this function, which FastAPI could not resolve from the module.
+    TaskAwareOpenAiIngress.rerank.__annotations__ = {
+        "body": RerankRequest,
+        "request": Request,
+        "return": Response,
+    }
+    return TaskAwareOpenAiIngress
+
+
+def _text(document: Any) -> str | None:
+    return document if isinstance(document, str) else None
+
+
+def endpoint_map() -> dict[str, Callable[[Any], Callable[..., Any]]]:
+    """Ray's default routes plus `/v1/rerank`."""
+    from ray.llm._internal.serve.core.ingress.ingress import DEFAULT_ENDPOINTS
+
+    return {**DEFAULT_ENDPOINTS, "rerank": lambda app: app.post("/v1/rerank")}
+
+
 def split_args(args: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """(Ray's LLMServingArgs, the keys directory). The directory is required: no key, no app."""
     ray_args = dict(args)
@@ -185,6 +323,7 @@ def build_app(args: dict[str, Any]) -> Any:
     from ray import serve
     from ray.llm._internal.common.dict_utils import maybe_apply_llm_deployment_config_defaults
     from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
+    from ray.llm._internal.serve.core.ingress.ingress import OpenAiIngress
     from ray.serve.llm import LLMServingArgs, build_llm_deployment
     from ray.serve.llm.ingress import make_fastapi_ingress
 
@@ -192,17 +331,22 @@ def build_app(args: dict[str, Any]) -> Any:
     # Its validators turn every config into an LLMConfig and the ingress config into IngressClsConfig.
     serving: Any = LLMServingArgs.model_validate(ray_args)
     configs = serving.llm_configs
-    ingress_cls = serving.ingress_cls_config.ingress_cls
+    if serving.ingress_cls_config.ingress_cls is not OpenAiIngress:
+        raise ValueError(f"{IMPORT_PATH} serves its own ingress class; remove ingress_cls_config.ingress_cls")
+    ingress_cls = task_aware_ingress()
     options = maybe_apply_llm_deployment_config_defaults(
         ingress_cls.get_deployment_options(configs), serving.ingress_deployment_config
     )
-    keyed_ingress = make_fastapi_ingress(ingress_cls, app=keyed_fastapi_app(keys_dir))
-    deployment: Any = serve.deployment(keyed_ingress, **options)
+    keyed_ingress = make_fastapi_ingress(
+        ingress_cls, endpoint_map=endpoint_map(), app=keyed_fastapi_app(keys_dir)
+    )
+    deployment: Any = serve.deployment(keyed_ingress, name=INGRESS_DEPLOYMENT, **options)
     return deployment.bind(
         llm_deployments={c.model_id: build_llm_deployment(c) for c in configs},
         model_cards={c.model_id: to_model_metadata(c.model_id, c) for c in configs},
         lora_paths={
             c.model_id: c.lora_config.dynamic_lora_loading_path for c in configs if c.lora_config is not None
         },
+        model_tasks={c.model_id: task_of(c.engine_kwargs) for c in configs},
         **serving.ingress_cls_config.ingress_extra_kwargs,
     )

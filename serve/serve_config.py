@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from serve.autoscaling import ReplicaAutoscaling
-from serve.catalog import ModelEntry
+from serve.catalog import TASK_ENGINE_KWARGS, ModelEntry
 from serve.openai_app import API_KEYS_DIR_ARG
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
@@ -51,6 +51,7 @@ def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, 
         "revision": model.revision,
         "tokenizer_revision": model.revision,
         **model.engine.as_engine_kwargs(),
+        **TASK_ENGINE_KWARGS[model.task],
     }
     if model.quantization is not None:
         engine_kwargs["quantization"] = model.quantization

@@ -48,11 +48,14 @@ import yaml
 from serve.local_guard import IGNORED_SIGNALS
 from serve.localize import (
     custom_resources,
+    llm_configs,
     models_not_on_cpu,
     new_api_key,
     served_model_ids,
+    warmup_request,
     with_api_keys_dir,
 )
+from serve.openai_app import task_of
 from serve.paths import REPO_ROOT
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
@@ -613,6 +616,10 @@ class LocalService:
         api_key: str | None = None,
     ) -> None:
         self.model_ids: list[str] = served_model_ids(serve_config)
+        self._tasks = {
+            llm["model_loading_config"]["model_id"]: task_of(llm.get("engine_kwargs"))
+            for llm in llm_configs(serve_config)
+        }
         if not self.model_ids:
             raise ValueError(f"the serve config has no {OPENAI_APP_IMPORT_PATH} application with llm_configs")
         not_cpu = models_not_on_cpu(serve_config)
@@ -967,17 +974,18 @@ class LocalService:
         return {str(m.get("id")) for m in data if isinstance(m, dict)}
 
     def _probe(self, model: str) -> None:
-        """Send one-token chat requests to `model` until one succeeds (scaling it up from zero).
+        """Send the smallest request of the model's task (a one-token chat, a one-word embedding,
+        one scored pair) until one succeeds, scaling it up from zero.
 
         Runs in its own thread with its own client: stop() closes the main one.
         """
-        request = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+        path, request = warmup_request(model, self._tasks.get(model, "generate"))
         deadline = self._started_at + self.startup_timeout_s
         with httpx.Client(trust_env=False) as client:
             while self.phase is Phase.WARMING_ENGINES and time.monotonic() < deadline:
                 timeout = max(5.0, min(deadline - time.monotonic(), 120.0))
                 try:
-                    url = f"{self.openai_base_url}/chat/completions"
+                    url = f"{self.openai_base_url}{path}"
                     response = client.post(url, json=request, headers=self._keyed, timeout=timeout)
                     if response.status_code == 200:
                         self._answered[model] = True

@@ -1,4 +1,9 @@
-"""A tiny chat model built on this machine, for running the real serving layer without downloads.
+"""Tiny models built on this machine, for running the real serving layer without downloads.
+
+`kind="chat"` (the default) is a chat model; served with `task: embed` vLLM's pooling runner turns
+the same checkpoint into an embedding model (`convert: embed`). `kind="reranker"` is the same
+network with a one-label classification head (`Qwen2ForSequenceClassification`, num_labels 1),
+a cross-encoder vLLM scores query/document pairs with, for `task: rerank`.
 
 The model is a randomly initialised `Qwen2ForCausalLM` (the architecture of the catalog's Qwen
 models, so vLLM loads it with the same code path) with a byte-level BPE tokenizer trained on
@@ -23,7 +28,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from serve.paths import CACHE_DIR
 
@@ -67,6 +72,8 @@ MAX_POSITION_EMBEDDINGS: Final = 2048
 TORCH_DTYPE: Final = "float32"
 
 MARKER_FILE: Final = "tiny-model-recipe.json"
+Kind = Literal["chat", "reranker"]
+CACHE_DIR_NAMES: Final[dict[str, str]] = {"chat": "tiny-model", "reranker": "tiny-reranker"}
 CACHE_ENV: Final = "LLM_SERVING_CACHE"
 
 _WORD_TEXT: Final = (
@@ -99,14 +106,16 @@ def recipe() -> dict[str, Any]:
     }
 
 
-def recipe_digest() -> str:
-    return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()[:16]
+def recipe_digest(kind: Kind = "chat") -> str:
+    described = recipe() if kind == "chat" else {**recipe(), "kind": kind}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def default_cache_dir() -> Path:
-    """`$LLM_SERVING_CACHE/tiny-model`, else `<repo>/.cache/tiny-model` (gitignored)."""
+def default_cache_dir(kind: Kind = "chat") -> Path:
+    """`$LLM_SERVING_CACHE/<name>`, else `<repo>/.cache/<name>` (gitignored): tiny-model, tiny-reranker."""
     base = os.environ.get(CACHE_ENV)
-    return Path(base) / "tiny-model" if base else CACHE_DIR / "tiny-model"
+    name = CACHE_DIR_NAMES[kind]
+    return Path(base) / name if base else CACHE_DIR / name
 
 
 def _corpus(rng: random.Random) -> Iterator[str]:
@@ -168,9 +177,9 @@ def _build_tokenizer(out: Path) -> int:
     return vocab_size
 
 
-def _build_model(out: Path, vocab_size: int) -> None:
+def _build_model(out: Path, vocab_size: int, kind: Kind) -> None:
     import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
 
     tokenizer = json.loads((out / "tokenizer.json").read_text())
     special_ids = {t["content"]: t["id"] for t in tokenizer["added_tokens"]}
@@ -189,6 +198,14 @@ def _build_model(out: Path, vocab_size: int) -> None:
     )
     config.head_dim = HEAD_DIM
     torch.manual_seed(SEED)
+    if kind == "reranker":
+        # One relevance logit per (query, document) pair: what vLLM's score API needs of a cross-encoder.
+        config.num_labels = 1
+        config.architectures = ["Qwen2ForSequenceClassification"]
+        reranker = Qwen2ForSequenceClassification(config).to(getattr(torch, TORCH_DTYPE))
+        reranker.eval()
+        reranker.save_pretrained(out, safe_serialization=True)
+        return
     model = Qwen2ForCausalLM(config).to(getattr(torch, TORCH_DTYPE))
     model.eval()
     model.save_pretrained(out, safe_serialization=True)
@@ -200,38 +217,38 @@ def _build_model(out: Path, vocab_size: int) -> None:
     ).save_pretrained(out)
 
 
-def build_tiny_model(out: Path) -> None:
+def build_tiny_model(out: Path, kind: Kind = "chat") -> None:
     """Write the tokenizer, model and marker into an existing, empty directory `out`."""
     vocab_size = _build_tokenizer(out)
-    _build_model(out, vocab_size)
-    marker = {"digest": recipe_digest(), "recipe": recipe(), "vocab_size": vocab_size}
+    _build_model(out, vocab_size, kind)
+    marker = {"digest": recipe_digest(kind), "recipe": recipe(), "kind": kind, "vocab_size": vocab_size}
     (out / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
-def is_current(model_dir: Path) -> bool:
-    """Whether `model_dir` holds a complete model built from the current recipe."""
+def is_current(model_dir: Path, kind: Kind = "chat") -> bool:
+    """Whether `model_dir` holds a complete model of `kind` built from the current recipe."""
     try:
         marker = json.loads((model_dir / MARKER_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(marker, dict) and marker.get("digest") == recipe_digest()
+    return isinstance(marker, dict) and marker.get("digest") == recipe_digest(kind)
 
 
-def ensure_tiny_model(cache_dir: Path | None = None) -> Path:
+def ensure_tiny_model(cache_dir: Path | None = None, kind: Kind = "chat") -> Path:
     """Build the tiny model into `cache_dir` unless it already holds the current recipe.
 
     The model is built in a temporary sibling directory and renamed into place, so a reader
     never sees a half-written model and concurrent builders do not corrupt each other.
     Returns the model directory (usable as an LLM config's `model_source`).
     """
-    target = (cache_dir if cache_dir is not None else default_cache_dir()).resolve()
-    if is_current(target):
+    target = (cache_dir if cache_dir is not None else default_cache_dir(kind)).resolve()
+    if is_current(target, kind):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=target.parent))
     try:
-        build_tiny_model(staging)
-        if is_current(target):  # someone else finished first
+        build_tiny_model(staging, kind)
+        if is_current(target, kind):  # someone else finished first
             return target
         if target.exists():
             stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale-", dir=target.parent))
@@ -242,6 +259,11 @@ def ensure_tiny_model(cache_dir: Path | None = None) -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def ensure_tiny_reranker(cache_dir: Path | None = None) -> Path:
+    """The tiny cross-encoder (see the module docstring), built once like the chat model."""
+    return ensure_tiny_model(cache_dir, "reranker")
 
 
 def main(argv: list[str] | None = None) -> int:

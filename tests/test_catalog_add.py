@@ -417,8 +417,8 @@ BAD: list[Bad] = [
     ),
     Bad(
         "task-not-served",
-        lambda tmp: [QWEN.source, "--task", "embed"],
-        ("task 'embed'", "the tasks are: generate"),
+        lambda tmp: [QWEN.source, "--task", "classify"],
+        ("task 'classify'", "the tasks are: generate, embed, rerank"),
         downloads=False,
     ),
     Bad(

@@ -233,11 +233,34 @@ def test_no_weights_and_no_recorded_count_is_refused() -> None:
         facts_of(QWEN.config, [])
 
 
-def test_only_the_generate_task_exists() -> None:
+def test_an_unknown_task_is_refused_naming_the_tasks() -> None:
     with pytest.raises(
-        FactsError, match=r"task 'embed' is not one the catalog serves; the tasks are: generate"
+        FactsError,
+        match=r"task 'classify' is not one the catalog serves; the tasks are: generate, embed, rerank",
     ):
-        facts_of(QWEN.config, task="embed")
+        facts_of(QWEN.config, task="classify")
+
+
+@pytest.mark.parametrize(
+    ("architecture", "task", "served"),
+    [
+        ("Qwen2ForCausalLM", "embed", True),  # vLLM's pooling runner converts a causal LM
+        ("BertModel", "embed", True),
+        ("XLMRobertaModel", "embed", True),
+        ("XLMRobertaForSequenceClassification", "rerank", True),
+        ("Qwen2ForCausalLM", "rerank", False),
+        ("BertForMaskedLM", "embed", False),
+        ("XLMRobertaForSequenceClassification", "generate", False),
+    ],
+)
+def test_the_architecture_must_serve_the_task(architecture: str, task: str, served: bool) -> None:
+    config = {**QWEN.config, "architectures": [architecture]}
+    if served:
+        assert facts_of(config, task=task).architecture.num_layers == QWEN.config["num_hidden_layers"]
+        return
+    with pytest.raises(FactsError) as raised:
+        facts_of(config, task=task)
+    assert f"{architecture} " in str(raised.value) and f"task {task!r} needs" in str(raised.value)
 
 
 # --- local directories ----------------------------------------------------------------------------------

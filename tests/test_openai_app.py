@@ -191,7 +191,7 @@ def test_the_builder_requires_a_keys_directory() -> None:
 
 # --- the module reaches the Ray image alone ------------------------------------------------------
 
-ALLOWED_TOP_LEVEL = {"ray", "fastapi", "starlette"}
+ALLOWED_TOP_LEVEL = {"ray", "fastapi", "starlette", "vllm"}  # all in the ray-llm image
 
 
 def test_it_imports_only_the_standard_library_and_what_the_ray_image_has() -> None:
@@ -239,3 +239,17 @@ def ray_oracles_ingress_app() -> Any:
     from ray.llm._internal.serve.core.ingress.ingress import init
 
     return init()
+
+
+def test_every_task_route_takes_its_request_from_the_json_body(ray_oracles: ModuleType) -> None:
+    """FastAPI resolves a route's body type from its annotations; an unresolved one silently turns
+    `body` into a required query parameter (every request a 400)."""
+    from ray.serve.llm.ingress import make_fastapi_ingress
+
+    app = openai_app.keyed_fastapi_app("/nonexistent")
+    make_fastapi_ingress(openai_app.task_aware_ingress(), endpoint_map=openai_app.endpoint_map(), app=app)
+    routes = {getattr(r, "path", None): r for r in app.routes}
+    for path in openai_app.ROUTE_METHODS:
+        dependant = routes[path].dependant
+        assert [p.name for p in dependant.body_params] == ["body"], path
+        assert not dependant.query_params, path

@@ -57,6 +57,7 @@ __all__ = [
     "deployment_names",
     "deployment_options",
     "fits",
+    "flatten_app",
     "gang",
     "import_attr",
     "offline_runtime_context",
