@@ -30,6 +30,7 @@ from serve.memory import (
     MemoryBudget,
     estimate,
 )
+from serve.openai_app import TASK_ENGINE_KWARGS as APP_TASK_ENGINE_KWARGS
 from serve.paths import CATALOG_FILE_NAME
 from serve.tiers import TIERS, GpuTier, TierName
 
@@ -58,14 +59,9 @@ class Task(StrEnum):
     """A cross-encoder: /v1/score and /v1/rerank."""
 
 
-# vLLM 0.32 runs embedding and scoring models with its pooling runner; `convert` adapts a model to
-# the task (vllm/config/model.py `_get_convert_type`; vllm/model_executor/models/adapters.py
-# `as_embedding_model`, `as_seq_cls_model`, both no-ops for a model that already pools). Ray
-# passes these engine kwargs through to vLLM's engine args unchanged. vLLM 0.32 has no `task`.
+# What each task runs as in vLLM (one table, in serve/openai_app.py, which the cluster also reads).
 TASK_ENGINE_KWARGS: Final[dict[Task, dict[str, str]]] = {
-    Task.GENERATE: {},
-    Task.EMBED: {"runner": "pooling", "convert": "embed"},
-    Task.RERANK: {"runner": "pooling", "convert": "classify"},
+    Task(name): kw for name, kw in APP_TASK_ENGINE_KWARGS.items()
 }
 
 

@@ -144,13 +144,14 @@ class LlmService(pulumi.ComponentResource):
                 metadata=k8s.meta.v1.ObjectMetaArgs(
                     name=alias.service,
                     namespace=namespace,
-                    labels={**MANAGED_BY, **alias_service(alias)["metadata"]["labels"]},
+                    labels={**MANAGED_BY, **document["metadata"]["labels"]},
                 ),
-                spec=alias_service(alias)["spec"],
+                spec=document["spec"],
                 opts=child,
             )
             for alias in args.aliases
             if alias.service is not None
+            for document in [alias_service(alias)]
         ]
         self.ray_service = k8s.apiextensions.CustomResource(
             f"{name}-rayservice",

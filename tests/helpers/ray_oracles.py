@@ -62,7 +62,6 @@ __all__ = [
     "import_attr",
     "offline_runtime_context",
     "ray",
-    "ray_serving_args",
     "ray_vllm_kwargs",
     "replica_bundles",
     "schedule_from_zero",
@@ -154,15 +153,6 @@ def build_serve_app(import_path: str, args: dict[str, Any]) -> Application:
         builder = import_attr(import_path)
         app: Application = builder(copy.deepcopy(args))
         return app
-
-
-def ray_serving_args(args: dict[str, Any]) -> Any:
-    """The app's args as Ray's `LLMServingArgs` (without the keys directory the project adds)."""
-    from ray.serve.llm import LLMServingArgs
-
-    from serve.openai_app import split_args
-
-    return LLMServingArgs.model_validate(split_args(args)[0])
 
 
 def deployment_names(app: Application) -> list[str]:
