@@ -100,6 +100,11 @@ class Architecture(Strict):
     max_position_embeddings: Annotated[
         StrictInt, Field(gt=0, le=10_000_000, description="The longest context the model was trained for.")
     ]
+    encoder_only: StrictBool = Field(
+        default=False,
+        description="An encoder (BERT, XLM-RoBERTa; serve/model_facts.py knows which): bidirectional "
+        "attention, no KV cache, embeddings or scores only.",
+    )
 
     @field_validator("num_kv_heads")
     @classmethod
@@ -254,6 +259,7 @@ class ModelEntry(Strict):
             tensor_parallel_size=self.tensor_parallel_size,
             vram_gib_per_gpu=self.gpu_tier.vram_gib,
             gpu_memory_utilization=self.engine.gpu_memory_utilization,
+            encoder_only=arch.encoder_only,
         )
 
 
@@ -346,6 +352,7 @@ def fit_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
                     "bigger tier",
                 )
             )
+    found += encoder_problems(model)
     # vLLM's scheduler refuses these at engine start, i.e. on a GPU node after the download.
     engine, batched = model.engine, model.engine.max_num_batched_tokens
     if batched is not None and engine.max_num_seqs is not None and batched < engine.max_num_seqs:
@@ -356,13 +363,59 @@ def fit_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
                 f"raise it to at least {engine.max_num_seqs} or lower max_num_seqs",
             )
         )
-    if batched is not None and engine.enable_chunked_prefill is False and batched < model.max_model_len:
+    # An encoder's prompt is processed whole, so chunked prefill is off for it unless set.
+    chunked = engine.enable_chunked_prefill
+    unchunked = chunked is False or (model.architecture.encoder_only and chunked is None)
+    if batched is not None and unchunked and batched < model.max_model_len:
+        if chunked is False:
+            why, fix = "with enable_chunked_prefill false", "lower max_model_len or enable chunked prefill"
+        else:
+            why, fix = "for an encoder (no chunked prefill)", "or lower max_model_len"
         found.append(
             (
                 ("engine", "max_num_batched_tokens"),
-                f"{batched} is below max_model_len {model.max_model_len} with enable_chunked_prefill false "
-                f"and vLLM would refuse to start; raise it to at least {model.max_model_len}, lower "
-                "max_model_len or enable chunked prefill",
+                f"{batched} is below max_model_len {model.max_model_len} {why} and vLLM would refuse to "
+                f"start; raise it to at least {model.max_model_len}{',' if chunked is False else ''} {fix}",
+            )
+        )
+    return found
+
+
+# vLLM 0.32 turns prefix caching and chunked prefill off for pooling models with bidirectional
+# attention, and warns that turning them on "may cause the engine to crash or produce incorrect
+# outputs" (vllm/config/model.py `is_prefix_caching_supported`, `is_chunked_prefill_supported`;
+# vllm/engine/arg_utils.py `_set_default_chunked_prefill_and_prefix_caching_args`).
+ENCODER_UNSUPPORTED_ENGINE: Final = ("enable_prefix_caching", "enable_chunked_prefill")
+
+
+def encoder_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
+    """Settings that mean nothing or break an encoder-only model (no KV cache, no generation)."""
+    if not model.architecture.encoder_only:
+        return []
+    found: list[tuple[Path_, str]] = []
+    if model.task is Task.GENERATE:
+        found.append(
+            (
+                ("task",),
+                "an encoder-only model (architecture.encoder_only) cannot generate text; set task to "
+                "'embed' or 'rerank', or pick a chat model",
+            )
+        )
+    for name in ENCODER_UNSUPPORTED_ENGINE:
+        if getattr(model.engine, name) is True:
+            found.append(
+                (
+                    ("engine", name),
+                    f"vLLM does not support {name.removeprefix('enable_').replace('_', ' ')} for an "
+                    "encoder-only model and warns it may crash or answer wrongly; remove the setting",
+                )
+            )
+    if "concurrency" in model.model_fields_set:
+        found.append(
+            (
+                ("concurrency",),
+                "concurrency sizes the KV cache and an encoder-only model has none; remove it "
+                "(max_num_seqs bounds the batch)",
             )
         )
     return found
@@ -456,14 +509,24 @@ def load_catalog(path: Path = DEFAULT_CATALOG) -> Catalog:
 
 
 def summary_line(model: ModelEntry) -> str:
-    budget = model.memory()
+    from serve.gpu_share import gpu_share  # it sizes catalog entries: imported here, not at the top
+
+    budget, share = model.memory(), gpu_share(model)
     quant = f", {model.quantization}" if model.quantization else ""
     task = "" if model.task is Task.GENERATE else f" [{model.task.value}]"
+    sequences = (
+        "encoder, no KV cache" if model.architecture.encoder_only else f"concurrency {model.concurrency}"
+    )
+    where = (
+        f"{share.bundle_gpus:g} of a {model.tier.value} (shared)"
+        if share is not None
+        else f"{model.tensor_parallel_size}x {model.tier.value}"
+    )
+    of = share.gpu_memory_utilization * model.gpu_tier.vram_gib if share is not None else budget.budget_gib
     return (
-        f"{model.id}{task}: {model.source}@{model.revision[:8]} "
-        f"on {model.tensor_parallel_size}x {model.tier.value} "
-        f"({model.dtype}{quant}, max_model_len {model.max_model_len}, concurrency {model.concurrency}), "
-        f"{budget.required_gib:.1f} of {budget.budget_gib:.1f} GiB"
+        f"{model.id}{task}: {model.source}@{model.revision[:8]} on {where} "
+        f"({model.dtype}{quant}, max_model_len {model.max_model_len}, {sequences}), "
+        f"{budget.required_gib:.1f} of {of:.1f} GiB"
     )
 
 

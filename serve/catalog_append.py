@@ -57,6 +57,9 @@ def entry_document(entry: ModelEntry) -> dict[str, Any]:
         del data["quantization"]
     if data["task"] == Task.GENERATE.value:
         del data["task"]
+    if "concurrency" not in entry.model_fields_set:
+        del data["concurrency"]
+    data["architecture"] = entry.architecture.model_dump(mode="json", exclude_defaults=True)
     data["engine"] = entry.engine.as_engine_kwargs()
     return data
 

@@ -54,11 +54,13 @@ def _read(
                     f"{directory} holds commit {origin[1][:12]}, not the pinned {model.revision[:12]}",
                 )
             )
-        return read_facts(source.config(), source.tensors, where=str(directory)), found
+        return read_facts(source.config(), source.tensors, where=str(directory), task=model.task.value), found
     hub.resolve(model.source, model.revision)  # the pinned commit still exists
     config = hub.config(model.source, model.revision)
     tensors = partial(hub.tensors, model.source, model.revision)
-    return read_facts(config, tensors, where=f"{model.source}@{model.revision[:8]}"), []
+    return read_facts(
+        config, tensors, where=f"{model.source}@{model.revision[:8]}", task=model.task.value
+    ), []
 
 
 def differences(model: ModelEntry, facts: ModelFacts) -> list[tuple[tuple[str, ...], str]]:

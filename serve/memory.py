@@ -13,6 +13,9 @@ The estimate (all sizes in GiB, 1 GiB = 2**30 bytes):
 once; vLLM pages the cache, so many shorter requests share the same space. kv_bytes is the
 activation dtype's width (2 for float16/bfloat16); quantization shrinks weights, not the
 KV cache. The overhead covers the CUDA context, activations and CUDA graphs per GPU.
+An encoder-only model (BERT, XLM-RoBERTa: bidirectional attention over the whole input) keeps
+no KV cache in vLLM, so its kv_cache is 0: the estimate of an embedding model or a cross-encoder
+is its weights and the overhead.
 
 Worked example: Llama-3.1-8B-Instruct on one L4 (22.5 GiB), bfloat16, max_model_len 8192,
 concurrency 3, gpu_memory_utilization 0.90:
@@ -75,12 +78,13 @@ def estimate(
     tensor_parallel_size: int,
     vram_gib_per_gpu: float,
     gpu_memory_utilization: float,
+    encoder_only: bool = False,
 ) -> MemoryBudget:
     bytes_per_weight = BYTES_PER_WEIGHT[quantization or dtype]
     kv_bytes_per_token = 2 * num_layers * num_kv_heads * head_dim * KV_BYTES_PER_ELEMENT
     return MemoryBudget(
         weights_gib=parameters_billion * 1e9 * bytes_per_weight / GIB,
-        kv_cache_gib=kv_bytes_per_token * max_model_len * concurrency / GIB,
+        kv_cache_gib=0.0 if encoder_only else kv_bytes_per_token * max_model_len * concurrency / GIB,
         overhead_gib=RUNTIME_OVERHEAD_GIB_PER_GPU * tensor_parallel_size,
         budget_gib=vram_gib_per_gpu * tensor_parallel_size * gpu_memory_utilization,
     )

@@ -48,6 +48,27 @@ _TASK_NEEDS: Final[Mapping[str, str]] = {
     Task.RERANK.value: "a cross-encoder (...ForSequenceClassification); pick a reranker",
 }
 
+# Encoders: vLLM runs a pooling model whose default sequence pooling is CLS with bidirectional
+# attention and no KV cache (vllm/config/model.py `ModelConfig.attn_type`: "encoder_only"). These
+# are the text encoders vLLM 0.32's registry gives CLS pooling (tests/test_model_facts.py asks
+# the registry); anything else pools causally and keeps a KV cache, which the estimate counts.
+ENCODER_ARCHITECTURES: Final = frozenset(
+    {
+        "BertModel",
+        "BertForSequenceClassification",
+        "BertSpladeSparseEmbeddingModel",
+        "GteModel",
+        "GteNewModel",
+        "ModernBertModel",
+        "ModernBertForSequenceClassification",
+        "NomicBertModel",
+        "RobertaModel",
+        "RobertaForSequenceClassification",
+        "XLMRobertaModel",
+        "XLMRobertaForSequenceClassification",
+    }
+)
+
 # Older architectures (GPT-2, GPT-J) use other names; transformers maps them with each config
 # class's `attribute_map`, so the same numbers are found here under either name.
 _ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
@@ -90,6 +111,7 @@ FACT_SOURCES: Final = {
     "num_kv_heads": "num_key_value_heads",
     "head_dim": "head_dim, or hidden_size / num_attention_heads",
     "max_position_embeddings": "max_position_embeddings",
+    "encoder_only": "architectures (an encoder vLLM pools with CLS: BertModel, XLMRobertaModel, ...)",
 }
 
 
@@ -279,6 +301,8 @@ def read_facts(
         "head_dim": _head_dim(text, heads, where, model_class),
         "max_position_embeddings": _count(text, "max_position_embeddings", where, model_class),
     }
+    if model_class in ENCODER_ARCHITECTURES:
+        facts["encoder_only"] = True
     # Counted last: for a hub repo it costs a request per weight shard.
     recorded = config.get("num_parameters")
     count = (

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from serve.autoscaling import ReplicaAutoscaling
 from serve.catalog import TASK_ENGINE_KWARGS, ModelEntry
+from serve.gpu_share import gpu_share
 from serve.openai_app import API_KEYS_DIR_ARG
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
@@ -55,6 +56,13 @@ def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, 
     }
     if model.quantization is not None:
         engine_kwargs["quantization"] = model.quantization
+    share = gpu_share(model)
+    if share is not None:
+        # A packed replica: its memory share and a fixed KV cache follow its GPU fraction
+        # (serve/gpu_share.py says why, and how two engines starting on one card stay apart).
+        engine_kwargs["gpu_memory_utilization"] = share.gpu_memory_utilization
+        if share.kv_cache_memory_bytes is not None:
+            engine_kwargs["kv_cache_memory_bytes"] = share.kv_cache_memory_bytes
     config: dict[str, Any] = {
         "model_loading_config": {"model_id": model.id, "model_source": model.source},
         "accelerator_type": model.gpu_tier.ray_accelerator_type,
@@ -65,7 +73,12 @@ def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, 
             "graceful_shutdown_wait_loop_s": REPLICA_GRACEFUL_SHUTDOWN_WAIT_LOOP_SECONDS,
         },
     }
-    if model.tensor_parallel_size > 1:
+    if share is not None:
+        # Ray adds the accelerator_type hint to the bundle and, for a fraction of a GPU, sets
+        # VLLM_RAY_PER_WORKER_GPUS for vLLM's worker (ray/llm/_internal/serve/engines/vllm/
+        # vllm_models.py `_detect_fractional_gpu_from_pg`).
+        config["placement_group_config"] = {"bundles": [{"GPU": share.bundle_gpus}], "strategy": "PACK"}
+    elif model.tensor_parallel_size > 1:
         # Tensor-parallel ranks exchange activations on every layer: keep them on one node.
         # Ray's default, PACK, would split a replica across two nodes that each have a free GPU.
         # Ray adds the accelerator_type hint to each bundle itself.

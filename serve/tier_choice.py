@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from serve.catalog import ModelEntry, fit_problems
+from serve.catalog import ENCODER_UNSUPPORTED_ENGINE, ModelEntry, fit_problems
 from serve.model_facts import ModelFacts
 from serve.tiers import TIERS, GpuTier, MachineShape, TierName
 
@@ -118,6 +118,7 @@ def entry_for(
     base: Mapping[str, Any], facts: ModelFacts, placement: Placement, max_model_len: int, concurrency: int
 ) -> ModelEntry:
     """The catalog entry for `base` (id, source, revision) on `placement`; NoFitError if it is invalid."""
+    encoder = facts.architecture.encoder_only
     data = {
         **base,
         "tier": placement.tier.name.value,
@@ -126,9 +127,15 @@ def entry_for(
         "quantization": facts.quantization,
         "max_model_len": max_model_len,
         "concurrency": concurrency,
-        "architecture": facts.architecture.model_dump(),
-        "engine": dict(DEFAULT_ENGINE),
+        "architecture": facts.architecture.model_dump(exclude_defaults=True),
+        "engine": {
+            key: value
+            for key, value in DEFAULT_ENGINE.items()
+            if not (encoder and key in ENCODER_UNSUPPORTED_ENGINE)
+        },
     }
+    if encoder:
+        del data["concurrency"]  # an encoder keeps no KV cache for it to size
     try:
         return ModelEntry.model_validate(data, strict=True)
     except ValidationError as error:

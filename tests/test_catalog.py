@@ -27,7 +27,7 @@ from helpers.located_cases import (
 )
 from helpers.stack_files import append, chain, const, drop_block, drop_line, edit, sub
 
-from serve.catalog import load_catalog, summary_line
+from serve.catalog import Task, load_catalog, summary_line
 from serve.catalog import main as catalog_main
 from serve.paths import CATALOG_FILE_NAME, REPO_ROOT
 from serve.tiers import TierName
@@ -138,7 +138,7 @@ CATALOG_CASES: list[Case] = [
     C(
         "type-model-is-a-string",
         append("  - just-a-model-name\n"),
-        E("models[3]", "expected a mapping", "just-a-model-name", at="  - just-a-model-name"),
+        E("models[5]", "expected a mapping", "just-a-model-name", at="  - just-a-model-name"),
     ),
     C(
         "type-models-is-a-mapping",
@@ -527,18 +527,23 @@ def test_shipped_catalog_passes_the_check(capsys: pytest.CaptureFixture[str]) ->
     assert catalog_main(["check", str(REPO_ROOT / CATALOG_FILE_NAME)]) == 0
     assert capsys.readouterr().out.splitlines() == [
         *(summary_line(model) for model in catalog.models),
-        f"{REPO_ROOT / CATALOG_FILE_NAME}: 3 models OK",
+        f"{REPO_ROOT / CATALOG_FILE_NAME}: 5 models OK",
     ]
 
 
 def test_shipped_catalog_is_the_documented_one() -> None:
-    """Qwen2.5-1.5B on a T4 in float16, Llama-3.1-8B on an L4, Qwen2.5-32B on two A100s."""
+    """Qwen2.5-1.5B on a T4 in float16, Llama-3.1-8B on an L4, Qwen2.5-32B on two A100s, and an
+    embedder and a reranker (XLM-RoBERTa encoders) sharing the chat model's T4."""
     catalog = load_catalog(REPO_ROOT / CATALOG_FILE_NAME)
-    assert [(m.id, m.source, m.tier, m.tensor_parallel_size, m.dtype) for m in catalog.models] == [
-        ("qwen2-5-1-5b-instruct", "Qwen/Qwen2.5-1.5B-Instruct", TierName.T4, 1, "float16"),
-        ("llama-3-1-8b-instruct", "meta-llama/Llama-3.1-8B-Instruct", TierName.L4, 1, "bfloat16"),
-        ("qwen2-5-32b-instruct", "Qwen/Qwen2.5-32B-Instruct", TierName.A100, 2, "bfloat16"),
+    generate, embed, rerank = Task.GENERATE, Task.EMBED, Task.RERANK
+    assert [(m.id, m.source, m.tier, m.task, m.tensor_parallel_size, m.dtype) for m in catalog.models] == [
+        ("qwen2-5-1-5b-instruct", "Qwen/Qwen2.5-1.5B-Instruct", TierName.T4, generate, 1, "float16"),
+        ("llama-3-1-8b-instruct", "meta-llama/Llama-3.1-8B-Instruct", TierName.L4, generate, 1, "bfloat16"),
+        ("qwen2-5-32b-instruct", "Qwen/Qwen2.5-32B-Instruct", TierName.A100, generate, 2, "bfloat16"),
+        ("multilingual-e5-large", "intfloat/multilingual-e5-large", TierName.T4, embed, 1, "float16"),
+        ("bge-reranker-v2-m3", "BAAI/bge-reranker-v2-m3", TierName.T4, rerank, 1, "float16"),
     ]
+    assert [m.architecture.encoder_only for m in catalog.models] == [False, False, False, True, True]
     assert catalog.by_id("llama-3-1-8b-instruct") is catalog.models[1]
     summary = summary_line(catalog.models[2])
     assert summary.startswith("qwen2-5-32b-instruct: Qwen/Qwen2.5-32B-Instruct@")

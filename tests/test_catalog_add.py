@@ -106,6 +106,8 @@ def test_add_recreates_each_shipped_entry(
         str(shipped.max_model_len),
         "--concurrency",
         str(shipped.concurrency),
+        "--task",
+        shipped.task.value,
     )
     assert run.code == 0, run.err
     added = load_catalog(catalog).by_id(f"{model_id}-copy")
@@ -534,7 +536,7 @@ def test_offline_mode_is_one_sentence(
 def test_an_invalid_catalog_is_reported_and_left_alone(
     catalog: Path, hub: FakeHub, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    broken = catalog.read_text().replace("tier: t4", "tier: h100")
+    broken = catalog.read_text().replace("tier: t4", "tier: h100", 1)
     catalog.write_text(broken)
     run = add(capsys, catalog, QWEN.source, "--id", "q")
     assert run.code == 1 and catalog.read_text() == broken
@@ -608,7 +610,8 @@ def test_an_entry_the_check_would_refuse_is_never_written(
     before = catalog.read_bytes()
     run = add(capsys, catalog, QWEN.source, "--id", "qwen-small")
     assert run.code == 1 and catalog.read_bytes() == before
-    assert run.err.startswith("the new entry would not pass the catalog check (models[3]")
+    shipped = len(load_catalog(REPO_ROOT / CATALOG_FILE_NAME).models)
+    assert run.err.startswith(f"the new entry would not pass the catalog check (models[{shipped}]")
     assert run.err.rstrip().endswith(f"nothing was written to {catalog}")
 
 

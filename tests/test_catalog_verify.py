@@ -57,7 +57,7 @@ def test_the_shipped_catalog_matches_its_config_json(
 ) -> None:
     code, out, err = verify(capsys, catalog)
     assert (code, err) == (0, [])
-    assert out[-1] == f"{catalog}: 3 models OK, architecture facts match config.json"
+    assert out[-1] == f"{catalog}: 5 models OK, architecture facts match config.json"
     # Each model read at its pinned commit, never at a branch.
     pinned = {(model.source, model.revision) for model in SHIPPED.values()}
     assert {(repo, rev) for kind, repo, rev in hub.calls if kind == "model_info"} == pinned
@@ -97,7 +97,9 @@ def test_each_differing_fact_is_reported_on_its_line(
 def test_a_quantization_the_checkpoint_lacks_is_reported(
     catalog: Path, hub: FakeHub, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = catalog.read_text().replace("    dtype: float16\n", "    dtype: float16\n    quantization: awq\n")
+    text = catalog.read_text().replace(
+        "    dtype: float16\n", "    dtype: float16\n    quantization: awq\n", 1
+    )
     catalog.write_text(text)
     code, _, err = verify(capsys, catalog)
     assert code == 1
@@ -167,7 +169,7 @@ def test_local_directories_stand_in_for_the_hub(
     hub.unreachable = True  # nothing may come from the Hub
     code, out, err = verify(capsys, catalog, *[arg for value in local for arg in ("--local", value)])
     assert (code, err) == (0, [])
-    assert out[-1].endswith("3 models OK, architecture facts match config.json")
+    assert out[-1].endswith("5 models OK, architecture facts match config.json")
 
 
 def test_a_local_snapshot_of_another_commit_is_reported(
@@ -192,7 +194,8 @@ def test_a_local_snapshot_of_another_commit_is_reported(
         ("Qwen/Qwen2.5-1.5B-Instruct", "is not SOURCE=DIR"),
         (
             "Qwen/Other=/tmp",
-            "names Qwen/Other, which no catalog model uses; use one of: Qwen/Qwen2.5-1.5B-Instruct",
+            "names Qwen/Other, which no catalog model uses; use one of: BAAI/bge-reranker-v2-m3, "
+            "Qwen/Qwen2.5-1.5B-Instruct",
         ),
     ],
     ids=["no-equals", "unknown-source"],

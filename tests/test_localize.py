@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.stack_files import STACKS
@@ -27,24 +28,32 @@ from serve.localize import (
     models_not_on_cpu,
     served_model_ids,
 )
+from serve.openai_app import task_of
 from serve.paths import REPO_ROOT
 
 MODEL_DIR = Path("/models/tiny")
+RERANKER_DIR = Path("/models/tiny-reranker")
+
+
+def localize(serve_config: Any, models: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The shipped catalog has a reranker: every localized config here gets a cross-encoder dir."""
+    return localize_serve_config(serve_config, MODEL_DIR, models, reranker_dir=RERANKER_DIR, **kwargs)
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_localized_config_keeps_ids_and_serve_settings(stack: str) -> None:
     plan = build_plan_for_stack(stack, REPO_ROOT)
-    local = localize_serve_config(plan.serve_config, MODEL_DIR)
+    local = localize(plan.serve_config)
     assert served_model_ids(local) == plan.served_model_ids
     for app, original in zip(local["applications"], plan.serve_config["applications"], strict=True):
         assert {k: app[k] for k in ("name", "route_prefix", "import_path")} == {
             k: original[k] for k in ("name", "route_prefix", "import_path")
         }
     for llm, original in zip(llm_configs(local), plan.llm_configs, strict=True):
+        weights = RERANKER_DIR if task_of(original["engine_kwargs"]) == "rerank" else MODEL_DIR
         assert llm["model_loading_config"] == {
             "model_id": original["model_loading_config"]["model_id"],
-            "model_source": str(MODEL_DIR),
+            "model_source": str(weights),
         }
         assert llm["accelerator_config"] == {"kind": "cpu"} and "accelerator_type" not in llm
         assert llm["runtime_env"]["env_vars"][KV_CACHE_ENV] == "1"
@@ -74,7 +83,7 @@ def test_localized_config_is_still_valid_for_ray(stack: str) -> None:
     from ray.serve.llm import LLMConfig
     from ray.serve.schema import ServeDeploySchema
 
-    local = localize_serve_config(build_plan_for_stack(stack, REPO_ROOT).serve_config, MODEL_DIR)
+    local = localize(build_plan_for_stack(stack, REPO_ROOT).serve_config)
     ServeDeploySchema.model_validate(copy.deepcopy(local))
     for llm in llm_configs(local):
         LLMConfig(**copy.deepcopy(llm))
@@ -83,21 +92,21 @@ def test_localized_config_is_still_valid_for_ray(stack: str) -> None:
 def test_the_plan_is_not_modified() -> None:
     plan = build_plan_for_stack("dev", REPO_ROOT)
     before = json.dumps(plan.serve_config, sort_keys=True)
-    localize_serve_config(plan.serve_config, MODEL_DIR)
+    localize(plan.serve_config)
     assert json.dumps(plan.serve_config, sort_keys=True) == before
 
 
 def test_a_subset_of_models_is_served_in_catalog_order() -> None:
     plan = build_plan_for_stack("prod", REPO_ROOT)
     wanted = list(reversed(plan.served_model_ids[:2]))
-    local = localize_serve_config(plan.serve_config, MODEL_DIR, wanted)
+    local = localize(plan.serve_config, wanted)
     assert served_model_ids(local) == plan.served_model_ids[:2]
 
 
 def test_an_unknown_model_is_refused_with_the_ids_served() -> None:
     plan = build_plan_for_stack("dev", REPO_ROOT)
     with pytest.raises(ValueError, match="unknown model id") as raised:
-        localize_serve_config(plan.serve_config, MODEL_DIR, ["gpt-5"])
+        localize(plan.serve_config, ["gpt-5"])
     assert all(model in str(raised.value) for model in plan.served_model_ids)
 
 
@@ -124,12 +133,12 @@ def test_models_option_takes_repeats_and_commas() -> None:
 def test_every_localized_model_runs_on_the_cpu() -> None:
     plan = build_plan_for_stack("prod", REPO_ROOT)
     assert models_not_on_cpu(plan.serve_config) == plan.served_model_ids
-    assert models_not_on_cpu(localize_serve_config(plan.serve_config, MODEL_DIR)) == []
+    assert models_not_on_cpu(localize(plan.serve_config)) == []
 
 
 def test_a_kv_cache_below_one_gib_is_refused() -> None:
     with pytest.raises(ValueError, match="whole GiB"):
-        localize_serve_config(build_plan_for_stack("dev", REPO_ROOT).serve_config, MODEL_DIR, kv_cache_gib=0)
+        localize(build_plan_for_stack("dev", REPO_ROOT).serve_config, kv_cache_gib=0)
 
 
 def test_custom_resources_are_found_wherever_a_deployment_asks_for_them() -> None:
@@ -150,4 +159,4 @@ def test_custom_resources_are_found_wherever_a_deployment_asks_for_them() -> Non
 @pytest.mark.parametrize("stack", STACKS)
 def test_localizing_keeps_the_custom_resources_deployments_ask_for(stack: str) -> None:
     config = build_plan_for_stack(stack, REPO_ROOT).serve_config
-    assert custom_resources(localize_serve_config(config, MODEL_DIR)) == custom_resources(config)
+    assert custom_resources(localize(config)) == custom_resources(config)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import socket
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import huggingface_hub
@@ -28,6 +28,7 @@ from huggingface_hub import errors
 from serve import tiny_model
 from serve.catalog import load_catalog
 from serve.model_facts import (
+    ENCODER_ARCHITECTURES,
     FactsError,
     TensorInfo,
     count_parameters,
@@ -46,8 +47,29 @@ def facts_of(config: dict[str, Any], tensors: list[TensorInfo] | None = None, **
     return read_facts(config, lambda: weights, where="test/model@12345678", **kwargs)
 
 
+def encoder_parameter_count(config: dict[str, Any]) -> int:
+    """Parameters of an XLM-RoBERTa encoder (transformers' modeling_xlm_roberta): embeddings (word,
+    position, token type, LayerNorm), per layer Q/K/V/O with biases, two LayerNorms and the MLP;
+    then the base model's pooler, or a sequence classifier's dense + out_proj head."""
+    hidden, layers, inner = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
+    embeddings = (
+        config["vocab_size"] + config["max_position_embeddings"] + config["type_vocab_size"]
+    ) * hidden
+    per_layer = 4 * (hidden * hidden + hidden) + 2 * (hidden * inner) + inner + hidden + 4 * hidden
+    dense = hidden * hidden + hidden
+    if config["architectures"][0].endswith("ForSequenceClassification"):
+        labels = len(config["id2label"])
+        head = dense + hidden * labels + labels
+    else:
+        head = dense  # XLMRobertaModel's pooler
+    return embeddings + 2 * hidden + layers * per_layer + head
+
+
 def dense_parameter_count(config: dict[str, Any]) -> int:
-    """Parameters of a Llama/Qwen2 decoder from its config: the oracle for the fixtures' counts."""
+    """Parameters of a Llama/Qwen2 decoder or an XLM-RoBERTa encoder from its config: the oracle for
+    the fixtures' counts."""
+    if config["model_type"] == "xlm-roberta":
+        return encoder_parameter_count(config)
     hidden, layers = config["hidden_size"], config["num_hidden_layers"]
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     head_dim = config.get("head_dim") or hidden // heads
@@ -67,10 +89,34 @@ def test_config_json_gives_the_facts_the_catalog_ships(model_id: str) -> None:
     fixture = SHIPPED[model_id]
     entry = load_catalog(REPO_ROOT / CATALOG_FILE_NAME).by_id(model_id)
     assert (entry.source, entry.revision) == (fixture.source, fixture.revision)
-    facts = facts_of(fixture.config, [TensorInfo("w", fixture.dtype, (fixture.parameters,))])
+    facts = facts_of(
+        fixture.config, [TensorInfo("w", fixture.dtype, (fixture.parameters,))], task=entry.task.value
+    )
     assert facts.architecture == entry.architecture
-    assert (facts.checkpoint_dtype, facts.quantization) == ("bfloat16", None)
+    assert (facts.checkpoint_dtype, facts.quantization) == (fixture.config["torch_dtype"], None)
     assert facts.parameter_count == fixture.parameters
+    assert facts.architecture.encoder_only == (fixture.config["model_type"] == "xlm-roberta")
+
+
+def test_the_encoder_architectures_are_the_ones_vllm_pools_with_cls(ray_oracles: ModuleType) -> None:
+    """vLLM 0.32 runs a pooling model as an encoder (no KV cache) when its registry gives it CLS
+    pooling (vllm/config/model.py `ModelConfig.attn_type`); the catalog's table must agree."""
+    from vllm.model_executor.models.registry import ModelRegistry
+
+    for name in sorted(ENCODER_ARCHITECTURES):
+        info = ModelRegistry._try_inspect_model_cls(name)
+        assert info is not None and info.default_seq_pooling_type == "CLS", name
+    for causal in ("Qwen2ForCausalLM", "LlamaForCausalLM", "Qwen3ForCausalLM"):
+        info = ModelRegistry._try_inspect_model_cls(causal)
+        assert info is not None and info.default_seq_pooling_type != "CLS", causal
+
+
+def test_an_encoder_is_read_as_encoder_only_and_sized_without_a_kv_cache() -> None:
+    reranker = SHIPPED["bge-reranker-v2-m3"]
+    facts = facts_of(reranker.config, [TensorInfo("w", "F32", (reranker.parameters,))], task="rerank")
+    assert facts.architecture.encoder_only
+    decoder = facts_of(QWEN.config)
+    assert not decoder.architecture.encoder_only
 
 
 @pytest.mark.parametrize("model_id", sorted(SHIPPED))
@@ -438,5 +484,7 @@ def test_fixture_models_are_served_by_source() -> None:
         "Qwen/Qwen2.5-1.5B-Instruct",
         "meta-llama/Llama-3.1-8B-Instruct",
         "Qwen/Qwen2.5-32B-Instruct",
+        "intfloat/multilingual-e5-large",
+        "BAAI/bge-reranker-v2-m3",
     }
     assert all(isinstance(model, HubModel) for model in SHIPPED.values()) and LLAMA.gated

@@ -107,7 +107,7 @@ def test_model_replicas_run_only_on_their_tiers_gpu_nodes(plan: ServingPlan) -> 
     types = node_types(plan)
     for llm, model in zip(plan.llm_configs, plan.served, strict=True):
         demand = replica_demand(llm)
-        assert demand.get("GPU", 0) >= 1
+        assert demand.get("GPU", 0) > 0  # a whole GPU, or a packed replica's share of one
         assert placeable_on(types, demand) == {model.tier.value}, model.id
 
 

@@ -66,15 +66,20 @@ def test_prod_serves_every_model(plans: dict[str, ServingPlan]) -> None:
 
 
 PLACEMENTS = {
-    # (model, tier, GPUs per replica, min replicas, max replicas), from the catalog and the stack files.
+    # (model, tier, GPUs per replica, min replicas, max replicas), from the catalog and the stack
+    # files; a packed replica's GPUs are its share of one card (tests/test_packing.py works them).
     "dev": [
-        ("qwen2-5-1-5b-instruct", "t4", 1, 0, 2),
+        ("qwen2-5-1-5b-instruct", "t4", 0.5, 0, 2),
         ("llama-3-1-8b-instruct", "l4", 1, 0, 2),
+        ("multilingual-e5-large", "t4", 0.2, 0, 2),
+        ("bge-reranker-v2-m3", "t4", 0.2, 0, 2),
     ],
     "prod": [
-        ("qwen2-5-1-5b-instruct", "t4", 1, 1, 4),
+        ("qwen2-5-1-5b-instruct", "t4", 0.5, 1, 4),
         ("llama-3-1-8b-instruct", "l4", 1, 1, 4),
         ("qwen2-5-32b-instruct", "a100", 2, 1, 4),
+        ("multilingual-e5-large", "t4", 0.2, 1, 4),
+        ("bge-reranker-v2-m3", "t4", 0.2, 1, 4),
     ],
 }
 
@@ -83,10 +88,43 @@ PLACEMENTS = {
 def test_placements(plans: dict[str, ServingPlan], stack: str) -> None:
     plan = plans[stack]
     assert [
-        (p.model_id, p.tier, p.gpus_per_replica, p.min_replicas, p.max_replicas) for p in plan.placements
+        (p.model_id, p.tier, p.gpu_fraction or p.gpus_per_replica, p.min_replicas, p.max_replicas)
+        for p in plan.placements
     ] == PLACEMENTS[stack]
     for placement, model in zip(plan.placements, plan.served, strict=True):
-        assert placement.memory == model.memory() and placement.memory.fits
+        estimate = model.memory()
+        assert placement.memory.required_gib == estimate.required_gib and placement.memory.fits
+        if placement.gpu_fraction is None:
+            assert placement.memory == estimate
+        else:  # measured against its share of the card: bundle x 0.90 of the VRAM
+            share = placement.gpu_fraction * 0.90 * model.gpu_tier.vram_gib
+            assert placement.memory.budget_gib == pytest.approx(share)
+
+
+# GPUs every tier needs with every model at minReplicas and at maxReplicas at once, packed and not.
+# dev: the T4's three models take 0.5 + 0.2 + 0.2 of a card each, two replicas of each at max:
+# 0.5+0.5 | 0.2 x 4 = 2 cards, against 6 whole ones. prod at max (4 each): 0.5+0.5 twice, then
+# eight 0.2s, five to a card: 4 cards against 12; at min the three share one T4.
+TIER_GPUS = {
+    "dev": [("t4", 3, 3, 0, 0, 2, 6), ("l4", 1, 0, 0, 0, 2, 2)],
+    "prod": [("t4", 3, 3, 1, 3, 4, 12), ("l4", 1, 0, 1, 1, 4, 4), ("a100", 1, 0, 2, 2, 8, 8)],
+}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_gpus_with_and_without_packing(plans: dict[str, ServingPlan], stack: str) -> None:
+    assert [
+        (
+            t.tier,
+            t.models,
+            t.packed_models,
+            t.at_min_packed,
+            t.at_min_whole,
+            t.at_max_packed,
+            t.at_max_whole,
+        )
+        for t in plans[stack].tier_gpus
+    ] == TIER_GPUS[stack]
 
 
 # --- node pools ------------------------------------------------------------------------
@@ -207,29 +245,51 @@ def test_a_pool_exactly_big_enough_plans(tmp_path: Path) -> None:
     assert {pool.name: pool.max_nodes for pool in plan.gpu_pools}["gpu-l4"] == 4
 
 
-def test_a_pool_too_small_for_every_warm_replica_is_a_located_error(tmp_path: Path) -> None:
-    # Five T4 models at prod's minReplicas 1 need five T4s at once; prod's 4 T4 nodes cannot hold
-    # them, although each alone fits at maxReplicas 4.
+def _with_copies(tmp_path: Path, model_id: str, copies: int) -> None:
     copy_inputs(tmp_path)
     catalog = raw_catalog()
-    t4 = next(model for model in catalog["models"] if model["tier"] == "t4")
-    catalog["models"] += [{**t4, "id": f"{t4['id']}-copy-{n}"} for n in range(4)]
+    original = next(model for model in catalog["models"] if model["id"] == model_id)
+    catalog["models"] += [{**original, "id": f"{model_id}-copy-{n}"} for n in range(copies)]
     (tmp_path / CATALOG_FILE_NAME).write_text(yaml.safe_dump(catalog, sort_keys=False))
+
+
+def test_a_pool_too_small_for_every_warm_replica_is_a_located_error(tmp_path: Path) -> None:
+    # Seven L4 models at prod's minReplicas 1 need seven L4s at once (an 8B model takes a whole
+    # card); prod's 6 L4 nodes cannot hold them, although each alone fits at maxReplicas 4.
+    _with_copies(tmp_path, "llama-3-1-8b-instruct", 6)
     with pytest.raises(ConfigError) as raised:
         build_plan_for_stack("prod", tmp_path)
     (problem,) = raised.value.problems
     text = stack_file("prod", tmp_path).read_text()
-    assert (problem.file, problem.line) == (str(stack_file("prod", tmp_path)), find_line(text, "maxNodes: 4"))
+    assert (problem.file, problem.line) == (str(stack_file("prod", tmp_path)), find_line(text, "maxNodes: 6"))
+    assert problem.field == "config.llm-serving:tiers.l4.maxNodes"
+    assert "7 l4 model(s) at minReplicas 1 need 7 GPUs" in problem.message
+    assert "maxNodes to at least 7" in problem.message
+
+
+def test_packed_replicas_count_their_share_of_a_card(tmp_path: Path) -> None:
+    # Four copies of the T4 chat model (half a card each) beside the embedder and the reranker
+    # (0.2 each): warm, 0.5 x 4 + 0.2 x 2 = 3 cards of prod's 4 T4s, so it plans (whole GPUs
+    # would need 6); an upgrade's second cluster doubles that to 5 cards, which 4 T4s cannot hold.
+    _with_copies(tmp_path, "qwen2-5-1-5b-instruct", 3)
+    with pytest.raises(ConfigError) as raised:
+        build_plan_for_stack("prod", tmp_path)
+    (problem,) = raised.value.problems
     assert problem.field == "config.llm-serving:tiers.t4.maxNodes"
-    assert "5 t4 model(s) at minReplicas 1 need 5 GPUs" in problem.message
-    assert "maxNodes to at least 5" in problem.message
+    assert "an upgrade's two Ray clusters, each with the 6 t4 model(s) at minReplicas 1, need 5 GPUs" in (
+        problem.message
+    )
+    _with_copies(tmp_path, "qwen2-5-1-5b-instruct", 2)
+    plan = build_plan_for_stack("prod", tmp_path)
+    (t4,) = [tier for tier in plan.tier_gpus if tier.tier == "t4"]
+    assert (t4.models, t4.at_min_packed, t4.at_min_whole) == (5, 2, 5)
 
 
 def test_a_pool_without_room_for_an_upgrade_is_a_located_error(tmp_path: Path) -> None:
-    # prod keeps one T4 replica warm; with maxReplicas 1 one T4 node would serve, but a NewCluster
+    # prod keeps one L4 replica warm; with maxReplicas 1 one L4 node would serve, but a NewCluster
     # upgrade starts the new cluster's warm replica beside the old one: a second node is needed.
     path = stack_file("prod", copy_inputs(tmp_path))
-    text = tier_block("t4", "maxNodes", "maxNodes: 1")(path.read_text()).replace(
+    text = tier_block("l4", "maxNodes", "maxNodes: 1")(path.read_text()).replace(
         "maxReplicas: 4", "maxReplicas: 1"
     )
     path.write_text(text)
@@ -237,10 +297,10 @@ def test_a_pool_without_room_for_an_upgrade_is_a_located_error(tmp_path: Path) -
         build_plan_for_stack("prod", tmp_path)
     (problem,) = raised.value.problems
     assert (problem.field, problem.line) == (
-        "config.llm-serving:tiers.t4.maxNodes",
+        "config.llm-serving:tiers.l4.maxNodes",
         find_line(text, "maxNodes: 1"),
     )
-    assert "an upgrade's two Ray clusters, each with the 1 t4 model(s) at minReplicas 1" in problem.message
+    assert "an upgrade's two Ray clusters, each with the 1 l4 model(s) at minReplicas 1" in problem.message
     assert "need 2 GPUs but maxNodes 1 x gpusPerNode 1 gives 1" in problem.message
 
 

@@ -123,7 +123,10 @@ def test_report_prints_every_model_pool_and_cost(
             f"{memory.headroom_gib:.2f}",
         ):
             assert cell in line, (placement.model_id, cell, line)
-        assert re.search(rf"[│|]\s*{placement.gpus_per_replica}\s*[│|]", line)
+        gpus = (
+            f"{placement.gpu_fraction:g} (shared)" if placement.gpu_fraction else placement.gpus_per_replica
+        )
+        assert re.search(rf"[│|]\s*{re.escape(str(gpus))}\s*[│|]", line)
     for skipped in plan.skipped:
         line = row(report.stdout, skipped.model_id)
         assert skipped.reason in line

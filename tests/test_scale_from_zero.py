@@ -23,9 +23,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from helpers.generated_catalog import mixed_small_catalog, scaling_to_zero
 from helpers.stack_files import STACKS
 
-from infra.plan import ServingPlan
+from infra.plan import ServingPlan, build_plan
+from infra.plan.packing import packed_gpus
 from serve.catalog import ModelEntry
 from serve.tiers import RAY_ACCELERATOR_RESOURCE_PREFIX, TIERS
 
@@ -52,9 +54,10 @@ def _cluster(plan: ServingPlan) -> dict[str, Any]:
 
 # Worked out for the shipped catalog: one GPU per tensor-parallel rank, each bundle asking for a
 # sliver of the tier's accelerator_type resource; the replica actor's one CPU rides in the first
-# bundle. A tensor-parallel replica is STRICT_PACK: all of its bundles on one node.
+# bundle. A tensor-parallel replica is STRICT_PACK: all of its bundles on one node. The small T4
+# chat model is packed: half a GPU (serve/gpu_share.py), so two replicas share one T4.
 PROD_REPLICA_BUNDLES = {
-    "qwen2-5-1-5b-instruct": ([{"CPU": 1, "GPU": 1, "accelerator_type:T4": 0.001}], "PACK"),
+    "qwen2-5-1-5b-instruct": ([{"CPU": 1, "GPU": 0.5, "accelerator_type:T4": 0.001}], "PACK"),
     "llama-3-1-8b-instruct": ([{"CPU": 1, "GPU": 1, "accelerator_type:L4": 0.001}], "PACK"),
     "qwen2-5-32b-instruct": (
         [
@@ -63,6 +66,8 @@ PROD_REPLICA_BUNDLES = {
         ],
         "STRICT_PACK",
     ),
+    "multilingual-e5-large": ([{"CPU": 1, "GPU": 0.2, "accelerator_type:T4": 0.001}], "PACK"),
+    "bge-reranker-v2-m3": ([{"CPU": 1, "GPU": 0.2, "accelerator_type:T4": 0.001}], "PACK"),
 }
 
 
@@ -77,11 +82,13 @@ def test_replica_bundles_of_the_shipped_catalog(
 def test_bundles_ask_for_the_tiers_accelerator(
     plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
 ) -> None:
+    fractions = {p.model_id: p.gpu_fraction for p in plans[stack].placements}
     for model, raw in _served(plans[stack]):
         bundles, strategy = ray_oracles.replica_bundles(raw)
         resource = f"{RAY_ACCELERATOR_RESOURCE_PREFIX}{model.gpu_tier.ray_accelerator_type}"
+        gpus = fractions[model.id] or 1
         assert len(bundles) == model.tensor_parallel_size
-        assert all(bundle.get("GPU") == 1 and bundle.get(resource, 0) > 0 for bundle in bundles), bundles
+        assert all(bundle.get("GPU") == gpus and bundle.get(resource, 0) > 0 for bundle in bundles), bundles
         assert strategy in ("PACK", "STRICT_PACK")
 
 
@@ -152,6 +159,78 @@ def test_min_replicas_of_every_model_fit_together(
     pools = {pool.tier.value: pool for pool in plan.gpu_pools if pool.tier is not None}
     for tier, count in launched.items():
         assert count <= pools[tier].max_nodes
+
+
+# --- packed replicas: Ray's autoscaler with fractional GPU demands -------------------------------
+
+
+def _gangs_at(plan: ServingPlan, ray_oracles: ModuleType, replicas: int) -> list[Any]:
+    gangs = []
+    for _, raw in _served(plan):
+        gangs += [ray_oracles.gang(*ray_oracles.replica_bundles(raw)) for _ in range(replicas)]
+    return gangs
+
+
+def _packed_nodes(plan: ServingPlan, replicas: int) -> Counter[str]:
+    pools = {pool.tier.value: pool for pool in plan.gpu_pools if pool.tier is not None}
+    nodes: Counter[str] = Counter()
+    for tier in pool_tiers(plan):
+        on_tier = [model for model in plan.served if model.tier.value == tier]
+        gpus = packed_gpus(on_tier, replicas)
+        nodes[tier] = -(-gpus // pools[tier].accelerator_count)
+    return +nodes
+
+
+def pool_tiers(plan: ServingPlan) -> list[str]:
+    return sorted({model.tier.value for model in plan.served})
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_autoscaler_starts_the_nodes_the_packing_counts(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    """Every model at maxReplicas from zero: Ray's scheduler, bin-packing the fractional bundles
+    itself, launches exactly the nodes the plan's packing counts, and none more."""
+    plan = plans[stack]
+    replicas = plan.settings.autoscaling.max_replicas
+    launched, infeasible = ray_oracles.schedule_from_zero(
+        _cluster(plan), _gangs_at(plan, ray_oracles, replicas)
+    )
+    assert infeasible == 0
+    assert launched == _packed_nodes(plan, replicas)
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 4])
+def test_twenty_small_models_scale_from_zero_onto_packed_nodes(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, replicas: int
+) -> None:
+    """The generated catalog of 20 small models of every task (T4 and L4), as many replicas of each
+    at once: Ray's autoscaler needs no more nodes than the packing, and far fewer than one each."""
+    settings = scaling_to_zero(plans["dev"].settings)
+    plan = build_plan(mixed_small_catalog(), settings)
+    assert all(p.gpu_fraction is not None for p in plan.placements)
+    launched, infeasible = ray_oracles.schedule_from_zero(
+        _cluster(plan), _gangs_at(plan, ray_oracles, replicas)
+    )
+    assert infeasible == 0
+    packed = _packed_nodes(plan, replicas)
+    for tier, nodes in launched.items():
+        assert nodes <= packed[tier], (tier, launched, packed)
+    assert 2 * sum(launched.values()) <= len(plan.served) * replicas
+
+
+def test_whole_gpu_bundles_would_need_a_node_per_replica(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    """The check can fail: the same 20 models asking for whole GPUs start one node per replica."""
+    settings = scaling_to_zero(plans["dev"].settings)
+    plan = build_plan(mixed_small_catalog(), settings)
+    gangs = []
+    for _, raw in _served(plan):
+        whole = {key: value for key, value in raw.items() if key != "placement_group_config"}
+        gangs.append(ray_oracles.gang(*ray_oracles.replica_bundles(whole)))
+    launched, infeasible = ray_oracles.schedule_from_zero(_cluster(plan), gangs)
+    assert (sum(launched.values()), infeasible) == (len(plan.served), 0)
 
 
 # --- the check can fail: a group that does not declare its accelerator ------------------------

@@ -103,9 +103,15 @@ def test_tensor_parallel_replicas_stay_on_one_node(plans: dict[str, Any], ray_or
         accelerator = f"accelerator_type:{raw['accelerator_type']}"
         assert engine.placement_bundles == [{"GPU": 1, accelerator: 0.001}] * tp
     for plan in plans.values():
+        fractions = {p.model_id: p.gpu_fraction for p in plan.placements}
         for raw in plan.llm_configs:
-            if raw["engine_kwargs"]["tensor_parallel_size"] == 1:
+            fraction = fractions[raw["model_loading_config"]["model_id"]]
+            if raw["engine_kwargs"]["tensor_parallel_size"] == 1 and fraction is None:
                 assert "placement_group_config" not in raw, "single-GPU replicas keep Ray's default"
+            elif fraction is not None:  # packed: one fractional bundle (tests/test_packing.py)
+                engine = ray_oracles.LLMConfig(**copy.deepcopy(raw)).get_engine_config()
+                accelerator = f"accelerator_type:{raw['accelerator_type']}"
+                assert engine.placement_bundles == [{"GPU": fraction, accelerator: 0.001}]
 
 
 # --- the deploy document (serveConfigV2) ------------------------------------------------

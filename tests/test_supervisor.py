@@ -351,7 +351,11 @@ def test_wait_until_returns_the_value_or_none_at_timeout_or_stop() -> None:
 def stubbed_service(monkeypatch: pytest.MonkeyPatch) -> tuple[LocalService, list[Progress]]:
     """A LocalService whose readiness steps answer from a script instead of a Ray cluster."""
     monkeypatch.setattr(supervisor, "CHECK_EVERY_S", 0.01)
-    config = localize_serve_config(build_plan_for_stack("dev", REPO_ROOT).serve_config, Path("/models/tiny"))
+    config = localize_serve_config(
+        build_plan_for_stack("dev", REPO_ROOT).serve_config,
+        Path("/models/tiny"),
+        reranker_dir=Path("/models/tiny-reranker"),
+    )
     progress: list[Progress] = []
     service = LocalService(config, on_progress=progress.append, startup_timeout_s=5)
     service._started_at = time.monotonic()

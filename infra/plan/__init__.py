@@ -20,9 +20,11 @@ from infra.plan.endpoint import serve_address, serve_service
 from infra.plan.network import NetworkSpec
 from infra.plan.node_fit import PoolFit, fit_problems, pool_fits
 from infra.plan.node_pools import NodePoolSpec, gpu_pool, system_pool
+from infra.plan.packing import packed_gpus, whole_gpus
 from infra.plan.ray_service import RAY_POD_ENV, env_config_map_name, ray_cluster_config, ray_service_spec
 from infra.settings import AUTOSCALING_KEY, TIERS_KEY, EngineConfig, StackSettings
 from serve.catalog import Catalog, ModelEntry
+from serve.gpu_share import gpu_share
 from serve.memory import MemoryBudget
 from serve.paths import REPO_ROOT
 from serve.serve_config import serve_config
@@ -39,9 +41,26 @@ class Placement(BaseModel):
     model_id: str
     tier: str
     gpus_per_replica: int
+    # The fraction of one GPU a packed replica takes (it shares the card); None for whole GPUs.
+    gpu_fraction: float | None
     min_replicas: int
     max_replicas: int
     memory: MemoryBudget
+
+
+class TierGpus(BaseModel):
+    """GPUs a tier's models need with every model at minReplicas and at maxReplicas at once, with
+    small models packed onto shared cards (infra/plan/packing.py) and without (whole GPUs each)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tier: str
+    models: int
+    packed_models: int
+    at_min_packed: int
+    at_min_whole: int
+    at_max_packed: int
+    at_max_whole: int
 
 
 class SkippedModel(BaseModel):
@@ -63,6 +82,7 @@ class ServingPlan(BaseModel):
     served: tuple[ModelEntry, ...]
     skipped: tuple[SkippedModel, ...]
     placements: tuple[Placement, ...]
+    tier_gpus: tuple[TierGpus, ...]
     serve_config: dict[str, Any]
     system_pool: NodePoolSpec
     gpu_pools: tuple[NodePoolSpec, ...]
@@ -125,16 +145,45 @@ def _cross_problems(catalog: Catalog, settings: StackSettings, served: list[Mode
     return problems
 
 
+def _replica_memory(model: ModelEntry) -> MemoryBudget:
+    """The model's estimate against what its replica may use: its share of a card when packed."""
+    memory, share = model.memory(), gpu_share(model)
+    if share is None:
+        return memory
+    return memory.model_copy(update={"budget_gib": share.gpu_memory_utilization * model.gpu_tier.vram_gib})
+
+
 def _warm_gpus(served: Sequence[ModelEntry], tier: TierName | None, min_replicas: int) -> int:
-    """GPUs the warm replicas (minReplicas of every model on `tier`) hold with no traffic."""
-    return sum(min_replicas * model.tensor_parallel_size for model in served if model.tier == tier)
+    """GPUs the warm replicas (minReplicas of every model on `tier`) hold with no traffic, packed."""
+    return packed_gpus([model for model in served if model.tier == tier], min_replicas)
+
+
+def tier_gpus(served: Sequence[ModelEntry], settings: StackSettings) -> tuple[TierGpus, ...]:
+    scaling = settings.autoscaling
+    found = []
+    for tier in settings.enabled_tiers():
+        on_tier = [model for model in served if model.tier == tier]
+        if on_tier:
+            found.append(
+                TierGpus(
+                    tier=tier.value,
+                    models=len(on_tier),
+                    packed_models=sum(gpu_share(model) is not None for model in on_tier),
+                    at_min_packed=packed_gpus(on_tier, scaling.min_replicas),
+                    at_min_whole=whole_gpus(on_tier, scaling.min_replicas),
+                    at_max_packed=packed_gpus(on_tier, scaling.max_replicas),
+                    at_max_whole=whole_gpus(on_tier, scaling.max_replicas),
+                )
+            )
+    return tuple(found)
 
 
 def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> list[Problem]:
     """A tier's pool at maxNodes must be able to hold what the autoscaling settings promise.
 
-    Three rules, all about GPUs (a necessary condition: mixed tensor-parallel sizes can still
-    fragment nodes, but this is what a person can check by hand):
+    Three rules, all about GPUs, counted with small models packed onto shared cards
+    (infra/plan/packing.py; a necessary condition: mixed tensor-parallel sizes and the order
+    replicas arrive in can still fragment nodes):
     - each model alone at maxReplicas: otherwise its upper replicas stay pending forever and the
       plan's replica range and cost at max are fiction. Models that scale to zero share the pool,
       so they need not all fit at maxReplicas together;
@@ -152,19 +201,20 @@ def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> lis
             continue
         pool = settings.tiers[tier]
         available = pool.max_nodes * pool.gpus_per_node
-        widest = max(on_tier, key=lambda model: model.tensor_parallel_size)
-        if widest.tensor_parallel_size > pool.gpus_per_node:
+        if max(model.tensor_parallel_size for model in on_tier) > pool.gpus_per_node:
             continue  # reported against gpusPerNode already
-        at_max = scaling.max_replicas * widest.tensor_parallel_size
-        at_min = _warm_gpus(on_tier, tier, scaling.min_replicas)
+        largest = max(on_tier, key=lambda model: (packed_gpus([model], scaling.max_replicas), model.id))
+        at_max = packed_gpus([largest], scaling.max_replicas)
+        share = gpu_share(largest)
+        each = f"{share.bundle_gpus} GPU" if share else f"{largest.tensor_parallel_size} GPUs"
         for needed, what in (
+            (at_max, f"{largest.id} at maxReplicas {scaling.max_replicas} x {each}"),
             (
-                at_max,
-                f"{widest.id} at maxReplicas {scaling.max_replicas} x {widest.tensor_parallel_size} GPUs",
+                packed_gpus(on_tier, scaling.min_replicas),
+                f"the {len(on_tier)} {tier.value} model(s) at minReplicas {scaling.min_replicas}",
             ),
-            (at_min, f"the {len(on_tier)} {tier.value} model(s) at minReplicas {scaling.min_replicas}"),
             (
-                2 * at_min,
+                packed_gpus(on_tier, 2 * scaling.min_replicas),
                 f"an upgrade's two Ray clusters, each with the {len(on_tier)} {tier.value} model(s) at "
                 f"minReplicas {scaling.min_replicas},",
             ),
@@ -217,12 +267,14 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
                 model_id=model.id,
                 tier=model.tier.value,
                 gpus_per_replica=model.tensor_parallel_size,
+                gpu_fraction=share.bundle_gpus if (share := gpu_share(model)) else None,
                 min_replicas=scaling.min_replicas,
                 max_replicas=scaling.max_replicas,
-                memory=model.memory(),
+                memory=_replica_memory(model),
             )
             for model in served
         ),
+        tier_gpus=tier_gpus(served, settings),
         serve_config=serve_config(served, scaling),
         system_pool=system,
         gpu_pools=gpu_pools,

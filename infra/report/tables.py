@@ -89,22 +89,58 @@ def placement_table(plan: ServingPlan) -> Table:
     table = Table(title=f"Served models ({len(plan.placements)})", title_justify="left")
     table.add_column("model", no_wrap=True)
     table.add_column("tier", no_wrap=True)
+    table.add_column("task", no_wrap=True)
     table.add_column("GPUs per replica", justify="right")
     table.add_column("replicas", justify="right", no_wrap=True)
     for heading in ("weights", "KV cache", "overhead", "headroom", "budget"):
         table.add_column(f"{heading} GiB", justify="right")
+    tasks = {model.id: model.task.value for model in plan.served}
     for placement in plan.placements:
         memory = placement.memory
+        fraction = placement.gpu_fraction
         table.add_row(
             escape(placement.model_id),
             placement.tier,
-            str(placement.gpus_per_replica),
+            tasks[placement.model_id],
+            f"{fraction:g} (shared)" if fraction is not None else str(placement.gpus_per_replica),
             f"{placement.min_replicas}..{placement.max_replicas}",
             gib(memory.weights_gib),
             gib(memory.kv_cache_gib),
             gib(memory.overhead_gib),
             gib(memory.headroom_gib),
             gib(memory.budget_gib),
+        )
+    return table
+
+
+def packing_table(plan: ServingPlan) -> Table:
+    """GPUs each tier needs with small models sharing cards and without, at min and at max."""
+    table = Table(
+        title="GPUs needed, with and without packing small models onto shared GPUs",
+        title_justify="left",
+        caption="every model at minReplicas / at maxReplicas at once; first-fit decreasing by share "
+        "(infra/plan/packing.py)",
+        caption_justify="left",
+        show_footer=True,
+    )
+    rows = plan.tier_gpus
+    table.add_column("tier", no_wrap=True, footer="all tiers")
+    table.add_column("models (packed)", justify="right")
+    for heading, attribute in (
+        ("at min, packed", "at_min_packed"),
+        ("at min, whole", "at_min_whole"),
+        ("at max, packed", "at_max_packed"),
+        ("at max, whole", "at_max_whole"),
+    ):
+        table.add_column(heading, justify="right", footer=str(sum(getattr(row, attribute) for row in rows)))
+    for row in rows:
+        table.add_row(
+            row.tier,
+            f"{row.models} ({row.packed_models})",
+            str(row.at_min_packed),
+            str(row.at_min_whole),
+            str(row.at_max_packed),
+            str(row.at_max_whole),
         )
     return table
 
@@ -276,6 +312,7 @@ def print_plan(console: Console, plan: ServingPlan) -> None:
     console.print(placement_table(plan))
     if plan.skipped:
         console.print(skipped_table(plan))
+    console.print(packing_table(plan))
     console.print(pool_table(plan))
     console.print(node_fit_table(plan))
     console.print(cost_table(plan))

@@ -65,3 +65,66 @@ def generated_catalog(settings: StackSettings, count: int = GENERATED_MODELS) ->
     return parse_catalog(
         {"models": generated_models(settings.enabled_tiers(), count)}, "generated", LineMap()
     )
+
+
+MIXED_SMALL_MODELS: Final = 20
+
+
+def mixed_small_models(count: int = MIXED_SMALL_MODELS) -> list[dict[str, Any]]:
+    """`count` small models of every task on T4 and L4, the kind a platform catalog collects: chat
+    models of 0.5-1.5B parameters, encoder embedding models and rerankers (BERT/XLM-R sized, no KV
+    cache) and decoder-based embedding models (which keep a KV cache)."""
+    models = []
+    for index in range(count):
+        tier = (TierName.T4, TierName.L4)[index % 2]
+        dtype = "float16" if tier is TierName.T4 else "bfloat16"
+        task = ("generate", "embed", "rerank", "embed")[index % 4]
+        encoder = task == "rerank" or (task == "embed" and index % 8 == 1)
+        common = {
+            "id": f"small-{task}-{index:02d}",
+            "source": f"example/small-{index:02d}",
+            "revision": f"{index + 1000:040x}",
+            "tier": tier.value,
+            "dtype": dtype,
+        }
+        if task != "generate":
+            common["task"] = task
+        if encoder:
+            models.append(
+                {
+                    **common,
+                    "max_model_len": 512 * (1 + index % 4),
+                    "architecture": {
+                        "parameters_billion": (0.11, 0.33, 0.57)[index % 3],
+                        "num_layers": (12, 24, 24)[index % 3],
+                        "num_attention_heads": 16,
+                        "num_kv_heads": 16,
+                        "head_dim": 64,
+                        "max_position_embeddings": 8194,
+                        "encoder_only": True,
+                    },
+                    "engine": {"gpu_memory_utilization": 0.9},
+                }
+            )
+        else:
+            models.append(
+                {
+                    **common,
+                    "max_model_len": 4096 if task == "generate" else 8192,
+                    "concurrency": 2 + index % 3,
+                    "architecture": {
+                        "parameters_billion": round(0.5 + (index % 5) * 0.25, 2),
+                        "num_layers": 24 + 4 * (index % 2),
+                        "num_attention_heads": 16,
+                        "num_kv_heads": 2,
+                        "head_dim": 64,
+                        "max_position_embeddings": 32768,
+                    },
+                    "engine": {"gpu_memory_utilization": 0.9, "enable_prefix_caching": task == "generate"},
+                }
+            )
+    return models
+
+
+def mixed_small_catalog(count: int = MIXED_SMALL_MODELS) -> Catalog:
+    return parse_catalog({"models": mixed_small_models(count)}, "generated-small", LineMap())

@@ -1,0 +1,92 @@
+"""How many GPUs a set of replicas needs when small models share cards: a deterministic bin-packing.
+
+Each replica is either packed (a fraction of one card, in serve.gpu_share's BUNDLE_STEPs) or takes
+whole GPUs (tensor_parallel_size of them). First-fit decreasing over cards:
+
+1. whole-GPU replicas take their own cards;
+2. packed replicas, largest share first (ties by model id, so the result never depends on the
+   catalog's order), go onto the first card, in the order cards were opened, with room; a new card
+   is opened when none has.
+
+The sum of the shares on a card never exceeds one card (STEPS_PER_GPU steps), which is Ray's own
+rule for fractional GPU bundles and, through serve.gpu_share, the memory rule. First-fit
+decreasing needs at most 11/9 of the optimal number of cards plus one (Johnson, 1973).
+
+What it is not: Ray's placement. Ray places each replica when it starts, in the order replicas
+scale up, on cards with room; arriving in another order can fragment cards more than this packing
+does, and a replica that finds no room makes the autoscaler add a node (up to maxNodes). So the
+plan's figures are what a tier needs when replicas are placed well: a necessary condition, like
+the whole-GPU count before it, not a promise about every order of arrival.
+
+The plan counts cards this way for its capacity rule, its idle cost and the GPUs it reports with
+and without packing. A card here is one GPU; nodes are cards over gpusPerNode, rounded up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from serve.catalog import ModelEntry
+from serve.gpu_share import STEPS_PER_GPU, gpu_share
+
+
+class Card(BaseModel):
+    """One GPU and the replicas on it: model ids, a model once per replica."""
+
+    model_config = ConfigDict(frozen=True)
+
+    replicas: tuple[str, ...]
+    used_steps: int
+
+    @property
+    def shared(self) -> bool:
+        return len(self.replicas) > 1
+
+
+class Packing(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    cards: tuple[Card, ...]
+
+    @property
+    def gpus(self) -> int:
+        return len(self.cards)
+
+
+def whole_gpus(models: Iterable[ModelEntry], replicas: int) -> int:
+    """GPUs without packing: every replica on whole GPUs of its own."""
+    return sum(replicas * model.tensor_parallel_size for model in models)
+
+
+def pack(demands: Sequence[tuple[ModelEntry, int]]) -> Packing:
+    """The cards `demands` (model, replica count) take, small models sharing cards."""
+    whole: list[Card] = []
+    shared: list[tuple[int, str]] = []
+    for model, count in demands:
+        share = gpu_share(model)
+        for _ in range(count):
+            if share is None:
+                whole += [Card(replicas=(model.id,), used_steps=STEPS_PER_GPU)] * model.tensor_parallel_size
+            else:
+                shared.append((share.steps, model.id))
+    open_cards: list[list[str]] = []
+    used: list[int] = []
+    for steps, model_id in sorted(shared, key=lambda item: (-item[0], item[1])):
+        index = next((i for i, taken in enumerate(used) if taken + steps <= STEPS_PER_GPU), None)
+        if index is None:
+            open_cards.append([])
+            used.append(0)
+            index = len(used) - 1
+        open_cards[index].append(model_id)
+        used[index] += steps
+    packed = [
+        Card(replicas=tuple(ids), used_steps=steps) for ids, steps in zip(open_cards, used, strict=True)
+    ]
+    return Packing(cards=(*whole, *packed))
+
+
+def packed_gpus(models: Iterable[ModelEntry], replicas: int) -> int:
+    """GPUs with packing when every model in `models` runs `replicas` replicas."""
+    return pack([(model, replicas) for model in models]).gpus

@@ -1,0 +1,83 @@
+"""How much of one GPU a model replica takes, and whether it shares the card with other replicas.
+
+A replica whose memory estimate (serve/memory.py) needs at most half of a card is *packed*: it
+asks Ray for a fraction of a GPU, and vLLM gets a memory share that follows that fraction:
+
+    bundle   = ceil(required_gib / (vram_gib × CARD_UTILIZATION), to a multiple of BUNDLE_STEP)
+    gpu_memory_utilization = bundle × CARD_UTILIZATION
+    kv_cache_memory_bytes  = gpu_memory_utilization × vram - weights - overhead   (≥ the estimate's KV)
+
+Why the two are tied: Ray places fractional GPU bundles so that the bundles on one card never
+add up to more than 1 (it assigns fractions of a GPU *instance*, not of the node), and vLLM 0.32
+refuses to start unless the free memory is at least `gpu_memory_utilization × total`
+(vllm/v1/worker/utils.py `request_memory`). With the share a fixed multiple of the bundle, Ray's
+rule is the memory rule: the shares on a card never pass CARD_UTILIZATION, and every engine
+finds its share free. Raising the share alone is what Ray issue 62553 ran into (0.49 GPU bundles
+with a 0.6 share: the second replica no longer fitted beside the first).
+
+Start-up races: two engines starting on one card at the same moment can mis-size each other's KV
+cache, because vLLM sizes it from a memory profile that also sees the neighbour's allocations
+(vLLM issue 55827). A packed replica sets `kv_cache_memory_bytes`, which skips that profile
+(vllm/v1/worker/gpu_worker.py `determine_available_memory`), so its KV cache is the same however
+its neighbours start; its whole footprint is the estimate, which is inside its share. An encoder
+(no KV cache) has nothing to size. If an estimate is still wrong and an engine fails to start,
+Serve restarts the replica; its neighbours keep serving.
+
+Never packed: tensor-parallel replicas (their ranks must own whole GPUs), and replicas needing
+more than MAX_SHARED_BUNDLE (two of them could not share a card anyway).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict
+
+from serve.catalog import ModelEntry
+from serve.memory import GIB
+
+# What the engines sharing a card may use together; the rest is left to the CUDA contexts'
+# driver overhead outside vLLM's accounting. The catalog's default gpu_memory_utilization.
+CARD_UTILIZATION: Final = 0.90
+# Bundles are multiples of this: Ray keeps resources at 1e-4 precision, and a coarse step keeps
+# the plan's bin-packing exact in integers.
+BUNDLE_STEP: Final = 0.05
+STEPS_PER_GPU: Final = round(1 / BUNDLE_STEP)
+MAX_SHARED_BUNDLE: Final = 0.5
+
+
+class GpuShare(BaseModel):
+    """A packed replica's fraction of one GPU and the engine settings that keep it inside it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    steps: int
+    gpu_memory_utilization: float
+    kv_cache_memory_bytes: int | None
+
+    @property
+    def bundle_gpus(self) -> float:
+        """The replica's placement bundle: Ray's `GPU` resource (sets VLLM_RAY_PER_WORKER_GPUS)."""
+        return round(self.steps * BUNDLE_STEP, 4)
+
+
+def bundle_steps(required_gib: float, vram_gib: float) -> int:
+    """The fewest BUNDLE_STEPs of a card whose memory share holds `required_gib`."""
+    exact = required_gib / (vram_gib * CARD_UTILIZATION) * STEPS_PER_GPU
+    return max(1, math.ceil(exact - 1e-9))
+
+
+def gpu_share(model: ModelEntry) -> GpuShare | None:
+    """The model's share of one GPU if it is packed, None if each replica takes whole GPUs."""
+    if model.tensor_parallel_size != 1:
+        return None
+    memory, vram = model.memory(), model.gpu_tier.vram_gib
+    steps = bundle_steps(memory.required_gib, vram)
+    if steps * BUNDLE_STEP > MAX_SHARED_BUNDLE + 1e-9:
+        return None
+    utilization = round(steps * BUNDLE_STEP * CARD_UTILIZATION, 4)
+    kv_bytes = None
+    if not model.architecture.encoder_only:
+        kv_bytes = math.floor((utilization * vram - memory.weights_gib - memory.overhead_gib) * GIB)
+    return GpuShare(steps=steps, gpu_memory_utilization=utilization, kv_cache_memory_bytes=kv_bytes)
