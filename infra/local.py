@@ -33,20 +33,21 @@ from infra.plan import build_plan_for_stack
 from serve.localize import (
     API_KEY_ENV,
     DEFAULT_KV_CACHE_GIB,
+    MIN_LOCAL_CPUS,
     llm_configs,
     localize_serve_config,
     needs_reranker,
+    needs_transcriber,
 )
 from serve.paths import REPO_ROOT
 from serve.supervisor import (
-    DEFAULT_NUM_CPUS,
     LocalService,
     LocalServiceError,
     Progress,
     StopRequest,
     StopRequested,
 )
-from serve.tiny_model import ensure_tiny_model, ensure_tiny_reranker
+from serve.tiny_model import ensure_tiny_model, ensure_tiny_reranker, ensure_tiny_whisper
 
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -80,8 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--num-cpus",
         type=int,
-        default=DEFAULT_NUM_CPUS,
-        help=f"logical CPUs the local Ray head advertises (default: {DEFAULT_NUM_CPUS})",
+        default=None,
+        help="logical CPUs the local Ray head advertises (default: what every replica needs, at least "
+        f"{MIN_LOCAL_CPUS})",
     )
     parser.add_argument("--echo-logs", action="store_true", help="print Serve's logs to the console")
     return parser
@@ -158,7 +160,7 @@ def run_local(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
-    num_cpus: int = DEFAULT_NUM_CPUS,
+    num_cpus: int | None = None,
     echo_logs: bool = False,
     stop: StopRequest | None = None,
 ) -> int:
@@ -212,8 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         selected = _selected_models(args.models)
         reranker = ensure_tiny_reranker() if needs_reranker(plan.serve_config, selected) else None
+        transcriber = ensure_tiny_whisper() if needs_transcriber(plan.serve_config, selected) else None
         config = localize_serve_config(
-            plan.serve_config, model_dir, selected, kv_cache_gib=args.kv_cache_gib, reranker_dir=reranker
+            plan.serve_config,
+            model_dir,
+            selected,
+            kv_cache_gib=args.kv_cache_gib,
+            reranker_dir=reranker,
+            transcriber_dir=transcriber,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

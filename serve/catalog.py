@@ -57,6 +57,8 @@ class Task(StrEnum):
     """Embeddings: /v1/embeddings."""
     RERANK = "rerank"
     """A cross-encoder: /v1/score and /v1/rerank."""
+    TRANSCRIBE = "transcribe"
+    """Speech to text (Whisper): /v1/audio/transcriptions."""
 
 
 # What each task runs as in vLLM (one table, in serve/openai_app.py, which the cluster also reads).
@@ -100,6 +102,15 @@ class Architecture(Strict):
     max_position_embeddings: Annotated[
         StrictInt, Field(gt=0, le=10_000_000, description="The longest context the model was trained for.")
     ]
+    encoder_positions: Annotated[
+        StrictInt,
+        Field(
+            ge=0,
+            le=100_000,
+            description="An encoder-decoder's encoder output length (Whisper: config.json "
+            "`max_source_positions`): every sequence's cross-attention cache holds this many positions.",
+        ),
+    ] = 0
     encoder_only: StrictBool = Field(
         default=False,
         description="An encoder (BERT, XLM-RoBERTa; serve/model_facts.py knows which): bidirectional "
@@ -152,8 +163,8 @@ class ModelEntry(Strict):
     tier: TierName = Field(description="GPU tier the model runs on: t4, l4 or a100 (80GB).")
     task: Task = Field(
         default=Task.GENERATE,
-        description="What the model serves: generate (chat, completions), embed (embeddings) or "
-        "rerank (a cross-encoder: score, rerank).",
+        description="What the model serves: generate (chat, completions), embed (embeddings), "
+        "rerank (a cross-encoder: score, rerank) or transcribe (speech to text).",
     )
     tensor_parallel_size: Annotated[
         StrictInt,
@@ -217,7 +228,14 @@ class ModelEntry(Strict):
     def _known_task(cls, value: Any) -> Any:
         names = [t.value for t in Task]
         if not isinstance(value, str) or value not in names:
-            aliases = {"chat": "generate", "embedding": "embed", "embeddings": "embed", "score": "rerank"}
+            aliases = {
+                "chat": "generate",
+                "embedding": "embed",
+                "embeddings": "embed",
+                "score": "rerank",
+                "transcription": "transcribe",
+                "speech": "transcribe",
+            }
             hint = aliases.get(value.lower()) if isinstance(value, str) else None
             hint = hint or next((n for n in names if isinstance(value, str) and value.lower() == n), None)
             fix = f"did you mean {hint!r}?" if hint else f"use one of: {', '.join(names)}"
@@ -260,6 +278,7 @@ class ModelEntry(Strict):
             vram_gib_per_gpu=self.gpu_tier.vram_gib,
             gpu_memory_utilization=self.engine.gpu_memory_utilization,
             encoder_only=arch.encoder_only,
+            encoder_positions=arch.encoder_positions,
         )
 
 
@@ -352,7 +371,7 @@ def fit_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
                     "bigger tier",
                 )
             )
-    found += encoder_problems(model)
+    found += encoder_problems(model) + speech_problems(model)
     # vLLM's scheduler refuses these at engine start, i.e. on a GPU node after the download.
     engine, batched = model.engine, model.engine.max_num_batched_tokens
     if batched is not None and engine.max_num_seqs is not None and batched < engine.max_num_seqs:
@@ -376,6 +395,42 @@ def fit_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
                 ("engine", "max_num_batched_tokens"),
                 f"{batched} is below max_model_len {model.max_model_len} {why} and vLLM would refuse to "
                 f"start; raise it to at least {model.max_model_len}{',' if chunked is False else ''} {fix}",
+            )
+        )
+    return found
+
+
+def speech_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
+    """A speech-to-text model is an encoder-decoder: its encoder's output (architecture.
+    encoder_positions) must fit one scheduler step, and only such a model transcribes."""
+    positions = model.architecture.encoder_positions
+    found: list[tuple[Path_, str]] = []
+    if model.task is Task.TRANSCRIBE and positions == 0:
+        found.append(
+            (
+                ("task",),
+                "transcribe needs a speech-to-text encoder-decoder (Whisper) and architecture."
+                "encoder_positions is 0; set it from config.json's max_source_positions, or pick "
+                "another task",
+            )
+        )
+    if positions and model.task is not Task.TRANSCRIBE:
+        found.append(
+            (
+                ("task",),
+                f"a model with encoder_positions {positions} is a speech-to-text encoder-decoder; set "
+                "task to 'transcribe'",
+            )
+        )
+    batched = model.engine.max_num_batched_tokens
+    if positions and batched is not None and batched < positions:
+        # vLLM refuses an audio item larger than one step (vllm/v1/core/encoder_cache_manager.py
+        # `compute_mm_encoder_budget`: "Chunked MM input disabled but max_tokens_per_mm_item ...").
+        found.append(
+            (
+                ("engine", "max_num_batched_tokens"),
+                f"{batched} is below the encoder's {positions} positions and vLLM would refuse to "
+                f"start; raise it to at least {positions} or leave it out",
             )
         )
     return found

@@ -8,13 +8,17 @@ only what a CPU and a local model directory need. `serve.supervisor` runs the re
 from __future__ import annotations
 
 import copy
+import io
+import math
 import secrets
+import wave
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from serve.openai_app import API_KEYS_DIR_ARG, task_of
+from serve.openai_app import API_KEYS_DIR_ARG, MODEL_TASKS_ARG, resolve_tasks
 from serve.tiny_model import MAX_POSITION_EMBEDDINGS
+from serve.tiny_model import MAX_TARGET_POSITIONS as WHISPER_MAX_TARGET_POSITIONS
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
 # vLLM's CPU backend sizes its KV cache from this env var (GiB) instead of gpu_memory_utilization.
@@ -96,7 +100,9 @@ def custom_resources(serve_config: Mapping[str, Any]) -> set[str]:
     return found
 
 
-def _localize_llm_config(llm: Mapping[str, Any], model_dir: Path, kv_cache_gib: int) -> dict[str, Any]:
+def _localize_llm_config(
+    llm: Mapping[str, Any], model_dir: Path, kv_cache_gib: int, task: str = "generate"
+) -> dict[str, Any]:
     out = copy.deepcopy(dict(llm))
     loading = out["model_loading_config"]
     loading["model_source"] = str(Path(model_dir).resolve())
@@ -105,20 +111,21 @@ def _localize_llm_config(llm: Mapping[str, Any], model_dir: Path, kv_cache_gib: 
     out.pop("accelerator_type", None)
     out.pop("placement_group_config", None)  # GPU bundles; the CPU backend's default is {"CPU": 1}
     out["accelerator_config"] = {"kind": "cpu"}
-    out["engine_kwargs"] = _cpu_engine_kwargs(out.get("engine_kwargs", {}))
+    limit = WHISPER_MAX_TARGET_POSITIONS if task == "transcribe" else MAX_POSITION_EMBEDDINGS
+    out["engine_kwargs"] = _cpu_engine_kwargs(out.get("engine_kwargs", {}), limit)
     out["runtime_env"] = _with_kv_cache_env(out.get("runtime_env") or {}, kv_cache_gib)
     out["deployment_config"] = _capped_replicas(out.get("deployment_config") or {})
     return out
 
 
-def _cpu_engine_kwargs(engine_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def _cpu_engine_kwargs(
+    engine_kwargs: Mapping[str, Any], limit: int = MAX_POSITION_EMBEDDINGS
+) -> dict[str, Any]:
     engine = {k: v for k, v in engine_kwargs.items() if k not in DROPPED_ENGINE_KWARGS}
     engine["tensor_parallel_size"] = 1
     engine["dtype"] = CPU_DTYPE
     engine["enforce_eager"] = CPU_ENFORCE_EAGER
-    engine["max_model_len"] = min(
-        int(engine.get("max_model_len", MAX_POSITION_EMBEDDINGS)), MAX_POSITION_EMBEDDINGS
-    )
+    engine["max_model_len"] = min(int(engine.get("max_model_len", limit)), limit)
     # Without chunked prefill a whole prompt must fit in one batch.
     if "max_num_batched_tokens" in engine and not engine.get("enable_chunked_prefill", True):
         engine["max_num_batched_tokens"] = max(int(engine["max_num_batched_tokens"]), engine["max_model_len"])
@@ -165,26 +172,59 @@ def _selected_models(serve_config: Mapping[str, Any], models: Sequence[str] | No
     return selected
 
 
+def model_tasks(app_args: Mapping[str, Any]) -> dict[str, str]:
+    """Each model's task in an OpenAI application's args, as the app builder resolves it."""
+    models = (
+        (llm["model_loading_config"]["model_id"], llm.get("engine_kwargs"))
+        for llm in app_args.get("llm_configs", [])
+    )
+    return resolve_tasks(app_args.get(MODEL_TASKS_ARG) or {}, models)
+
+
+def tasks(serve_config: Mapping[str, Any]) -> dict[str, str]:
+    """Each served model's task, as the app builder resolves it (serve.openai_app.resolve_tasks)."""
+    found: dict[str, str] = {}
+    for app in serve_config.get("applications", []):
+        if app.get("import_path") == OPENAI_APP_IMPORT_PATH:
+            found.update(model_tasks(app.get("args", {})))
+    return found
+
+
 def needs_reranker(serve_config: Mapping[str, Any], models: Sequence[str] | None = None) -> bool:
     """Whether a selected model is a `task: rerank` model (so a local cross-encoder is needed)."""
+    return _needs(serve_config, models, "rerank")
+
+
+def needs_transcriber(serve_config: Mapping[str, Any], models: Sequence[str] | None = None) -> bool:
+    """Whether a selected model is a `task: transcribe` model (so a local speech model is needed)."""
+    return _needs(serve_config, models, "transcribe")
+
+
+def _needs(serve_config: Mapping[str, Any], models: Sequence[str] | None, task: str) -> bool:
     selected = set(_selected_models(serve_config, models))
-    return any(
-        task_of(llm.get("engine_kwargs")) == "rerank"
-        for llm in llm_configs(serve_config)
-        if llm["model_loading_config"]["model_id"] in selected
-    )
+    return any(t == task for model_id, t in tasks(serve_config).items() if model_id in selected)
 
 
-def _local_weights(llm: Mapping[str, Any], model_dir: Path, reranker_dir: Path | None) -> Path:
-    if task_of(llm.get("engine_kwargs")) != "rerank":
+# Which local checkpoint stands in for a model of each task, and how to get it: a chat checkpoint
+# has no classification head and no audio encoder.
+_SPECIAL_WEIGHTS: Final = {
+    "rerank": ("a cross-encoder checkpoint", "reranker_dir", "serve.tiny_model.ensure_tiny_reranker()"),
+    "transcribe": (
+        "a speech-to-text checkpoint",
+        "transcriber_dir",
+        "serve.tiny_model.ensure_tiny_whisper()",
+    ),
+}
+
+
+def _local_weights(model_id: str, task: str, model_dir: Path, special: Mapping[str, Path | None]) -> Path:
+    if task not in _SPECIAL_WEIGHTS:
         return model_dir
-    if reranker_dir is None:
-        model_id = llm["model_loading_config"]["model_id"]
-        raise ValueError(
-            f"{model_id} is a rerank model and needs a cross-encoder checkpoint: pass reranker_dir "
-            "(serve.tiny_model.ensure_tiny_reranker())"
-        )
-    return reranker_dir
+    directory = special.get(task)
+    if directory is None:
+        what, argument, how = _SPECIAL_WEIGHTS[task]
+        raise ValueError(f"{model_id} is a {task} model and needs {what}: pass {argument} ({how})")
+    return directory
 
 
 def localize_serve_config(
@@ -194,10 +234,12 @@ def localize_serve_config(
     *,
     kv_cache_gib: int = DEFAULT_KV_CACHE_GIB,
     reranker_dir: Path | None = None,
+    transcriber_dir: Path | None = None,
 ) -> dict[str, Any]:
     """A copy of `serve_config` that runs on this machine's CPU with the local model in `model_dir`
     (a cross-encoder from `reranker_dir` for `task: rerank` models: a chat checkpoint has no
-    classification head; `embed` models use `model_dir`, which vLLM's pooling runner converts).
+    classification head; a speech model from `transcriber_dir` for `task: transcribe`; `embed`
+    models use `model_dir`, which vLLM's pooling runner converts).
 
     Every selected model (all when `models` is None) keeps its model id and its Serve settings;
     its weights come from `model_dir`, it runs on the CPU backend (`accelerator_config: cpu`, no
@@ -212,20 +254,51 @@ def localize_serve_config(
     if kv_cache_gib < 1:
         raise ValueError(f"kv_cache_gib must be at least 1 (vLLM reads {KV_CACHE_ENV} in whole GiB)")
     out = copy.deepcopy(dict(serve_config))
+    special = {"rerank": reranker_dir, "transcribe": transcriber_dir}
     applications = []
     for app in out.get("applications", []):
         if app.get("import_path") == OPENAI_APP_IMPORT_PATH:
-            localized = [
-                _localize_llm_config(llm, _local_weights(llm, model_dir, reranker_dir), kv_cache_gib)
-                for llm in app.get("args", {}).get("llm_configs", [])
-                if llm["model_loading_config"]["model_id"] in selected
-            ]
+            app_tasks = model_tasks(app.get("args", {}))
+            localized = []
+            for llm in app.get("args", {}).get("llm_configs", []):
+                model_id = llm["model_loading_config"]["model_id"]
+                if model_id in selected:
+                    task = app_tasks[model_id]
+                    weights = _local_weights(model_id, task, model_dir, special)
+                    localized.append(_localize_llm_config(llm, weights, kv_cache_gib, task))
             if not localized:
                 continue
             app["args"]["llm_configs"] = localized
+            if MODEL_TASKS_ARG in app["args"]:
+                app["args"][MODEL_TASKS_ARG] = {m: t for m, t in app_tasks.items() if m in selected}
         applications.append(app)
     out["applications"] = applications
     return out
+
+
+# What one local replica of an LLM config holds in Ray: its Serve actor's CPU plus the engine's
+# placement bundle's CPU (Ray merges them into one bundle: ray/llm/_internal/serve/core/server/
+# llm_server.py `_merge_replica_actor_and_child_actor_bundles`; Serve logs it as {"CPU": 2.0}).
+CPUS_PER_LOCAL_REPLICA: Final = 2
+# Room for Ray's own tasks next to the replicas (the model-download task, Serve's controller).
+SPARE_LOCAL_CPUS: Final = 2
+MIN_LOCAL_CPUS: Final = 8
+
+
+def local_cpus_needed(serve_config: Mapping[str, Any]) -> int:
+    """Logical CPUs the local Ray head must advertise so every replica of the localized document
+    (at its capped max) and every ingress replica can be placed at once. They are logical: Ray
+    schedules by them, the engines share the machine's real cores."""
+    needed = SPARE_LOCAL_CPUS
+    for llm in llm_configs(serve_config):
+        scaling = (llm.get("deployment_config") or {}).get("autoscaling_config") or {}
+        needed += CPUS_PER_LOCAL_REPLICA * int(scaling.get("max_replicas", LOCAL_MAX_REPLICAS))
+    for app in serve_config.get("applications", []):
+        ingress = (app.get("args") or {}).get("ingress_deployment_config") or {}
+        cpus = float((ingress.get("ray_actor_options") or {}).get("num_cpus", 1))
+        replicas = int((ingress.get("autoscaling_config") or {}).get("max_replicas", 1))
+        needed += math.ceil(cpus * replicas)
+    return max(MIN_LOCAL_CPUS, needed)
 
 
 API_KEY_ENV: Final = "LLM_SERVING_API_KEY"
@@ -247,14 +320,34 @@ def with_api_keys_dir(serve_config: Mapping[str, Any], keys_dir: Path) -> dict[s
     return out
 
 
+WARMUP_AUDIO_SECONDS: Final = 1
+WARMUP_AUDIO_RATE: Final = 16_000  # Whisper's sampling rate
+
+
+def silent_wav(seconds: float = WARMUP_AUDIO_SECONDS, rate: int = WARMUP_AUDIO_RATE) -> bytes:
+    """A mono 16-bit PCM WAV of silence: the smallest audio a transcription request can carry."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(rate)
+        audio.writeframes(b"\0\0" * int(seconds * rate))
+    return buffer.getvalue()
+
+
 def warmup_request(model: str, task: str) -> tuple[str, dict[str, Any]]:
-    """The smallest request a model of `task` answers: (path under /v1, JSON body)."""
+    """The smallest request a model of `task` answers: (path under /v1, the HTTP client's keyword
+    arguments: a JSON body, or a form with a file for a transcription)."""
     if task == "embed":
-        return "/embeddings", {"model": model, "input": "ping"}
+        return "/embeddings", {"json": {"model": model, "input": "ping"}}
     if task == "rerank":
-        return "/score", {"model": model, "text_1": "ping", "text_2": ["pong"]}
+        return "/score", {"json": {"model": model, "text_1": "ping", "text_2": ["pong"]}}
+    if task == "transcribe":
+        form = {"model": model, "language": "en", "max_completion_tokens": "1"}
+        return "/audio/transcriptions", {
+            "data": form,
+            "files": {"file": ("ping.wav", silent_wav(), "audio/wav")},
+        }
     return "/chat/completions", {
-        "model": model,
-        "messages": [{"role": "user", "content": "ping"}],
-        "max_tokens": 1,
+        "json": {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
     }

@@ -15,7 +15,9 @@ activation dtype's width (2 for float16/bfloat16); quantization shrinks weights,
 KV cache. The overhead covers the CUDA context, activations and CUDA graphs per GPU.
 An encoder-only model (BERT, XLM-RoBERTa: bidirectional attention over the whole input) keeps
 no KV cache in vLLM, so its kv_cache is 0: the estimate of an embedding model or a cross-encoder
-is its weights and the overhead.
+is its weights and the overhead. An encoder-decoder (Whisper) also caches, for each sequence, K
+and V of the encoder's output in every decoder layer's cross-attention: its KV cache counts
+max_model_len + encoder_positions positions per sequence, with the decoder's layers and heads.
 
 Worked example: Llama-3.1-8B-Instruct on one L4 (22.5 GiB), bfloat16, max_model_len 8192,
 concurrency 3, gpu_memory_utilization 0.90:
@@ -79,12 +81,17 @@ def estimate(
     vram_gib_per_gpu: float,
     gpu_memory_utilization: float,
     encoder_only: bool = False,
+    encoder_positions: int = 0,
 ) -> MemoryBudget:
     bytes_per_weight = BYTES_PER_WEIGHT[quantization or dtype]
     kv_bytes_per_token = 2 * num_layers * num_kv_heads * head_dim * KV_BYTES_PER_ELEMENT
     return MemoryBudget(
         weights_gib=parameters_billion * 1e9 * bytes_per_weight / GIB,
-        kv_cache_gib=0.0 if encoder_only else kv_bytes_per_token * max_model_len * concurrency / GIB,
+        kv_cache_gib=(
+            0.0
+            if encoder_only
+            else kv_bytes_per_token * (max_model_len + encoder_positions) * concurrency / GIB
+        ),
         overhead_gib=RUNTIME_OVERHEAD_GIB_PER_GPU * tensor_parallel_size,
         budget_gib=vram_gib_per_gpu * tensor_parallel_size * gpu_memory_utilization,
     )

@@ -41,11 +41,14 @@ _TASK_CLASS_ENDINGS: Final[Mapping[str, tuple[str, ...]]] = {
     Task.GENERATE.value: _GENERATIVE_CLASS_ENDINGS,
     Task.EMBED.value: ("Model", *_GENERATIVE_CLASS_ENDINGS),
     Task.RERANK.value: ("ForSequenceClassification",),
+    Task.TRANSCRIBE.value: ("ForConditionalGeneration",),
 }
 _TASK_NEEDS: Final[Mapping[str, str]] = {
     Task.GENERATE.value: "a ...ForCausalLM or ...ForConditionalGeneration model; pick a chat or instruct one",
     Task.EMBED.value: "an encoder (...Model) or a causal LM vLLM can pool; pick an embedding model",
     Task.RERANK.value: "a cross-encoder (...ForSequenceClassification); pick a reranker",
+    Task.TRANSCRIBE.value: "a speech-to-text encoder-decoder (WhisperForConditionalGeneration); pick a "
+    "Whisper model",
 }
 
 # Encoders: vLLM runs a pooling model whose default sequence pooling is CLS with bidirectional
@@ -112,6 +115,7 @@ FACT_SOURCES: Final = {
     "head_dim": "head_dim, or hidden_size / num_attention_heads",
     "max_position_embeddings": "max_position_embeddings",
     "encoder_only": "architectures (an encoder vLLM pools with CLS: BertModel, XLMRobertaModel, ...)",
+    "encoder_positions": "max_source_positions, a speech encoder-decoder's encoder output",
 }
 
 
@@ -203,9 +207,40 @@ def _check_task(config: Mapping[str, Any], task: str, where: str) -> None:
     check_task(task)
     classes = config.get("architectures")
     first = classes[0] if isinstance(classes, list) and classes else None
-    if isinstance(first, str) and not first.endswith(_TASK_CLASS_ENDINGS[task]):
+    speech = _speech_encoder_decoder(config)
+    wrong_class = isinstance(first, str) and not first.endswith(_TASK_CLASS_ENDINGS[task])
+    if wrong_class or (task == Task.TRANSCRIBE.value and not speech):
         does = "does not generate text" if task == Task.GENERATE.value else f"cannot serve task {task!r}"
-        raise FactsError(f"{where}: {first} {does} (task {task!r} needs {_TASK_NEEDS[task]})")
+        raise FactsError(f"{where}: {first or 'this model'} {does} (task {task!r} needs {_TASK_NEEDS[task]})")
+    if speech and task != Task.TRANSCRIBE.value:
+        raise FactsError(
+            f"{where}: {first or 'this model'} is a speech-to-text model; add it with --task transcribe"
+        )
+
+
+def _speech_encoder_decoder(config: Mapping[str, Any]) -> bool:
+    """Whisper's layout: an audio encoder (mel bins in, max_source_positions out) and a decoder."""
+    return bool(config.get("is_encoder_decoder")) and all(
+        config.get(key) is not None for key in _SPEECH_KEYS.values()
+    )
+
+
+# A speech-to-text encoder-decoder's facts, by the catalog's name: the KV cache is the decoder's
+# (its layers and heads, d_model wide, max_target_positions long), plus the cross-attention's
+# cache of the encoder output (max_source_positions), as transformers' WhisperConfig names them.
+_SPEECH_KEYS: Final = {
+    "num_hidden_layers": "decoder_layers",
+    "num_attention_heads": "decoder_attention_heads",
+    "hidden_size": "d_model",
+    "max_position_embeddings": "max_target_positions",
+    "encoder_positions": "max_source_positions",
+    "num_mel_bins": "num_mel_bins",
+}
+
+
+def _decoder_view(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The speech model's config as the estimate reads a decoder's (see _SPEECH_KEYS)."""
+    return {name: config[key] for name, key in _SPEECH_KEYS.items()}
 
 
 def _check_estimable(config: Mapping[str, Any], where: str, model_class: str) -> None:
@@ -284,8 +319,9 @@ def read_facts(
     model_class = str(named) if named else "an unnamed architecture"
     _check_task(config, task, where)
     _check_estimable(config, where, model_class)
-    text = _text_config(config, where, model_class)
-    if text is not config:
+    speech = _speech_encoder_decoder(config)
+    text = _decoder_view(config) if speech else _text_config(config, where, model_class)
+    if text is not config and not speech:
         _check_estimable(text, where, model_class)
     quantization = _quantization(config, where) or _quantization(text, where)
     heads = _count(text, "num_attention_heads", where, model_class)
@@ -303,6 +339,8 @@ def read_facts(
     }
     if model_class in ENCODER_ARCHITECTURES:
         facts["encoder_only"] = True
+    if speech:
+        facts["encoder_positions"] = _count(text, "encoder_positions", where, model_class)
     # Counted last: for a hub repo it costs a request per weight shard.
     recorded = config.get("num_parameters")
     count = (

@@ -27,23 +27,27 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Final
 
 # What each task runs as in vLLM 0.32 (its pooling runner for embeddings and cross-encoders;
 # `convert` adapts a model, a no-op for one that already pools: vllm/config/model.py
 # `_get_convert_type`, vllm/model_executor/models/adapters.py). The catalog's `task` picks one.
+# Speech to text runs on the generate runner: vLLM serves transcription for models that implement
+# it (Whisper: vllm/model_executor/models/whisper.py, `SupportsTranscription`), with no argument.
 TASK_ENGINE_KWARGS: Final[dict[str, dict[str, str]]] = {
     "generate": {},
     "embed": {"runner": "pooling", "convert": "embed"},
     "rerank": {"runner": "pooling", "convert": "classify"},
+    "transcribe": {},
 }
 # Which routes serve which task; a request for a model of another task gets a 400 naming its own.
 TASK_ROUTES: Final[dict[str, tuple[str, ...]]] = {
     "generate": ("/v1/chat/completions", "/v1/completions"),
     "embed": ("/v1/embeddings",),
     "rerank": ("/v1/score", "/v1/rerank"),
+    "transcribe": ("/v1/audio/transcriptions",),
 }
 # Ray's ingress method behind each task route (ray/llm/_internal/serve/core/ingress/ingress.py
 # DEFAULT_ENDPOINTS); `rerank` is this module's own.
@@ -53,11 +57,13 @@ ROUTE_METHODS: Final[dict[str, str]] = {
     "/v1/embeddings": "embeddings",
     "/v1/score": "score",
     "/v1/rerank": "rerank",
+    "/v1/audio/transcriptions": "transcriptions",
 }
 
 
 def task_of(engine_kwargs: dict[str, Any] | None) -> str:
-    """The task an LLM config's engine kwargs set up (the inverse of TASK_ENGINE_KWARGS)."""
+    """The task an LLM config's engine kwargs set up, where they tell (the pooling tasks); else
+    generate. `model_tasks` is what the builder uses: generate and transcribe look alike here."""
     kwargs = engine_kwargs or {}
     for task, settings in TASK_ENGINE_KWARGS.items():
         if settings and all(kwargs.get(key) == value for key, value in settings.items()):
@@ -65,12 +71,25 @@ def task_of(engine_kwargs: dict[str, Any] | None) -> str:
     return "generate"
 
 
+def resolve_tasks(declared: Mapping[str, str], models: Iterable[tuple[str, Any]]) -> dict[str, str]:
+    """Each model's task from `models` (id, engine kwargs): the serve config's `model_tasks`
+    (written from the catalog), else what its engine kwargs tell. An unknown task is a ValueError."""
+    found: dict[str, str] = {}
+    for model_id, engine_kwargs in models:
+        task = declared.get(model_id) or task_of(engine_kwargs)
+        if task not in TASK_ROUTES:
+            raise ValueError(f"model {model_id!r} has task {task!r}; the tasks are {', '.join(TASK_ROUTES)}")
+        found[model_id] = task
+    return found
+
+
 def wrong_task_message(model: str, task: str, route: str) -> str:
     return f"model {model!r} serves {task} ({', '.join(TASK_ROUTES[task])}), not {route}"
 
 
-# The builder argument this module adds to Ray's LLMServingArgs (and removes before Ray sees them).
+# The builder arguments this module adds to Ray's LLMServingArgs (and removes before Ray sees them).
 API_KEYS_DIR_ARG: Final = "api_keys_dir"
+MODEL_TASKS_ARG: Final = "model_tasks"
 IMPORT_PATH: Final = "serve.openai_app:build_app"
 # The ingress deployment keeps Ray's name: logs, metrics (`deployment` label) and dashboards see
 # the same deployment as with `build_openai_app`.
@@ -259,6 +278,7 @@ def task_aware_ingress() -> Any:
         completions = guarded("/v1/completions")
         embeddings = guarded("/v1/embeddings")
         score = guarded("/v1/score")
+        transcriptions = guarded("/v1/audio/transcriptions")
 
         async def rerank(self, body: RerankRequest, request: Request) -> Response:
             self.require_task(body.model, "/v1/rerank")
@@ -309,13 +329,15 @@ def endpoint_map() -> dict[str, Callable[[Any], Callable[..., Any]]]:
     return {**DEFAULT_ENDPOINTS, "rerank": lambda app: app.post("/v1/rerank")}
 
 
-def split_args(args: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """(Ray's LLMServingArgs, the keys directory). The directory is required: no key, no app."""
+def split_args(args: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, str]]:
+    """(Ray's LLMServingArgs, the keys directory, the declared task of each model). The directory
+    is required: no key, no app."""
     ray_args = dict(args)
+    declared = ray_args.pop(MODEL_TASKS_ARG, None) or {}
     keys_dir = ray_args.pop(API_KEYS_DIR_ARG, None)
     if not isinstance(keys_dir, str) or not keys_dir:
         raise ValueError(f"{IMPORT_PATH} needs `{API_KEYS_DIR_ARG}`: the directory holding the API keys")
-    return ray_args, keys_dir
+    return ray_args, keys_dir, dict(declared)
 
 
 def build_app(args: dict[str, Any]) -> Any:
@@ -327,7 +349,7 @@ def build_app(args: dict[str, Any]) -> Any:
     from ray.serve.llm import LLMServingArgs, build_llm_deployment
     from ray.serve.llm.ingress import make_fastapi_ingress
 
-    ray_args, keys_dir = split_args(args)
+    ray_args, keys_dir, declared = split_args(args)
     # Its validators turn every config into an LLMConfig and the ingress config into IngressClsConfig.
     serving: Any = LLMServingArgs.model_validate(ray_args)
     configs = serving.llm_configs
@@ -347,6 +369,6 @@ def build_app(args: dict[str, Any]) -> Any:
         lora_paths={
             c.model_id: c.lora_config.dynamic_lora_loading_path for c in configs if c.lora_config is not None
         },
-        model_tasks={c.model_id: task_of(c.engine_kwargs) for c in configs},
+        model_tasks=resolve_tasks(declared, ((c.model_id, c.engine_kwargs) for c in configs)),
         **serving.ingress_cls_config.ingress_extra_kwargs,
     )

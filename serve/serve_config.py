@@ -13,7 +13,7 @@ from typing import Any, Final
 from serve.autoscaling import ReplicaAutoscaling
 from serve.catalog import TASK_ENGINE_KWARGS, ModelEntry
 from serve.gpu_share import gpu_share
-from serve.openai_app import API_KEYS_DIR_ARG
+from serve.openai_app import API_KEYS_DIR_ARG, MODEL_TASKS_ARG
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
 APP_NAME: Final = "llm"
@@ -56,6 +56,11 @@ def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, 
     }
     if model.quantization is not None:
         engine_kwargs["quantization"] = model.quantization
+    positions = model.architecture.encoder_positions
+    if positions and model.engine.max_num_batched_tokens is None:
+        # One step must hold an audio item's encoder output and the decoder's tokens; vLLM's own
+        # default may not (it refuses to start then: serve.catalog.speech_problems).
+        engine_kwargs["max_num_batched_tokens"] = positions + model.max_model_len
     share = gpu_share(model)
     if share is not None:
         # A packed replica: its memory share and a fixed KV cache follow its GPU fraction
@@ -115,6 +120,8 @@ def serve_config(models: Sequence[ModelEntry], autoscaling: ReplicaAutoscaling) 
                     "llm_configs": [llm_config(model, autoscaling) for model in models],
                     "ingress_deployment_config": ingress_deployment_config(),
                     API_KEYS_DIR_ARG: API_KEYS_MOUNT_PATH,
+                    # The ingress routes by task; generate and transcribe look alike to vLLM.
+                    MODEL_TASKS_ARG: {model.id: model.task.value for model in models},
                 },
             }
         ],

@@ -48,20 +48,19 @@ import yaml
 from serve.local_guard import IGNORED_SIGNALS
 from serve.localize import (
     custom_resources,
-    llm_configs,
+    local_cpus_needed,
     models_not_on_cpu,
     new_api_key,
     served_model_ids,
+    tasks,
     warmup_request,
     with_api_keys_dir,
 )
-from serve.openai_app import task_of
 from serve.paths import REPO_ROOT
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
 T = TypeVar("T")
 
-DEFAULT_NUM_CPUS: Final = 8  # logical CPUs: lets ingress, routers and engines all be placed
 DEFAULT_OBJECT_STORE_BYTES: Final = 256 * 1024**2
 # Units of each custom resource the local head declares: deployments ask for fractions of one.
 CUSTOM_RESOURCE_UNITS: Final = 1000
@@ -606,7 +605,7 @@ class LocalService:
         *,
         host: str = "127.0.0.1",
         port: int = 8000,
-        num_cpus: int = DEFAULT_NUM_CPUS,
+        num_cpus: int | None = None,
         startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
         wait_for_engines: bool = True,
         echo_logs: bool = False,
@@ -616,10 +615,7 @@ class LocalService:
         api_key: str | None = None,
     ) -> None:
         self.model_ids: list[str] = served_model_ids(serve_config)
-        self._tasks = {
-            llm["model_loading_config"]["model_id"]: task_of(llm.get("engine_kwargs"))
-            for llm in llm_configs(serve_config)
-        }
+        self._tasks = tasks(serve_config)
         if not self.model_ids:
             raise ValueError(f"the serve config has no {OPENAI_APP_IMPORT_PATH} application with llm_configs")
         not_cpu = models_not_on_cpu(serve_config)
@@ -628,7 +624,8 @@ class LocalService:
                 f"models {', '.join(not_cpu)} are not configured for CPU; pass the config through "
                 "serve.localize.localize_serve_config() first"
             )
-        self.host, self.port, self.num_cpus = host, port, num_cpus
+        self.host, self.port = host, port
+        self.num_cpus = num_cpus if num_cpus is not None else local_cpus_needed(serve_config)
         self.startup_timeout_s = startup_timeout_s
         self.wait_for_engines = wait_for_engines
         self.echo_logs = echo_logs
@@ -986,7 +983,7 @@ class LocalService:
                 timeout = max(5.0, min(deadline - time.monotonic(), 120.0))
                 try:
                     url = f"{self.openai_base_url}{path}"
-                    response = client.post(url, json=request, headers=self._keyed, timeout=timeout)
+                    response = client.post(url, headers=self._keyed, timeout=timeout, **request)
                     if response.status_code == 200:
                         self._answered[model] = True
                         return

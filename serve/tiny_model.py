@@ -71,9 +71,34 @@ HEAD_DIM: Final = HIDDEN_SIZE // NUM_ATTENTION_HEADS
 MAX_POSITION_EMBEDDINGS: Final = 2048
 TORCH_DTYPE: Final = "float32"
 
+# Speech to text (`kind="whisper"`): a randomly initialised WhisperForConditionalGeneration with
+# Whisper's 80 mel bins and the special tokens vLLM's Whisper prompt spells out
+# (vllm/model_executor/models/whisper.py `get_generation_prompt`:
+# <|startoftranscript|><|lang|><|transcribe|><|notimestamps|>), on the same byte-level BPE.
+WHISPER_D_MODEL: Final = HIDDEN_SIZE  # head_dim 64: vLLM's CPU attention rejects smaller
+WHISPER_LAYERS: Final = 2
+WHISPER_HEADS: Final = NUM_ATTENTION_HEADS
+WHISPER_FFN_DIM: Final = INTERMEDIATE_SIZE
+WHISPER_MEL_BINS: Final = 80
+WHISPER_SOURCE_POSITIONS: Final = 1500
+MAX_TARGET_POSITIONS: Final = 448
+WHISPER_START: Final = "<|startoftranscript|>"
+WHISPER_TASK_TOKENS: Final = (
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nospeech|>",
+)
+WHISPER_NO_TIMESTAMPS: Final = "<|notimestamps|>"
+
 MARKER_FILE: Final = "tiny-model-recipe.json"
-Kind = Literal["chat", "reranker"]
-CACHE_DIR_NAMES: Final[dict[str, str]] = {"chat": "tiny-model", "reranker": "tiny-reranker"}
+Kind = Literal["chat", "reranker", "whisper"]
+CACHE_DIR_NAMES: Final[dict[str, str]] = {
+    "chat": "tiny-model",
+    "reranker": "tiny-reranker",
+    "whisper": "tiny-whisper",
+}
 CACHE_ENV: Final = "LLM_SERVING_CACHE"
 
 _WORD_TEXT: Final = (
@@ -108,6 +133,14 @@ def recipe() -> dict[str, Any]:
 
 def recipe_digest(kind: Kind = "chat") -> str:
     described = recipe() if kind == "chat" else {**recipe(), "kind": kind}
+    if kind == "whisper":
+        described["whisper"] = [
+            WHISPER_D_MODEL,
+            WHISPER_LAYERS,
+            WHISPER_HEADS,
+            WHISPER_FFN_DIM,
+            WHISPER_MEL_BINS,
+        ]
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -217,10 +250,76 @@ def _build_model(out: Path, vocab_size: int, kind: Kind) -> None:
     ).save_pretrained(out)
 
 
+def _whisper_special_tokens() -> list[str]:
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    languages = [f"<|{code}|>" for code in LANGUAGES]
+    return [EOS_TOKEN, WHISPER_START, *languages, *WHISPER_TASK_TOKENS, WHISPER_NO_TIMESTAMPS]
+
+
+def _build_whisper(out: Path) -> int:
+    """The tiny speech-to-text model: tokenizer with Whisper's special tokens, feature extractor,
+    model. Returns the vocab size."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+
+    _build_tokenizer(out)
+    tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
+    tokenizer.add_special_tokens(_whisper_special_tokens())
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (out / name).unlink()
+    fast = WhisperTokenizer(
+        tokenizer_object=tokenizer,
+        unk_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=EOS_TOKEN,
+    )
+    WhisperProcessor(
+        feature_extractor=WhisperFeatureExtractor(feature_size=WHISPER_MEL_BINS), tokenizer=fast
+    ).save_pretrained(out)
+    vocab_size = len(fast)
+    end, start = tokenizer.token_to_id(EOS_TOKEN), tokenizer.token_to_id(WHISPER_START)
+    assert end is not None and start is not None, "the special tokens were just added"
+    config = WhisperConfig(
+        vocab_size=vocab_size,
+        num_mel_bins=WHISPER_MEL_BINS,
+        d_model=WHISPER_D_MODEL,
+        encoder_layers=WHISPER_LAYERS,
+        decoder_layers=WHISPER_LAYERS,
+        encoder_attention_heads=WHISPER_HEADS,
+        decoder_attention_heads=WHISPER_HEADS,
+        encoder_ffn_dim=WHISPER_FFN_DIM,
+        decoder_ffn_dim=WHISPER_FFN_DIM,
+        max_source_positions=WHISPER_SOURCE_POSITIONS,
+        max_target_positions=MAX_TARGET_POSITIONS,
+        pad_token_id=end,
+        bos_token_id=end,
+        eos_token_id=end,
+        decoder_start_token_id=start,
+    )
+    torch.manual_seed(SEED)
+    model = WhisperForConditionalGeneration(config).to(getattr(torch, TORCH_DTYPE))
+    model.eval()
+    model.generation_config.decoder_start_token_id = start
+    model.save_pretrained(out, safe_serialization=True)
+    return vocab_size
+
+
 def build_tiny_model(out: Path, kind: Kind = "chat") -> None:
     """Write the tokenizer, model and marker into an existing, empty directory `out`."""
-    vocab_size = _build_tokenizer(out)
-    _build_model(out, vocab_size, kind)
+    if kind == "whisper":
+        vocab_size = _build_whisper(out)
+    else:
+        vocab_size = _build_tokenizer(out)
+        _build_model(out, vocab_size, kind)
     marker = {"digest": recipe_digest(kind), "recipe": recipe(), "kind": kind, "vocab_size": vocab_size}
     (out / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
@@ -264,6 +363,11 @@ def ensure_tiny_model(cache_dir: Path | None = None, kind: Kind = "chat") -> Pat
 def ensure_tiny_reranker(cache_dir: Path | None = None) -> Path:
     """The tiny cross-encoder (see the module docstring), built once like the chat model."""
     return ensure_tiny_model(cache_dir, "reranker")
+
+
+def ensure_tiny_whisper(cache_dir: Path | None = None) -> Path:
+    """The tiny speech-to-text model (see WHISPER_* above), built once like the chat model."""
+    return ensure_tiny_model(cache_dir, "whisper")
 
 
 def main(argv: list[str] | None = None) -> int:

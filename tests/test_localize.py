@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from serve.localize import (
     LOCAL_MAX_REPLICAS,
     custom_resources,
     llm_configs,
+    local_cpus_needed,
     localize_serve_config,
     models_not_on_cpu,
     served_model_ids,
@@ -160,3 +162,19 @@ def test_custom_resources_are_found_wherever_a_deployment_asks_for_them() -> Non
 def test_localizing_keeps_the_custom_resources_deployments_ask_for(stack: str) -> None:
     config = build_plan_for_stack(stack, REPO_ROOT).serve_config
     assert custom_resources(localize(config)) == custom_resources(config)
+
+
+def test_the_local_head_advertises_a_cpu_for_every_replica_bundle(ray_oracles: ModuleType) -> None:
+    """Ray places a local replica only where its whole bundle fits: the head's logical CPUs must
+    cover every replica (Ray's own bundles, as LLMServer asks for them) and the ingress at once.
+    The dev stack's four models need 9: a fixed 8 left the fourth replica unscheduled."""
+    config = localize(build_plan_for_stack("dev", REPO_ROOT).serve_config)
+    demand = 0.0
+    for llm in llm_configs(config):
+        bundles, _ = ray_oracles.replica_bundles(llm)
+        replicas = llm["deployment_config"]["autoscaling_config"]["max_replicas"]
+        demand += replicas * sum(bundle.get("CPU", 0) for bundle in bundles)
+    (app,) = config["applications"]
+    demand += app["args"]["ingress_deployment_config"]["ray_actor_options"]["num_cpus"]
+    assert demand == 9
+    assert local_cpus_needed(config) >= demand

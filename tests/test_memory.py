@@ -56,7 +56,19 @@ CATALOG_MODELS = {
     # 32.76e9 x 2 B = 61.02 GiB; KV 2 x 64 x 8 x 128 x 2 B = 256 KiB a token, x 32768 x 4 = 32 GiB;
     # two GPUs: 3 GiB overhead; 2 x A100 80 GiB x 0.90 = 144 GiB.
     "qwen2-5-32b-instruct": (61.02, 32.0, 3.0, 144.0),
+    # Encoders keep no KV cache: 0.56e9 and 0.568e9 x 2 B of weights and the overhead; on a T4
+    # (the whole card's budget here; packed, each gets 0.2 of it: tests/test_packing.py).
+    "multilingual-e5-large": (1.04, 0.0, 1.5, 13.5),
+    "bge-reranker-v2-m3": (1.06, 0.0, 1.5, 13.5),
 }
+
+
+def test_an_encoder_keeps_no_kv_cache_and_a_speech_model_caches_its_encoder_output() -> None:
+    as_decoder = estimate(**WORKED_EXAMPLE)
+    assert estimate(**WORKED_EXAMPLE, encoder_only=True).kv_cache_gib == 0
+    # 1500 encoder positions more per sequence: 3 sequences x 1500 x 128 KiB a position.
+    speech = estimate(**WORKED_EXAMPLE, encoder_positions=1500)
+    assert speech.kv_cache_gib - as_decoder.kv_cache_gib == pytest.approx(3 * 1500 * 131_072 / 2**30)
 
 
 @pytest.mark.parametrize("model_id", sorted(CATALOG_MODELS))

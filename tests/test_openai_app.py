@@ -186,7 +186,7 @@ def test_bearer_token_reads_only_the_authorization_header() -> None:
 def test_the_builder_requires_a_keys_directory() -> None:
     with pytest.raises(ValueError, match="api_keys_dir"):
         split_args({"llm_configs": []})
-    assert split_args({"llm_configs": [], "api_keys_dir": "/k"}) == ({"llm_configs": []}, "/k")
+    assert split_args({"llm_configs": [], "api_keys_dir": "/k"}) == ({"llm_configs": []}, "/k", {})
 
 
 # --- the module reaches the Ray image alone ------------------------------------------------------

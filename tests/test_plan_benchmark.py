@@ -12,12 +12,19 @@ import io
 from pathlib import Path
 
 import pytest
-from helpers.generated_catalog import GENERATED_MODELS, generated_catalog, generated_models, scaling_to_zero
+from helpers.generated_catalog import (
+    GENERATED_MODELS,
+    generated_catalog,
+    generated_models,
+    mixed_small_catalog,
+    scaling_to_zero,
+)
 from helpers.stack_files import STACKS
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from configcheck.problems import LineMap
 from infra.plan import build_plan, build_plan_for_stack
+from infra.plan.packing import pack, whole_gpus
 from infra.report.__main__ import main
 from infra.report.mock_engine import run_program, stack_config
 from infra.settings import load_stack
@@ -53,6 +60,20 @@ def test_bench_plan_200_models(benchmark: BenchmarkFixture, stack: str) -> None:
         return len(build_plan(parse_catalog(raw, "generated", LineMap()), settings).placements)
 
     assert benchmark.pedantic(parse_and_plan, rounds=5, iterations=1) == GENERATED_MODELS
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize("replicas", [1, 4])
+def test_bench_packing_twenty_small_models(benchmark: BenchmarkFixture, replicas: int) -> None:
+    """Pack 20 small models of every task (T4 and L4) at `replicas` replicas each onto shared GPUs;
+    the GPUs it saves are the benchmark's result (recorded in docs/plan-report.md)."""
+    models = mixed_small_catalog().models
+    packing = benchmark.pedantic(
+        pack, args=([(model, replicas) for model in models],), rounds=20, iterations=1
+    )
+    whole = whole_gpus(models, replicas)
+    benchmark.extra_info.update(gpus_packed=packing.gpus, gpus_whole=whole)
+    assert 2 * packing.gpus <= whole
 
 
 @pytest.mark.bench

@@ -1,5 +1,6 @@
-"""Tasks in the catalog (generate, embed, rerank) and what they become: vLLM's pooling runner in the
-LLM config, task-aware routing in the app builder, the local cross-encoder for rerank models.
+"""Tasks in the catalog (generate, embed, rerank, transcribe) and what they become: vLLM's pooling
+runner in the LLM config, task-aware routing in the app builder, the local cross-encoder for rerank
+models and the local speech model for transcribe.
 
 Served for real on one endpoint: tests/test_tasks_local.py (slow).
 """
@@ -151,12 +152,108 @@ def test_rerank_models_are_served_locally_from_the_tiny_cross_encoder() -> None:
 
 
 @pytest.mark.parametrize(
-    ("task", "path"), [("generate", "/chat/completions"), ("embed", "/embeddings"), ("rerank", "/score")]
+    ("task", "path"),
+    [
+        ("generate", "/chat/completions"),
+        ("embed", "/embeddings"),
+        ("rerank", "/score"),
+        ("transcribe", "/audio/transcriptions"),
+    ],
 )
 def test_local_warm_up_uses_the_route_of_the_models_task(task: str, path: str) -> None:
     """`make serve-local` waits until every engine answers; a chat probe would get the 400 above."""
     from serve.localize import warmup_request
 
-    route, body = warmup_request("m", task)
+    route, request = warmup_request("m", task)
+    body = request.get("json") or request["data"]
     assert route == path and body["model"] == "m"
     assert f"/v1{route}" in TASK_ROUTES[task]
+
+
+# --- speech to text ----------------------------------------------------------------------------
+
+# openai/whisper-large-v3's config.json, as its model card shows it: 32 decoder layers of 20 heads,
+# d_model 1280, 448 target positions, an encoder output of 1500 positions.
+WHISPER_LARGE_V3 = {
+    "parameters_billion": 1.54,
+    "num_layers": 32,
+    "num_attention_heads": 20,
+    "num_kv_heads": 20,
+    "head_dim": 64,
+    "max_position_embeddings": 448,
+    "encoder_positions": 1500,
+}
+
+
+def speech(model_id: str = "whisper", task: str | None = "transcribe", **changes: Any) -> dict[str, Any]:
+    model = {**entry(model_id, task), "max_model_len": 448, "architecture": dict(WHISPER_LARGE_V3)}
+    return {**model, **changes}
+
+
+def test_a_whisper_model_serves_transcribe_with_room_for_its_audio() -> None:
+    (model,) = catalog(speech()).models
+    assert model.task is Task.TRANSCRIBE
+    config = llm_config(model, SCALING)
+    # One scheduler step holds the encoder's 1500 positions and the decoder's 448 tokens.
+    assert config["engine_kwargs"]["max_num_batched_tokens"] == 1500 + 448
+    assert config["engine_kwargs"].keys().isdisjoint({"runner", "convert"})
+    # The cross-attention cache: 2 x 32 layers x 20 heads x 64 x 2 B = 160 KiB a position, for
+    # 448 + 1500 positions of one sequence = 0.30 GiB.
+    assert model.memory().kv_cache_gib == pytest.approx(163_840 * (448 + 1500) / 2**30)
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "words"),
+    [
+        (speech(task=None), "models[0].task", "set task to 'transcribe'"),
+        (speech(task="embed"), "models[0].task", "set task to 'transcribe'"),
+        (
+            {**entry("m", "transcribe"), "max_model_len": 448},
+            "models[0].task",
+            "needs a speech-to-text encoder-decoder",
+        ),
+        (
+            speech(engine={"max_num_batched_tokens": 1024}),
+            "models[0].engine.max_num_batched_tokens",
+            "below the encoder's 1500 positions",
+        ),
+    ],
+    ids=["whisper-as-generate", "whisper-as-embed", "transcribe-without-audio", "step-too-small"],
+)
+def test_speech_settings_that_cannot_work_are_located_errors(
+    model: dict[str, Any], field: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        catalog(model)
+    assert any(p.field == field and words in p.message for p in raised.value.problems), raised.value.problems
+
+
+def test_the_builder_routes_transcriptions_to_speech_models_only(ray_oracles: ModuleType) -> None:
+    models = catalog(entry("chat", None), speech("ears")).models
+    document = serve_config(list(models), SCALING)
+    (app,) = document["applications"]
+    assert app["args"]["model_tasks"] == {"chat": "generate", "ears": "transcribe"}
+    built = ray_oracles.build_serve_app(app["import_path"], app["args"])
+    ingress = next(
+        d for d in ray_oracles.flatten_app(built, name="check").deployments if d.name == "OpenAiIngress"
+    )
+    assert ingress._replica_config.init_kwargs["model_tasks"] == {"chat": "generate", "ears": "transcribe"}
+    for model in models:
+        config = ray_oracles.LLMConfig(**llm_config(model, SCALING))
+        ray_oracles.vllm_engine_args(config)  # vLLM's AsyncEngineArgs take what the catalog sets
+
+
+def test_the_tiny_speech_model_reads_as_a_whisper_for_transcribe() -> None:
+    from serve.model_facts import FactsError, read_facts
+    from serve.model_source import LocalModel
+    from serve.tiny_model import MAX_TARGET_POSITIONS, ensure_tiny_whisper
+
+    source = LocalModel(ensure_tiny_whisper())
+    facts = read_facts(source.config(), source.tensors, where="tiny", task="transcribe")
+    assert facts.model_class == "WhisperForConditionalGeneration"
+    assert (facts.architecture.encoder_positions, facts.architecture.max_position_embeddings) == (
+        1500,
+        MAX_TARGET_POSITIONS,
+    )
+    with pytest.raises(FactsError, match="add it with --task transcribe"):
+        read_facts(source.config(), source.tensors, where="tiny", task="generate")

@@ -1,10 +1,11 @@
-"""Chat, embeddings, score and rerank on one endpoint, for real: Ray Serve + vLLM (CPU build) with
-the tiny models this project builds (a chat model, which vLLM's pooling runner also serves as an
-embedder, and a one-label cross-encoder), behind the project's keyed app builder.
+"""Chat, embeddings, score, rerank and transcription on one endpoint, for real: Ray Serve + vLLM (CPU
+build) with the tiny models this project builds (a chat model, which vLLM's pooling runner also
+serves as an embedder, a one-label cross-encoder and a Whisper-shaped speech model), behind the
+project's keyed app builder.
 
-Requests go through the `openai` client where it has the call (chat, embeddings) and plain HTTP
-for vLLM's `/v1/score` and the builder's `/v1/rerank` (Jina/Cohere shape). A request for a task a
-model does not serve gets a 400 that names what it serves.
+Requests go through the `openai` client where it has the call (chat, embeddings, transcriptions)
+and plain HTTP for vLLM's `/v1/score` and the builder's `/v1/rerank` (Jina/Cohere shape). A request
+for a task a model does not serve gets a 400 that names what it serves.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from openai import OpenAI
 from configcheck.problems import LineMap
 from serve.autoscaling import ReplicaAutoscaling
 from serve.catalog import parse_catalog
-from serve.localize import localize_serve_config
+from serve.localize import localize_serve_config, silent_wav
 from serve.serve_config import serve_config
 from serve.supervisor import LocalService
-from serve.tiny_model import ensure_tiny_model, ensure_tiny_reranker
+from serve.tiny_model import ensure_tiny_model, ensure_tiny_reranker, ensure_tiny_whisper
 
 pytestmark = pytest.mark.slow
 
-CHAT, EMBED, RERANK = "tiny-chat", "tiny-embed", "tiny-rerank"
+CHAT, EMBED, RERANK, SPEECH = "tiny-chat", "tiny-embed", "tiny-rerank", "tiny-whisper"
 NON_EMPTY = {"min_tokens": 4}
 WARM = ReplicaAutoscaling(
     min_replicas=1,
@@ -60,6 +61,23 @@ def _model(model_id: str, task: str) -> dict[str, Any]:
     }
 
 
+def _speech_model() -> dict[str, Any]:
+    """The tiny Whisper's facts (serve/tiny_model.py), as `catalog add --task transcribe` reads them."""
+    from serve.tiny_model import MAX_TARGET_POSITIONS, WHISPER_HEADS, WHISPER_LAYERS, WHISPER_SOURCE_POSITIONS
+
+    model = _model(SPEECH, "transcribe")
+    model["max_model_len"] = MAX_TARGET_POSITIONS
+    model["architecture"] = {
+        **model["architecture"],
+        "num_layers": WHISPER_LAYERS,
+        "num_attention_heads": WHISPER_HEADS,
+        "num_kv_heads": WHISPER_HEADS,
+        "max_position_embeddings": MAX_TARGET_POSITIONS,
+        "encoder_positions": WHISPER_SOURCE_POSITIONS,
+    }
+    return model
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -70,12 +88,22 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def service() -> Iterator[LocalService]:
     models = parse_catalog(
-        {"models": [_model(CHAT, "generate"), _model(EMBED, "embed"), _model(RERANK, "rerank")]},
+        {
+            "models": [
+                _model(CHAT, "generate"),
+                _model(EMBED, "embed"),
+                _model(RERANK, "rerank"),
+                _speech_model(),
+            ]
+        },
         "tasks.yaml",
         LineMap(),
     ).models
     config = localize_serve_config(
-        serve_config(list(models), WARM), ensure_tiny_model(), reranker_dir=ensure_tiny_reranker()
+        serve_config(list(models), WARM),
+        ensure_tiny_model(),
+        reranker_dir=ensure_tiny_reranker(),
+        transcriber_dir=ensure_tiny_whisper(),
     )
     with LocalService(config, port=_free_port(), startup_timeout_s=900.0) as running:
         yield running
@@ -97,7 +125,7 @@ def _post(service: LocalService, path: str, body: dict[str, Any]) -> httpx.Respo
 
 
 def test_one_endpoint_lists_every_task(client: OpenAI) -> None:
-    assert sorted(m.id for m in client.models.list()) == sorted([CHAT, EMBED, RERANK])
+    assert sorted(m.id for m in client.models.list()) == sorted([CHAT, EMBED, RERANK, SPEECH])
 
 
 def test_chat(client: OpenAI) -> None:
@@ -147,6 +175,18 @@ def test_rerank_in_the_jina_cohere_shape(service: LocalService) -> None:
         assert result["relevance_score"] == pytest.approx(by_index[result["index"]])
 
 
+def test_transcription_with_the_openai_client(client: OpenAI) -> None:
+    """A WAV upload (multipart, as OpenAI's API takes it) decoded, resampled and transcribed by
+    vLLM's speech-to-text route; the tiny model's text is noise, but it is text."""
+    result = client.audio.transcriptions.create(
+        model=SPEECH,
+        file=("hello.wav", silent_wav(2.0)),
+        language="en",
+        extra_body={"max_completion_tokens": 4},
+    )
+    assert isinstance(result.text, str)
+
+
 def test_a_request_for_another_task_gets_a_400_naming_what_the_model_serves(
     client: OpenAI, service: LocalService
 ) -> None:
@@ -160,10 +200,18 @@ def test_a_request_for_another_task_gets_a_400_naming_what_the_model_serves(
     assert "serves generate" in embed_on_chat.value.response.text
     rerank_on_chat = _post(service, "/v1/rerank", {"model": CHAT, "query": "q", "documents": ["d"]})
     assert rerank_on_chat.status_code == 400 and "serves generate" in rerank_on_chat.text
+    with pytest.raises(openai.BadRequestError) as transcribe_on_chat:
+        client.audio.transcriptions.create(model=CHAT, file=("a.wav", silent_wav()))
+    assert "serves generate" in transcribe_on_chat.value.response.text
+    with pytest.raises(openai.BadRequestError) as chat_on_speech:
+        client.chat.completions.create(
+            model=SPEECH, messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+    assert "serves transcribe (/v1/audio/transcriptions)" in chat_on_speech.value.response.text
 
 
 def test_the_new_routes_need_the_key(service: LocalService) -> None:
-    for path in ("/v1/rerank", "/v1/score", "/v1/embeddings"):
+    for path in ("/v1/rerank", "/v1/score", "/v1/embeddings", "/v1/audio/transcriptions"):
         response = httpx.post(
             f"{service.base_url}{path}", json={"model": RERANK}, timeout=30.0, trust_env=False
         )

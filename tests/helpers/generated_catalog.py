@@ -73,12 +73,13 @@ MIXED_SMALL_MODELS: Final = 20
 def mixed_small_models(count: int = MIXED_SMALL_MODELS) -> list[dict[str, Any]]:
     """`count` small models of every task on T4 and L4, the kind a platform catalog collects: chat
     models of 0.5-1.5B parameters, encoder embedding models and rerankers (BERT/XLM-R sized, no KV
-    cache) and decoder-based embedding models (which keep a KV cache)."""
+    cache), decoder-based embedding models (which keep a KV cache) and Whisper-small-sized speech
+    models."""
     models = []
     for index in range(count):
         tier = (TierName.T4, TierName.L4)[index % 2]
         dtype = "float16" if tier is TierName.T4 else "bfloat16"
-        task = ("generate", "embed", "rerank", "embed")[index % 4]
+        task = ("generate", "embed", "rerank", "embed", "transcribe")[index % 5]
         encoder = task == "rerank" or (task == "embed" and index % 8 == 1)
         common = {
             "id": f"small-{task}-{index:02d}",
@@ -89,7 +90,26 @@ def mixed_small_models(count: int = MIXED_SMALL_MODELS) -> list[dict[str, Any]]:
         }
         if task != "generate":
             common["task"] = task
-        if encoder:
+        if task == "transcribe":
+            # Whisper-small's shape: 12 decoder layers of 12 heads, d_model 768, 1500 encoder positions.
+            models.append(
+                {
+                    **common,
+                    "max_model_len": 448,
+                    "concurrency": 2 + index % 3,
+                    "architecture": {
+                        "parameters_billion": 0.242,
+                        "num_layers": 12,
+                        "num_attention_heads": 12,
+                        "num_kv_heads": 12,
+                        "head_dim": 64,
+                        "max_position_embeddings": 448,
+                        "encoder_positions": 1500,
+                    },
+                    "engine": {"gpu_memory_utilization": 0.9},
+                }
+            )
+        elif encoder:
             models.append(
                 {
                     **common,
