@@ -422,6 +422,18 @@ def speech_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
                 "task to 'transcribe'",
             )
         )
+    if positions:
+        # vLLM 0.32 leaves both off for encoder-decoders ("Encoder decoder models do not support
+        # prefix caching" / "chunked prefill": vllm/config/model.py, the same two properties).
+        for name in ENCODER_UNSUPPORTED_ENGINE:
+            if getattr(model.engine, name) is True:
+                found.append(
+                    (
+                        ("engine", name),
+                        f"vLLM does not support {name.removeprefix('enable_').replace('_', ' ')} for a "
+                        "speech-to-text encoder-decoder; remove the setting",
+                    )
+                )
     batched = model.engine.max_num_batched_tokens
     if positions and batched is not None and batched < positions:
         # vLLM refuses an audio item larger than one step (vllm/v1/core/encoder_cache_manager.py

@@ -119,6 +119,8 @@ def entry_for(
 ) -> ModelEntry:
     """The catalog entry for `base` (id, source, revision) on `placement`; NoFitError if it is invalid."""
     encoder = facts.architecture.encoder_only
+    # Neither an encoder nor a speech encoder-decoder takes prefix caching or chunked prefill.
+    plain_engine = encoder or facts.architecture.encoder_positions > 0
     data = {
         **base,
         "tier": placement.tier.name.value,
@@ -131,7 +133,7 @@ def entry_for(
         "engine": {
             key: value
             for key, value in DEFAULT_ENGINE.items()
-            if not (encoder and key in ENCODER_UNSUPPORTED_ENGINE)
+            if not (plain_engine and key in ENCODER_UNSUPPORTED_ENGINE)
         },
     }
     if encoder:

@@ -285,6 +285,37 @@ def test_add_reads_the_tiny_model_from_its_directory(
     assert run.out.splitlines()[0].startswith(f"read {tiny_dir}: Qwen2ForCausalLM, float32, ")
 
 
+def test_add_reads_the_tiny_speech_model_as_a_transcribe_entry(
+    catalog: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Whisper is read as its decoder plus the encoder's 1500 positions, written without the
+    engine settings vLLM refuses for encoder-decoders, and the whole catalog still passes check."""
+    whisper = tiny_model.ensure_tiny_whisper()
+    run = add(
+        capsys,
+        catalog,
+        str(whisper),
+        "--repo",
+        "org/tiny-whisper",
+        "--revision",
+        TINY_COMMIT,
+        "--task",
+        "transcribe",
+    )
+    assert run.code == 0, run.err
+    entry = load_catalog(catalog).by_id("tiny-whisper")
+    assert entry.task.value == "transcribe"
+    assert (entry.architecture.encoder_positions, entry.max_model_len) == (
+        tiny_model.WHISPER_SOURCE_POSITIONS,
+        tiny_model.MAX_TARGET_POSITIONS,
+    )
+    assert entry.engine.enable_prefix_caching is None and entry.engine.enable_chunked_prefill is None
+    refused = add(
+        capsys, catalog, str(whisper), "--repo", "org/tiny-whisper", "--revision", TINY_COMMIT, "--id", "w2"
+    )
+    assert refused.code == 1 and "add it with --task transcribe" in refused.err
+
+
 def test_a_huggingface_cache_snapshot_needs_no_repo_or_revision(
     tmp_path: Path, catalog: Path, tiny_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -217,8 +217,19 @@ def test_a_whisper_model_serves_transcribe_with_room_for_its_audio() -> None:
             "models[0].engine.max_num_batched_tokens",
             "below the encoder's 1500 positions",
         ),
+        (
+            speech(engine={"enable_prefix_caching": True}),
+            "models[0].engine.enable_prefix_caching",
+            "for a speech-to-text encoder-decoder",
+        ),
     ],
-    ids=["whisper-as-generate", "whisper-as-embed", "transcribe-without-audio", "step-too-small"],
+    ids=[
+        "whisper-as-generate",
+        "whisper-as-embed",
+        "transcribe-without-audio",
+        "step-too-small",
+        "prefix-caching",
+    ],
 )
 def test_speech_settings_that_cannot_work_are_located_errors(
     model: dict[str, Any], field: str, words: str
