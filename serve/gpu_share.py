@@ -5,7 +5,8 @@ asks Ray for a fraction of a GPU, and vLLM gets a memory share that follows that
 
     bundle   = ceil(required_gib / (vram_gib × CARD_UTILIZATION), to a multiple of BUNDLE_STEP)
     gpu_memory_utilization = bundle × CARD_UTILIZATION
-    kv_cache_memory_bytes  = gpu_memory_utilization × vram - weights - overhead   (≥ the estimate's KV)
+    kv_cache_memory_bytes  = the estimate's KV cache (concurrency × max_model_len tokens)
+    VLLM_RAY_PER_WORKER_GPUS = bundle   (the replica's runtime env)
 
 Why the two are tied: Ray places fractional GPU bundles so that the bundles on one card never
 add up to more than 1 (it assigns fractions of a GPU *instance*, not of the node), and vLLM 0.32
@@ -19,12 +20,21 @@ Start-up races: two engines starting on one card at the same moment can mis-size
 cache, because vLLM sizes it from a memory profile that also sees the neighbour's allocations
 (vLLM issue 55827). A packed replica sets `kv_cache_memory_bytes`, which skips that profile
 (vllm/v1/worker/gpu_worker.py `determine_available_memory`), so its KV cache is the same however
-its neighbours start; its whole footprint is the estimate, which is inside its share. An encoder
-(no KV cache) has nothing to size. If an estimate is still wrong and an engine fails to start,
-Serve restarts the replica; its neighbours keep serving.
+its neighbours start. It is the estimate's KV cache, not what the share would leave: the share is
+measured against the tier table's VRAM (nvidia-smi's total), and CUDA reports less (a T4: 14.58
+GiB of 15), so the footprint stays at the estimate, inside the share either way. An encoder (no
+KV cache) has nothing to size. If an estimate is still wrong and an engine fails to start, Serve
+restarts the replica; its neighbours keep serving.
 
-Never packed: tensor-parallel replicas (their ranks must own whole GPUs), and replicas needing
-more than MAX_SHARED_BUNDLE (two of them could not share a card anyway).
+The fraction must also reach vLLM's worker: vLLM asks Ray for VLLM_RAY_PER_WORKER_GPUS of a GPU
+(default 1.0, vllm/envs.py), and a worker asking for a whole GPU inside a 0.5 bundle is never
+scheduled. Ray 2.60 works the value out from the bundle but puts it only in its helper tasks'
+env, not the replica's (ray-project/ray#63875, open), so the LLM config sets it itself.
+
+Never packed: tensor-parallel replicas (their ranks must own whole GPUs), replicas needing
+more than MAX_SHARED_BUNDLE (two of them could not share a card anyway), and replicas on nodes
+with more than one GPU: Ray's autoscaler compares a node's GPUs as one total and can start too
+few nodes for fractional replicas that the raylet must fit on single GPUs (ray-project/ray#39987).
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ from pydantic import BaseModel, ConfigDict
 from serve.catalog import ModelEntry
 from serve.memory import GIB
 
+# vLLM's worker asks Ray for this much of a GPU (vllm/envs.py, default 1.0).
+PER_WORKER_GPUS_ENV: Final = "VLLM_RAY_PER_WORKER_GPUS"
 # What the engines sharing a card may use together; the rest is left to the CUDA contexts'
 # driver overhead outside vLLM's accounting. The catalog's default gpu_memory_utilization.
 CARD_UTILIZATION: Final = 0.90
@@ -68,16 +80,15 @@ def bundle_steps(required_gib: float, vram_gib: float) -> int:
     return max(1, math.ceil(exact - 1e-9))
 
 
-def gpu_share(model: ModelEntry) -> GpuShare | None:
-    """The model's share of one GPU if it is packed, None if each replica takes whole GPUs."""
-    if model.tensor_parallel_size != 1:
+def gpu_share(model: ModelEntry, gpus_per_node: int = 1) -> GpuShare | None:
+    """The model's share of one GPU if it is packed on nodes of `gpus_per_node` GPUs, None if each
+    replica takes whole GPUs."""
+    if model.tensor_parallel_size != 1 or gpus_per_node != 1:
         return None
     memory, vram = model.memory(), model.gpu_tier.vram_gib
     steps = bundle_steps(memory.required_gib, vram)
     if steps * BUNDLE_STEP > MAX_SHARED_BUNDLE + 1e-9:
         return None
     utilization = round(steps * BUNDLE_STEP * CARD_UTILIZATION, 4)
-    kv_bytes = None
-    if not model.architecture.encoder_only:
-        kv_bytes = math.floor((utilization * vram - memory.weights_gib - memory.overhead_gib) * GIB)
+    kv_bytes = None if model.architecture.encoder_only else math.ceil(memory.kv_cache_gib * GIB)
     return GpuShare(steps=steps, gpu_memory_utilization=utilization, kv_cache_memory_bytes=kv_bytes)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from serve.gpu_share import PER_WORKER_GPUS_ENV
 from serve.openai_app import API_KEYS_DIR_ARG, MODEL_TASKS_ARG, resolve_tasks
 from serve.tiny_model import MAX_POSITION_EMBEDDINGS
 from serve.tiny_model import MAX_TARGET_POSITIONS as WHISPER_MAX_TARGET_POSITIONS
@@ -54,6 +55,10 @@ DROPPED_ENGINE_KWARGS: Final = frozenset(
         "speculative_config",
     }
 )
+
+
+# A packed replica's GPU fraction (serve/gpu_share.py): no GPU here.
+DROPPED_ENV_VARS: Final = frozenset({PER_WORKER_GPUS_ENV})
 
 
 def llm_configs(serve_config: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -134,7 +139,8 @@ def _cpu_engine_kwargs(
 
 def _with_kv_cache_env(runtime_env: Mapping[str, Any], kv_cache_gib: int) -> dict[str, Any]:
     out = dict(runtime_env)
-    out["env_vars"] = {**dict(out.get("env_vars") or {}), KV_CACHE_ENV: str(kv_cache_gib)}
+    env = {k: v for k, v in dict(out.get("env_vars") or {}).items() if k not in DROPPED_ENV_VARS}
+    out["env_vars"] = {**env, KV_CACHE_ENV: str(kv_cache_gib)}
     return out
 
 

@@ -7,13 +7,14 @@ behind API keys (`serve/openai_app.py`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from serve.autoscaling import ReplicaAutoscaling
 from serve.catalog import TASK_ENGINE_KWARGS, ModelEntry
-from serve.gpu_share import gpu_share
+from serve.gpu_share import PER_WORKER_GPUS_ENV, gpu_share
 from serve.openai_app import API_KEYS_DIR_ARG, MODEL_TASKS_ARG
+from serve.tiers import TierName
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
 APP_NAME: Final = "llm"
@@ -43,8 +44,9 @@ INGRESS_REPLICAS: Final = 1
 API_KEYS_MOUNT_PATH: Final = "/etc/llm-serving/api-keys"
 
 
-def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
-    """The `ray.serve.llm.LLMConfig` document for one catalog model, as plain data."""
+def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling, gpus_per_node: int = 1) -> dict[str, Any]:
+    """The `ray.serve.llm.LLMConfig` document for one catalog model on nodes of `gpus_per_node`
+    GPUs, as plain data."""
     engine_kwargs: dict[str, Any] = {
         "tensor_parallel_size": model.tensor_parallel_size,
         "dtype": model.dtype,
@@ -61,7 +63,7 @@ def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, 
         # One step must hold an audio item's encoder output and the decoder's tokens; vLLM's own
         # default may not (it refuses to start then: serve.catalog.speech_problems).
         engine_kwargs["max_num_batched_tokens"] = positions + model.max_model_len
-    share = gpu_share(model)
+    share = gpu_share(model, gpus_per_node)
     if share is not None:
         # A packed replica: its memory share and a fixed KV cache follow its GPU fraction
         # (serve/gpu_share.py says why, and how two engines starting on one card stay apart).
@@ -79,10 +81,10 @@ def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling) -> dict[str, 
         },
     }
     if share is not None:
-        # Ray adds the accelerator_type hint to the bundle and, for a fraction of a GPU, sets
-        # VLLM_RAY_PER_WORKER_GPUS for vLLM's worker (ray/llm/_internal/serve/engines/vllm/
-        # vllm_models.py `_detect_fractional_gpu_from_pg`).
+        # Ray adds the accelerator_type hint to the bundle. vLLM's worker must ask for the same
+        # fraction, which Ray 2.60 does not pass to the replica (serve/gpu_share.py says why).
         config["placement_group_config"] = {"bundles": [{"GPU": share.bundle_gpus}], "strategy": "PACK"}
+        config["runtime_env"] = {"env_vars": {PER_WORKER_GPUS_ENV: str(share.bundle_gpus)}}
     elif model.tensor_parallel_size > 1:
         # Tensor-parallel ranks exchange activations on every layer: keep them on one node.
         # Ray's default, PACK, would split a replica across two nodes that each have a free GPU.
@@ -107,8 +109,14 @@ def ingress_deployment_config() -> dict[str, Any]:
     }
 
 
-def serve_config(models: Sequence[ModelEntry], autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
-    """The Serve deploy document: what KubeRay submits and what `serve run` reads locally."""
+def serve_config(
+    models: Sequence[ModelEntry],
+    autoscaling: ReplicaAutoscaling,
+    gpus_per_node: Mapping[TierName, int] | None = None,
+) -> dict[str, Any]:
+    """The Serve deploy document: what KubeRay submits and what `serve run` reads locally.
+    `gpus_per_node`: the GPUs of each tier's nodes (one where not given)."""
+    per_node = gpus_per_node or {}
     return {
         "proxy_location": PROXY_LOCATION,
         "applications": [
@@ -117,7 +125,9 @@ def serve_config(models: Sequence[ModelEntry], autoscaling: ReplicaAutoscaling) 
                 "route_prefix": ROUTE_PREFIX,
                 "import_path": OPENAI_APP_IMPORT_PATH,
                 "args": {
-                    "llm_configs": [llm_config(model, autoscaling) for model in models],
+                    "llm_configs": [
+                        llm_config(model, autoscaling, per_node.get(model.tier, 1)) for model in models
+                    ],
                     "ingress_deployment_config": ingress_deployment_config(),
                     API_KEYS_DIR_ARG: API_KEYS_MOUNT_PATH,
                     # The ingress routes by task; generate and transcribe look alike to vLLM.

@@ -269,14 +269,15 @@ def test_a_pool_too_small_for_every_warm_replica_is_a_located_error(tmp_path: Pa
 
 def test_packed_replicas_count_their_share_of_a_card(tmp_path: Path) -> None:
     # Four copies of the T4 chat model (half a card each) beside the embedder and the reranker
-    # (0.2 each): warm, 0.5 x 4 + 0.2 x 2 = 3 cards of prod's 4 T4s, so it plans (whole GPUs
-    # would need 6); an upgrade's second cluster doubles that to 5 cards, which 4 T4s cannot hold.
+    # (0.2 each): warm, 0.5 x 4 + 0.2 x 2 = 3 cards of prod's 4 T4s (whole GPUs would need 6); an
+    # upgrade's second cluster needs 3 nodes of its own (its workers never share the first
+    # cluster's nodes), 6 in all, which 4 T4s cannot hold.
     _with_copies(tmp_path, "qwen2-5-1-5b-instruct", 3)
     with pytest.raises(ConfigError) as raised:
         build_plan_for_stack("prod", tmp_path)
     (problem,) = raised.value.problems
     assert problem.field == "config.llm-serving:tiers.t4.maxNodes"
-    assert "an upgrade's two Ray clusters, each with the 6 t4 model(s) at minReplicas 1, need 5 GPUs" in (
+    assert "an upgrade's two Ray clusters, each with the 6 t4 model(s) at minReplicas 1, need 6 GPUs" in (
         problem.message
     )
     _with_copies(tmp_path, "qwen2-5-1-5b-instruct", 2)
@@ -388,3 +389,26 @@ def test_plan_is_deterministic(plans: dict[str, ServingPlan], stack: str) -> Non
     assert again == plans[stack]
     assert json.dumps(again.ray_service_spec) == json.dumps(plans[stack].ray_service_spec)
     assert again.cost == plans[stack].cost
+
+
+def test_an_upgrade_needs_nodes_of_its_own_even_for_packed_replicas(tmp_path: Path) -> None:
+    # prod's embedder and reranker alone on the T4 tier (0.2 + 0.2 of a card, warm): one T4 node
+    # holds them. An upgrade's new cluster starts its own worker pod, which takes a whole node:
+    # two nodes, although the four replicas' shares (0.8) would fit one card.
+    copy_inputs(tmp_path)
+    catalog = raw_catalog()
+    catalog["models"] = [m for m in catalog["models"] if m["id"] != "qwen2-5-1-5b-instruct"]
+    (tmp_path / CATALOG_FILE_NAME).write_text(yaml.safe_dump(catalog, sort_keys=False))
+    path = stack_file("prod", tmp_path)
+    path.write_text(
+        tier_block("t4", "maxNodes", "maxNodes: 1")(path.read_text()).replace(
+            "maxReplicas: 4", "maxReplicas: 1"
+        )
+    )
+    with pytest.raises(ConfigError) as raised:
+        build_plan_for_stack("prod", tmp_path)
+    (problem,) = raised.value.problems
+    assert problem.field == "config.llm-serving:tiers.t4.maxNodes"
+    assert "an upgrade's two Ray clusters, each with the 2 t4 model(s) at minReplicas 1, need 2 GPUs" in (
+        problem.message
+    )

@@ -26,10 +26,9 @@ import pytest
 from helpers.generated_catalog import mixed_small_catalog, scaling_to_zero
 from helpers.stack_files import STACKS
 
-from infra.plan import ServingPlan, build_plan
-from infra.plan.packing import packed_gpus
+from infra.plan import ServingPlan, build_plan, packed_tier_gpus
 from serve.catalog import ModelEntry
-from serve.tiers import RAY_ACCELERATOR_RESOURCE_PREFIX, TIERS
+from serve.tiers import RAY_ACCELERATOR_RESOURCE_PREFIX, TIERS, TierName
 
 HEAD = "headgroup"
 
@@ -176,7 +175,7 @@ def _packed_nodes(plan: ServingPlan, replicas: int) -> Counter[str]:
     nodes: Counter[str] = Counter()
     for tier in pool_tiers(plan):
         on_tier = [model for model in plan.served if model.tier.value == tier]
-        gpus = packed_gpus(on_tier, replicas)
+        gpus = packed_tier_gpus(on_tier, replicas, plan.settings, TierName(tier))
         nodes[tier] = -(-gpus // pools[tier].accelerator_count)
     return +nodes
 

@@ -21,7 +21,13 @@ from infra.plan.network import NetworkSpec
 from infra.plan.node_fit import PoolFit, fit_problems, pool_fits
 from infra.plan.node_pools import NodePoolSpec, gpu_pool, system_pool
 from infra.plan.packing import packed_gpus, whole_gpus
-from infra.plan.ray_service import RAY_POD_ENV, env_config_map_name, ray_cluster_config, ray_service_spec
+from infra.plan.ray_service import (
+    RAY_POD_ENV,
+    env_config_map_name,
+    ray_cluster_config,
+    ray_service_spec,
+    worker_container_resources,
+)
 from infra.settings import AUTOSCALING_KEY, TIERS_KEY, EngineConfig, StackSettings
 from serve.catalog import Catalog, ModelEntry
 from serve.gpu_share import gpu_share
@@ -30,7 +36,7 @@ from serve.paths import REPO_ROOT
 from serve.serve_config import serve_config
 from serve.tiers import TierName
 
-__all__ = ["ServingPlan", "build_plan", "build_plan_for_stack"]
+__all__ = ["ServingPlan", "build_plan", "build_plan_for_stack", "packed_tier_gpus"]
 
 
 class Placement(BaseModel):
@@ -145,17 +151,35 @@ def _cross_problems(catalog: Catalog, settings: StackSettings, served: list[Mode
     return problems
 
 
-def _replica_memory(model: ModelEntry) -> MemoryBudget:
+def _replica_memory(model: ModelEntry, gpus_per_node: int) -> MemoryBudget:
     """The model's estimate against what its replica may use: its share of a card when packed."""
-    memory, share = model.memory(), gpu_share(model)
+    memory, share = model.memory(), gpu_share(model, gpus_per_node)
     if share is None:
         return memory
     return memory.model_copy(update={"budget_gib": share.gpu_memory_utilization * model.gpu_tier.vram_gib})
 
 
-def _warm_gpus(served: Sequence[ModelEntry], tier: TierName | None, min_replicas: int) -> int:
+def _packing_limits(settings: StackSettings, tier: TierName) -> tuple[int, int]:
+    """(GPUs per node, replicas per card) of a tier's pool: a card's replicas each hold one of the
+    worker's CPUs in Ray."""
+    pool = gpu_pool(tier, settings)
+    cpus, _ = worker_container_resources(pool)
+    return pool.accelerator_count, max(1, cpus // pool.accelerator_count)
+
+
+def packed_tier_gpus(
+    models: Sequence[ModelEntry], replicas: int, settings: StackSettings, tier: TierName
+) -> int:
+    """GPUs `replicas` replicas of each of `models` take on `tier`'s pool, packed within its limits."""
+    return packed_gpus(models, replicas, *_packing_limits(settings, tier))
+
+
+def _warm_gpus(served: Sequence[ModelEntry], tier: TierName | None, settings: StackSettings) -> int:
     """GPUs the warm replicas (minReplicas of every model on `tier`) hold with no traffic, packed."""
-    return packed_gpus([model for model in served if model.tier == tier], min_replicas)
+    if tier is None:
+        return 0
+    on_tier = [model for model in served if model.tier == tier]
+    return packed_tier_gpus(on_tier, settings.autoscaling.min_replicas, settings, tier)
 
 
 def tier_gpus(served: Sequence[ModelEntry], settings: StackSettings) -> tuple[TierGpus, ...]:
@@ -168,10 +192,12 @@ def tier_gpus(served: Sequence[ModelEntry], settings: StackSettings) -> tuple[Ti
                 TierGpus(
                     tier=tier.value,
                     models=len(on_tier),
-                    packed_models=sum(gpu_share(model) is not None for model in on_tier),
-                    at_min_packed=packed_gpus(on_tier, scaling.min_replicas),
+                    packed_models=sum(
+                        gpu_share(model, settings.tiers[tier].gpus_per_node) is not None for model in on_tier
+                    ),
+                    at_min_packed=packed_tier_gpus(on_tier, scaling.min_replicas, settings, tier),
                     at_min_whole=whole_gpus(on_tier, scaling.min_replicas),
-                    at_max_packed=packed_gpus(on_tier, scaling.max_replicas),
+                    at_max_packed=packed_tier_gpus(on_tier, scaling.max_replicas, settings, tier),
                     at_max_whole=whole_gpus(on_tier, scaling.max_replicas),
                 )
             )
@@ -189,9 +215,10 @@ def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> lis
       so they need not all fit at maxReplicas together;
     - every model on the tier at minReplicas at once: otherwise the Serve application never
       becomes RUNNING, because some always-on replica can never be placed;
-    - twice that: a NewCluster upgrade starts the new cluster's warm replicas while the old
-      cluster's still serve, in the same pool, and KubeRay switches traffic only once every
-      application of the new cluster is RUNNING; without room for both it never finishes.
+    - twice that, in whole nodes: a NewCluster upgrade starts the new cluster's warm replicas
+      while the old cluster's still serve, in the same pool, and KubeRay switches traffic only once
+      every application of the new cluster is RUNNING; without room for both it never finishes.
+      Each cluster's worker pods take whole nodes, so packed replicas of the two never share one.
     """
     problems: list[Problem] = []
     scaling = settings.autoscaling
@@ -203,18 +230,21 @@ def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> lis
         available = pool.max_nodes * pool.gpus_per_node
         if max(model.tensor_parallel_size for model in on_tier) > pool.gpus_per_node:
             continue  # reported against gpusPerNode already
-        largest = max(on_tier, key=lambda model: (packed_gpus([model], scaling.max_replicas), model.id))
-        at_max = packed_gpus([largest], scaling.max_replicas)
-        share = gpu_share(largest)
+        largest = max(
+            on_tier,
+            key=lambda model: (packed_tier_gpus([model], scaling.max_replicas, settings, tier), model.id),
+        )
+        at_max = packed_tier_gpus([largest], scaling.max_replicas, settings, tier)
+        share = gpu_share(largest, pool.gpus_per_node)
         each = f"{share.bundle_gpus} GPU" if share else f"{largest.tensor_parallel_size} GPUs"
+        warm = packed_tier_gpus(on_tier, scaling.min_replicas, settings, tier)
+        # Each cluster's worker pods take whole nodes: the two clusters of an upgrade never share one.
+        warm_nodes_gpus = -(-warm // pool.gpus_per_node) * pool.gpus_per_node
         for needed, what in (
             (at_max, f"{largest.id} at maxReplicas {scaling.max_replicas} x {each}"),
+            (warm, f"the {len(on_tier)} {tier.value} model(s) at minReplicas {scaling.min_replicas}"),
             (
-                packed_gpus(on_tier, scaling.min_replicas),
-                f"the {len(on_tier)} {tier.value} model(s) at minReplicas {scaling.min_replicas}",
-            ),
-            (
-                packed_gpus(on_tier, 2 * scaling.min_replicas),
+                2 * warm_nodes_gpus,
                 f"an upgrade's two Ray clusters, each with the {len(on_tier)} {tier.value} model(s) at "
                 f"minReplicas {scaling.min_replicas},",
             ),
@@ -267,15 +297,21 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
                 model_id=model.id,
                 tier=model.tier.value,
                 gpus_per_replica=model.tensor_parallel_size,
-                gpu_fraction=share.bundle_gpus if (share := gpu_share(model)) else None,
+                gpu_fraction=(
+                    share.bundle_gpus
+                    if (share := gpu_share(model, settings.tiers[model.tier].gpus_per_node))
+                    else None
+                ),
                 min_replicas=scaling.min_replicas,
                 max_replicas=scaling.max_replicas,
-                memory=_replica_memory(model),
+                memory=_replica_memory(model, settings.tiers[model.tier].gpus_per_node),
             )
             for model in served
         ),
         tier_gpus=tier_gpus(served, settings),
-        serve_config=serve_config(served, scaling),
+        serve_config=serve_config(
+            served, scaling, {tier: settings.tiers[tier].gpus_per_node for tier in settings.enabled_tiers()}
+        ),
         system_pool=system,
         gpu_pools=gpu_pools,
         ray_cluster_config=cluster_config,
@@ -283,7 +319,7 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
         env_config_map_data=dict(RAY_POD_ENV),
         cost=estimate_cost(
             (system, *gpu_pools),
-            warm_gpus={pool.name: _warm_gpus(served, pool.tier, scaling.min_replicas) for pool in gpu_pools},
+            warm_gpus={pool.name: _warm_gpus(served, pool.tier, settings) for pool in gpu_pools},
         ),
     )
 

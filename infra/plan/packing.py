@@ -9,7 +9,9 @@ whole GPUs (tensor_parallel_size of them). First-fit decreasing over cards:
    is opened when none has.
 
 The sum of the shares on a card never exceeds one card (STEPS_PER_GPU steps), which is Ray's own
-rule for fractional GPU bundles and, through serve.gpu_share, the memory rule. First-fit
+rule for fractional GPU bundles and, through serve.gpu_share, the memory rule; and a card holds
+no more replicas than the node's worker has CPUs, since each replica's bundle holds one (Ray's
+autoscaler counts them too). First-fit
 decreasing needs at most 11/9 of the optimal number of cards plus one (Johnson, 1973).
 
 What it is not: Ray's placement. Ray places each replica when it starts, in the order replicas
@@ -60,12 +62,16 @@ def whole_gpus(models: Iterable[ModelEntry], replicas: int) -> int:
     return sum(replicas * model.tensor_parallel_size for model in models)
 
 
-def pack(demands: Sequence[tuple[ModelEntry, int]]) -> Packing:
-    """The cards `demands` (model, replica count) take, small models sharing cards."""
+def pack(
+    demands: Sequence[tuple[ModelEntry, int]], gpus_per_node: int = 1, replicas_per_card: int | None = None
+) -> Packing:
+    """The cards `demands` (model, replica count) take on nodes of `gpus_per_node` GPUs, small
+    models sharing cards, at most `replicas_per_card` replicas on one (each holds one of the node's
+    CPUs in Ray: the worker's CPUs bound how many engines a one-GPU node runs)."""
     whole: list[Card] = []
     shared: list[tuple[int, str]] = []
     for model, count in demands:
-        share = gpu_share(model)
+        share = gpu_share(model, gpus_per_node)
         for _ in range(count):
             if share is None:
                 whole += [Card(replicas=(model.id,), used_steps=STEPS_PER_GPU)] * model.tensor_parallel_size
@@ -74,7 +80,15 @@ def pack(demands: Sequence[tuple[ModelEntry, int]]) -> Packing:
     open_cards: list[list[str]] = []
     used: list[int] = []
     for steps, model_id in sorted(shared, key=lambda item: (-item[0], item[1])):
-        index = next((i for i, taken in enumerate(used) if taken + steps <= STEPS_PER_GPU), None)
+        index = next(
+            (
+                i
+                for i, taken in enumerate(used)
+                if taken + steps <= STEPS_PER_GPU
+                and (replicas_per_card is None or len(open_cards[i]) < replicas_per_card)
+            ),
+            None,
+        )
         if index is None:
             open_cards.append([])
             used.append(0)
@@ -87,6 +101,8 @@ def pack(demands: Sequence[tuple[ModelEntry, int]]) -> Packing:
     return Packing(cards=(*whole, *packed))
 
 
-def packed_gpus(models: Iterable[ModelEntry], replicas: int) -> int:
+def packed_gpus(
+    models: Iterable[ModelEntry], replicas: int, gpus_per_node: int = 1, replicas_per_card: int | None = None
+) -> int:
     """GPUs with packing when every model in `models` runs `replicas` replicas."""
-    return pack([(model, replicas) for model in models]).gpus
+    return pack([(model, replicas) for model in models], gpus_per_node, replicas_per_card).gpus
