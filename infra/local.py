@@ -38,6 +38,7 @@ from serve.localize import (
     localize_serve_config,
     needs_reranker,
     needs_transcriber,
+    warmup_request,
 )
 from serve.paths import REPO_ROOT
 from serve.supervisor import (
@@ -120,13 +121,23 @@ def _stop_signals(stop: StopRequest) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _example_curl(base_url: str, model_id: str) -> str:
-    body = json.dumps(
-        {"model": model_id, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}
-    )
+def _example_curl(base_url: str, model_id: str, task: str = "generate") -> str:
+    """A request the model answers: a chat for a chat model, else its task's (serve.localize)."""
+    if task == "generate":
+        path = "/v1/chat/completions"
+        body = {"model": model_id, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}
+    else:
+        route, request = warmup_request(model_id, task)
+        path = f"/v1{route}"
+        if "json" not in request:  # a transcription: a form with an audio file
+            return (
+                f'curl {base_url}{path} -H "Authorization: Bearer ${API_KEY_ENV}" '
+                f"-F model={model_id} -F file=@speech.wav"
+            )
+        body = request["json"]
     return (
-        f'curl {base_url}/v1/chat/completions -H "Authorization: Bearer ${API_KEY_ENV}" '
-        f"-H 'Content-Type: application/json' -d '{body}'"
+        f'curl {base_url}{path} -H "Authorization: Bearer ${API_KEY_ENV}" '
+        f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'"
     )
 
 
@@ -137,6 +148,8 @@ def _ready_message(
         {str(llm["model_loading_config"].get("model_source")) for llm in llm_configs(serve_config)}
     )
     logs = "the console" if echo_logs else str(service.log_path)
+    chat = [model for model in service.model_ids if service.model_tasks.get(model) == "generate"]
+    first = (chat or service.model_ids)[0]
     return "\n".join(
         [
             "",
@@ -146,7 +159,7 @@ def _ready_message(
             f"{service.api_key}",
             "  try:",
             *([] if key_from_env else [f"    export {API_KEY_ENV}={service.api_key}"]),
-            f"    {_example_curl(service.base_url, service.model_ids[0])}",
+            f"    {_example_curl(service.base_url, first, service.model_tasks.get(first, 'generate'))}",
             f"  metrics (Prometheus text, what Managed Prometheus scrapes on GKE): {service.metrics_url}",
             f"  Serve logs: {logs}",
             "Ctrl-C stops Serve and the local Ray cluster.",

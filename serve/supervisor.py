@@ -991,6 +991,11 @@ class LocalService:
                     pass
                 time.sleep(CHECK_EVERY_S)
 
+    @property
+    def model_tasks(self) -> dict[str, str]:
+        """Each served model's task (generate, embed, rerank, transcribe)."""
+        return dict(self._tasks)
+
     # ------------------------------------------------------------------ while running
     def check_alive(self) -> None:
         """Raise LocalServiceError if `serve run` or the Ray cluster's GCS has exited."""

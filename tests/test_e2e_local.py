@@ -36,6 +36,7 @@ import pytest
 from openai import OpenAI
 
 from infra.plan import build_plan_for_stack
+from serve.localize import warmup_request
 from serve.paths import REPO_ROOT
 from serve.supervisor import RUNS_DIR, RunRecord, wait_until
 
@@ -285,6 +286,17 @@ def dev_models() -> list[str]:
 
 
 @pytest.fixture(scope="module")
+def dev_tasks() -> dict[str, str]:
+    """Each dev model's task (chat models, and the embedder and reranker beside them)."""
+    return {model.id: model.task.value for model in build_plan_for_stack("dev", REPO_ROOT).served}
+
+
+@pytest.fixture(scope="module")
+def dev_chat_models(dev_tasks: dict[str, str]) -> list[str]:
+    return [model for model, task in dev_tasks.items() if task == "generate"]
+
+
+@pytest.fixture(scope="module")
 def serve_local(dev_models: list[str]) -> Iterator[CliRun]:
     run = start_cli()
     try:
@@ -350,8 +362,25 @@ def test_models_listed_are_the_served_catalog_ids(serve_local: CliRun, dev_model
     assert listed == sorted(dev_models)
 
 
-def test_chat_completion_for_every_served_model(serve_local: CliRun, dev_models: list[str]) -> None:
-    for model in dev_models:
+def test_every_served_model_answers_on_its_tasks_route(
+    serve_local: CliRun, dev_tasks: dict[str, str]
+) -> None:
+    """The dev stack serves chat, embeddings and rerank models; each answers its own task's request."""
+    assert set(dev_tasks.values()) >= {"generate", "embed", "rerank"}
+    for model, task in dev_tasks.items():
+        path, request = warmup_request(model, task)
+        response = httpx.post(
+            f"{serve_local.base_url}{path}",
+            headers={"Authorization": f"Bearer {serve_local.api_key}"},
+            timeout=120.0,
+            trust_env=False,
+            **request,
+        )
+        assert response.status_code == 200, (model, task, response.text)
+
+
+def test_chat_completion_for_every_chat_model(serve_local: CliRun, dev_chat_models: list[str]) -> None:
+    for model in dev_chat_models:
         reply = client(serve_local).chat.completions.create(
             model=model,
             messages=[{"role": "user", "content": "Say hello."}],
@@ -366,8 +395,10 @@ def test_chat_completion_for_every_served_model(serve_local: CliRun, dev_models:
         assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
-def test_streamed_chat_completion_for_every_served_model(serve_local: CliRun, dev_models: list[str]) -> None:
-    for model in dev_models:
+def test_streamed_chat_completion_for_every_chat_model(
+    serve_local: CliRun, dev_chat_models: list[str]
+) -> None:
+    for model in dev_chat_models:
         stream = client(serve_local).chat.completions.create(
             model=model,
             messages=[{"role": "user", "content": "Count to five."}],

@@ -268,3 +268,21 @@ def test_the_tiny_speech_model_reads_as_a_whisper_for_transcribe() -> None:
     )
     with pytest.raises(FactsError, match="add it with --task transcribe"):
         read_facts(source.config(), source.tensors, where="tiny", task="generate")
+
+
+@pytest.mark.parametrize(
+    ("task", "route"),
+    [
+        ("generate", "/v1/chat/completions"),
+        ("embed", "/v1/embeddings"),
+        ("rerank", "/v1/score"),
+        ("transcribe", "/v1/audio/transcriptions"),
+    ],
+)
+def test_the_example_curl_uses_the_models_task(task: str, route: str) -> None:
+    """`make serve-local` prints a request that model answers (a chat curl for an embedder is a 400)."""
+    from infra.local import _example_curl
+
+    curl = _example_curl("http://127.0.0.1:8000", "m", task)
+    assert curl.startswith(f"curl http://127.0.0.1:8000{route} ")
+    assert ("-F file=@" in curl) == (task == "transcribe")
