@@ -425,15 +425,7 @@ def speech_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
     if positions:
         # vLLM 0.32 leaves both off for encoder-decoders ("Encoder decoder models do not support
         # prefix caching" / "chunked prefill": vllm/config/model.py, the same two properties).
-        for name in ENCODER_UNSUPPORTED_ENGINE:
-            if getattr(model.engine, name) is True:
-                found.append(
-                    (
-                        ("engine", name),
-                        f"vLLM does not support {name.removeprefix('enable_').replace('_', ' ')} for a "
-                        "speech-to-text encoder-decoder; remove the setting",
-                    )
-                )
+        found += _unsupported_engine_settings(model, "for a speech-to-text encoder-decoder")
     batched = model.engine.max_num_batched_tokens
     if positions and batched is not None and batched < positions:
         # vLLM refuses an audio item larger than one step (vllm/v1/core/encoder_cache_manager.py
@@ -455,6 +447,19 @@ def speech_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
 ENCODER_UNSUPPORTED_ENGINE: Final = ("enable_prefix_caching", "enable_chunked_prefill")
 
 
+def _unsupported_engine_settings(model: ModelEntry, why: str) -> list[tuple[Path_, str]]:
+    """Each of ENCODER_UNSUPPORTED_ENGINE the model turns on, refused: `vLLM does not support <it> <why>`."""
+    return [
+        (
+            ("engine", name),
+            f"vLLM does not support {name.removeprefix('enable_').replace('_', ' ')} {why}; "
+            "remove the setting",
+        )
+        for name in ENCODER_UNSUPPORTED_ENGINE
+        if getattr(model.engine, name) is True
+    ]
+
+
 def encoder_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
     """Settings that mean nothing or break an encoder-only model (no KV cache, no generation)."""
     if not model.architecture.encoder_only:
@@ -468,15 +473,9 @@ def encoder_problems(model: ModelEntry) -> list[tuple[Path_, str]]:
                 "'embed' or 'rerank', or pick a chat model",
             )
         )
-    for name in ENCODER_UNSUPPORTED_ENGINE:
-        if getattr(model.engine, name) is True:
-            found.append(
-                (
-                    ("engine", name),
-                    f"vLLM does not support {name.removeprefix('enable_').replace('_', ' ')} for an "
-                    "encoder-only model and warns it may crash or answer wrongly; remove the setting",
-                )
-            )
+    found += _unsupported_engine_settings(
+        model, "for an encoder-only model and warns it may crash or answer wrongly"
+    )
     if "concurrency" in model.model_fields_set:
         found.append(
             (
