@@ -18,28 +18,45 @@ from configcheck.problems import ConfigError
 from infra.components.cluster import GkeCluster, GkeClusterArgs
 from infra.components.kuberay import KubeRayOperator, KubeRayOperatorArgs
 from infra.components.llm_service import LlmService, LlmServiceArgs
+from infra.components.model_store import ModelStore, ModelStoreArgs
 from infra.components.network import GkeNetwork, GkeNetworkArgs
 from infra.components.observability import Observability, ObservabilityArgs
 from infra.plan import ServingPlan, build_plan_for_stack
 from infra.plan.endpoint import SERVE_SERVICE_PORT, cluster_url, internal_url, kserve_aliases
+from infra.plan.model_store import MIRROR_KSA, RAY_KSA
 from infra.plan.ray_service import NAMESPACE, PORTS, RAY_SERVICE_NAME
 from infra.pulumi_config import engine_config, extra_api_keys, hf_token
-from infra.settings import StackSettings
 from serve.paths import REPO_ROOT
+
+
+def provider_project() -> str | None:
+    """The project resources go to: gcp:project, else the Google provider's own (GOOGLE_PROJECT,
+    gcloud config). The bucket's and the image's names carry it, and the plan needs them known."""
+    configured = pulumi.Config("gcp").get("project")
+    if configured:
+        return configured
+    project_id = gcp.organizations.get_project().project_id
+    if not project_id:
+        pulumi.log.warn(
+            "the Google provider names no project; set gcp:project (`pulumi config set gcp:project <id>`)"
+        )
+    return project_id or None
 
 
 def plan_for_running_stack(root: Path = REPO_ROOT) -> ServingPlan:
     """The plan of the stack being deployed; every problem in the catalog or the stack's config
     becomes one line of a RunError (no traceback, nothing created)."""
     try:
-        return build_plan_for_stack(pulumi.get_stack(), root, engine=engine_config())
+        return build_plan_for_stack(
+            pulumi.get_stack(), root, engine=engine_config(), project=provider_project()
+        )
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
 
 
-def _workload_pool(settings: StackSettings) -> pulumi.Input[str]:
-    if settings.project:
-        return f"{settings.project}.svc.id.goog"
+def _workload_pool(project: str | None) -> pulumi.Input[str]:
+    if project:
+        return f"{project}.svc.id.goog"
     # No gcp:project in config: the provider's project (e.g. from GOOGLE_PROJECT).
     return gcp.organizations.get_project_output().project_id.apply(lambda project: f"{project}.svc.id.goog")
 
@@ -65,13 +82,23 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
         GkeClusterArgs(
             stack=plan.stack,
             region=settings.region,
-            workload_pool=_workload_pool(settings),
+            workload_pool=_workload_pool(plan.project),
             network=network.network.id,
             subnetwork=network.subnetwork.id,
             ranges=plan.network,
             egress=network.nat,
             system_pool=plan.system_pool,
             gpu_pools=plan.gpu_pools,
+        ),
+    )
+    model_store = ModelStore(
+        "model-store",
+        ModelStoreArgs(
+            stack=plan.stack,
+            region=settings.region,
+            bucket_name=plan.model_bucket,
+            namespace=NAMESPACE,
+            workload_pool=_workload_pool(plan.project),
         ),
     )
     in_cluster = pulumi.ResourceOptions(provider=cluster.provider)
@@ -90,6 +117,9 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
             extra_api_keys=extra_api_keys(),
             aliases=kserve_aliases(plan.served_model_ids),
             endpoint_address=network.openai_address,
+            service_accounts={ksa: model_store.accounts[ksa].email for ksa in (RAY_KSA, MIRROR_KSA)},
+            mirror_jobs=plan.mirror_jobs,
+            model_store=model_store,
         ),
         opts=in_cluster,
     )
@@ -122,6 +152,8 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
             lambda args: dashboard_url(args[0], args[1])
         ),
         "alert_policies": [policy.display_name for policy in observability.alert_policies],
+        "model_bucket": model_store.bucket.name.apply(lambda name: f"gs://{name}"),
+        "ray_image": plan.image,
         "served_models": plan.served_model_ids,
         "skipped_models": {skipped.model_id: skipped.reason for skipped in plan.skipped},
         "estimated_cost_usd_per_hour": {

@@ -30,6 +30,12 @@ DASHBOARD: Final = "gcp:monitoring/dashboard:Dashboard"
 ALERT_POLICY: Final = "gcp:monitoring/alertPolicy:AlertPolicy"
 NOTIFICATION_CHANNEL: Final = "gcp:monitoring/notificationChannel:NotificationChannel"
 LOG_METRIC: Final = "gcp:logging/metric:Metric"
+BUCKET: Final = "gcp:storage/bucket:Bucket"
+BUCKET_IAM_MEMBER: Final = "gcp:storage/bucketIAMMember:BucketIAMMember"
+SERVICE_ACCOUNT_IAM_MEMBER: Final = "gcp:serviceaccount/iAMMember:IAMMember"
+ARTIFACT_REPOSITORY: Final = "gcp:artifactregistry/repository:Repository"
+KUBERNETES_SERVICE_ACCOUNT: Final = "kubernetes:core/v1:ServiceAccount"
+JOB: Final = "kubernetes:batch/v1:Job"
 # Data sources the program calls (invokes), not resources.
 GET_PROJECT: Final = "gcp:organizations/getProject:getProject"
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
-    from pyarrow.fs import FileSystem
+    from pyarrow.fs import FileSystem  # type: ignore[import-untyped]
 
 LOG = logging.getLogger("model_mirror")
 
@@ -120,18 +120,22 @@ class HubSource:
         found = []
         for sibling in info.siblings or []:
             lfs = sibling.lfs
-            sha256 = (lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)) if lfs else None
+            sha256 = (
+                (lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None))
+                if lfs
+                else None
+            )
             size = sibling.size if sibling.size is not None else (getattr(lfs, "size", 0) if lfs else 0)
-            found.append(SourceFile(sibling.rfilename, int(size or 0), sha256, None if lfs else sibling.blob_id))
+            found.append(
+                SourceFile(sibling.rfilename, int(size or 0), sha256, None if lfs else sibling.blob_id)
+            )
         return found
 
     def fetch(self, file: SourceFile, into: Path) -> Path:
         from huggingface_hub import hf_hub_download
 
         return Path(
-            hf_hub_download(
-                self.repo_id, file.path, revision=self.revision, local_dir=into, token=self.token
-            )
+            hf_hub_download(self.repo_id, file.path, revision=self.revision, local_dir=into, token=self.token)
         )
 
 
@@ -189,7 +193,7 @@ def file_sha256(path: Path) -> str:
 
 def git_blob_sha1(path: Path) -> str:
     """The id git (and so the Hub, for files outside LFS) gives a file's content."""
-    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())  # noqa: S324  # git's own scheme
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())  # git's own scheme
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
             digest.update(chunk)
@@ -237,10 +241,14 @@ def _check_download(file: SourceFile, local: Path) -> str:
     """The local file's sha256, after checking it against the source's published digest."""
     size = local.stat().st_size
     if size != file.size:
-        raise MirrorError(f"{file.path}: downloaded {size} bytes, the source lists {file.size}; rerun the Job")
+        raise MirrorError(
+            f"{file.path}: downloaded {size} bytes, the source lists {file.size}; rerun the Job"
+        )
     sha256 = file_sha256(local)
     if file.sha256 is not None and sha256 != file.sha256:
-        raise MirrorError(f"{file.path}: sha256 {sha256} differs from the source's {file.sha256}; rerun the Job")
+        raise MirrorError(
+            f"{file.path}: sha256 {sha256} differs from the source's {file.sha256}; rerun the Job"
+        )
     if file.git_blob_sha1 is not None and git_blob_sha1(local) != file.git_blob_sha1:
         raise MirrorError(f"{file.path}: content differs from the source's git blob {file.git_blob_sha1}")
     return sha256
@@ -361,7 +369,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         report = mirror_model(
-            source, gcs_filesystem(args.endpoint), args.bucket, args.model_id, args.revision, workers=args.workers
+            source,
+            gcs_filesystem(args.endpoint),
+            args.bucket,
+            args.model_id,
+            args.revision,
+            workers=args.workers,
         )
     except MirrorError as error:
         print(f"model mirror failed: {error}", file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import Any, Final
 from serve.autoscaling import ReplicaAutoscaling
 from serve.catalog import TASK_ENGINE_KWARGS, ModelEntry
 from serve.gpu_share import PER_WORKER_GPUS_ENV, gpu_share
+from serve.model_mirror import model_prefix
 from serve.openai_app import API_KEYS_DIR_ARG, MODEL_TASKS_ARG
 from serve.tiers import TierName
 from serve.versions import OPENAI_APP_IMPORT_PATH
@@ -42,11 +43,34 @@ INGRESS_REPLICAS: Final = 1
 # Where the ingress reads its API keys on the cluster: the keys Secret, mounted on the head (the
 # only node the ingress runs on). The Secret's files change in place when keys rotate.
 API_KEYS_MOUNT_PATH: Final = "/etc/llm-serving/api-keys"
+# How long a request may wait for its answer, cold start included: a request for a model at zero
+# replicas queues until a replica is up (ray/serve/_private/router.py, "block indefinitely if no
+# replicas are available"), but Ray Serve LLM's ingress answers 408 after
+# RAY_SERVE_LLM_ROUTER_HTTP_TIMEOUT (default 600 s, ray/llm/_internal/serve/constants.py), which
+# a GPU node's cold start can pass. Both the ingress's limit (the Ray head's env) and Serve's
+# proxy limit (`http_options.request_timeout_s`, no limit by default) are set to this, which the
+# plan checks against every model's modelled cold start (infra/plan/cold_start.py).
+REQUEST_TIMEOUT_SECONDS: Final = 1200
+ROUTER_TIMEOUT_ENV: Final = "RAY_SERVE_LLM_ROUTER_HTTP_TIMEOUT"
+# Engine arguments that name a Hub revision: a model read from the bucket is a local folder of
+# that revision already, and the pods cannot reach the Hub (HF_HUB_OFFLINE).
+HUB_REVISION_KWARGS: Final = ("revision", "tokenizer_revision")
 
 
-def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling, gpus_per_node: int = 1) -> dict[str, Any]:
+def bucket_model_source(bucket: str, model: ModelEntry) -> str:
+    """The mirrored revision of the model's Hub repo in the stack's bucket (serve/model_mirror.py
+    lays it out); two catalog entries of one repo and revision share it."""
+    return f"gs://{model_prefix(bucket, model.source, model.revision)}"
+
+
+def llm_config(
+    model: ModelEntry,
+    autoscaling: ReplicaAutoscaling,
+    gpus_per_node: int = 1,
+    model_bucket: str | None = None,
+) -> dict[str, Any]:
     """The `ray.serve.llm.LLMConfig` document for one catalog model on nodes of `gpus_per_node`
-    GPUs, as plain data."""
+    GPUs, as plain data; its weights come from `model_bucket` when given, else from the Hub."""
     engine_kwargs: dict[str, Any] = {
         "tensor_parallel_size": model.tensor_parallel_size,
         "dtype": model.dtype,
@@ -58,6 +82,9 @@ def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling, gpus_per_node
     }
     if model.quantization is not None:
         engine_kwargs["quantization"] = model.quantization
+    if model_bucket is not None:
+        for key in HUB_REVISION_KWARGS:
+            engine_kwargs.pop(key)
     positions = model.architecture.encoder_positions
     if positions and model.engine.max_num_batched_tokens is None:
         # One step must hold an audio item's encoder output and the decoder's tokens; vLLM's own
@@ -71,7 +98,10 @@ def llm_config(model: ModelEntry, autoscaling: ReplicaAutoscaling, gpus_per_node
         if share.kv_cache_memory_bytes is not None:
             engine_kwargs["kv_cache_memory_bytes"] = share.kv_cache_memory_bytes
     config: dict[str, Any] = {
-        "model_loading_config": {"model_id": model.id, "model_source": model.source},
+        "model_loading_config": {
+            "model_id": model.id,
+            "model_source": bucket_model_source(model_bucket, model) if model_bucket else model.source,
+        },
         "accelerator_type": model.gpu_tier.ray_accelerator_type,
         "engine_kwargs": engine_kwargs,
         "deployment_config": {
@@ -113,12 +143,15 @@ def serve_config(
     models: Sequence[ModelEntry],
     autoscaling: ReplicaAutoscaling,
     gpus_per_node: Mapping[TierName, int] | None = None,
+    model_bucket: str | None = None,
 ) -> dict[str, Any]:
     """The Serve deploy document: what KubeRay submits and what `serve run` reads locally.
-    `gpus_per_node`: the GPUs of each tier's nodes (one where not given)."""
+    `gpus_per_node`: the GPUs of each tier's nodes (one where not given); `model_bucket`: the
+    bucket the weights are mirrored to (the Hub when None)."""
     per_node = gpus_per_node or {}
     return {
         "proxy_location": PROXY_LOCATION,
+        "http_options": {"request_timeout_s": REQUEST_TIMEOUT_SECONDS},
         "applications": [
             {
                 "name": APP_NAME,
@@ -126,7 +159,8 @@ def serve_config(
                 "import_path": OPENAI_APP_IMPORT_PATH,
                 "args": {
                     "llm_configs": [
-                        llm_config(model, autoscaling, per_node.get(model.tier, 1)) for model in models
+                        llm_config(model, autoscaling, per_node.get(model.tier, 1), model_bucket)
+                        for model in models
                     ],
                     "ingress_deployment_config": ingress_deployment_config(),
                     API_KEYS_DIR_ARG: API_KEYS_MOUNT_PATH,

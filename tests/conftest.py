@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="session")
 def plans() -> dict[str, ServingPlan]:
-    """Both stacks' plans, built once. Treat them as read-only: deep-copy before changing anything."""
-    return {stack: build_plan_for_stack(stack, REPO_ROOT) for stack in STACKS}
+    """Both stacks' plans for the project the mock engine's provider names (as the program plans
+    them), built once. Treat them as read-only: deep-copy before changing anything."""
+    from infra.report.mock_engine import TEST_GCP_PROJECT
+
+    return {stack: build_plan_for_stack(stack, REPO_ROOT, project=TEST_GCP_PROJECT) for stack in STACKS}
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,6 @@ from serve.model_mirror import (
     MirrorError,
     SourceFile,
     already_mirrored,
-    marker_path,
     mirror_model,
     model_prefix,
 )
@@ -67,11 +66,15 @@ def _objects(emulator: GcsEmulator, prefix: str) -> dict[str, bytes]:
     return found
 
 
-def _mirror(emulator: GcsEmulator, source: model_mirror.Source, revision: str = REVISION) -> model_mirror.MirrorReport:
+def _mirror(
+    emulator: GcsEmulator, source: model_mirror.Source, revision: str = REVISION
+) -> model_mirror.MirrorReport:
     return mirror_model(source, emulator.filesystem(), BUCKET, MODEL, revision, workers=2)
 
 
-def test_the_mirror_copies_what_vllm_loads_and_proves_every_byte(emulator: GcsEmulator, model_dir: Path) -> None:
+def test_the_mirror_copies_what_vllm_loads_and_proves_every_byte(
+    emulator: GcsEmulator, model_dir: Path
+) -> None:
     report = _mirror(emulator, LocalSource(model_dir))
 
     prefix = model_prefix(BUCKET, MODEL, REVISION)
@@ -89,9 +92,10 @@ def test_the_mirror_copies_what_vllm_loads_and_proves_every_byte(emulator: GcsEm
     assert objects[HASH_FILE] == REVISION.encode()
     marker = json.loads(_objects(emulator, f"{BUCKET}/models/{MODEL}")[f"{REVISION}.mirrored.json"])
     assert marker["revision"] == REVISION
-    assert marker["files"]["model.safetensors"]["sha256"] == hashlib.sha256(
-        (model_dir / "model.safetensors").read_bytes()
-    ).hexdigest()
+    assert (
+        marker["files"]["model.safetensors"]["sha256"]
+        == hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
+    )
     assert report.bytes_copied == sum((model_dir / path).stat().st_size for path in expected)
     assert not report.already_mirrored
 
@@ -155,14 +159,16 @@ def test_an_upload_the_bucket_does_not_hold_intact_fails(
                 out.write(b"{}")
 
     monkeypatch.setattr(model_mirror, "_upload", corrupting_upload)
-    with pytest.raises(MirrorError, match="config.json: the bucket's copy does not hash to what was uploaded"):
+    with pytest.raises(
+        MirrorError, match=r"config\.json: the bucket's copy does not hash to what was uploaded"
+    ):
         _mirror(emulator, LocalSource(model_dir))
     assert not already_mirrored(emulator.filesystem(), BUCKET, MODEL, REVISION)
 
 
 def test_a_revision_without_safetensors_is_refused(emulator: GcsEmulator, model_dir: Path) -> None:
     (model_dir / "model.safetensors").unlink()
-    with pytest.raises(MirrorError, match="has no \\*.safetensors weights"):
+    with pytest.raises(MirrorError, match=r"has no \*\.safetensors weights"):
         _mirror(emulator, LocalSource(model_dir))
 
 
@@ -188,7 +194,12 @@ def test_hub_files_carry_the_digests_the_hub_publishes(monkeypatch: pytest.Monke
         sha=REVISION,
         siblings=[
             {"rfilename": "config.json", "size": 12, "blobId": "a" * 40},
-            {"rfilename": "model.safetensors", "size": 99, "blobId": "b" * 40, "lfs": {"sha256": "c" * 64, "size": 99, "pointerSize": 130}},
+            {
+                "rfilename": "model.safetensors",
+                "size": 99,
+                "blobId": "b" * 40,
+                "lfs": {"sha256": "c" * 64, "size": 99, "pointerSize": 130},
+            },
         ],
     )
     monkeypatch.setattr(HfApi, "model_info", lambda self, *a, **k: info)
@@ -207,8 +218,17 @@ def test_git_blob_ids_are_gits(tmp_path: Path) -> None:
 def test_the_module_runs_alone_in_the_ray_image() -> None:
     """It is mounted alone into the Job: only the standard library, pyarrow and huggingface_hub."""
     tree = ast.parse(Path(model_mirror.__file__).read_text())
-    modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    modules |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    modules = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    modules |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
     import sys
 
     assert modules - set(sys.stdlib_module_names) <= {"pyarrow", "huggingface_hub"}
@@ -241,7 +261,9 @@ def test_ray_downloads_the_mirrored_folder_with_sub_folders_only_with_their_mark
     download()
     snapshot = destination / "snapshots" / REVISION
     assert (destination / "refs" / "main").read_text() == REVISION
-    assert (snapshot / "1_Pooling" / "config.json").read_bytes() == (model_dir / "1_Pooling" / "config.json").read_bytes()
+    assert (snapshot / "1_Pooling" / "config.json").read_bytes() == (
+        model_dir / "1_Pooling" / "config.json"
+    ).read_bytes()
     assert (snapshot / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
 
 

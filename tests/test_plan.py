@@ -385,7 +385,7 @@ def test_idle_nodes_hold_the_warm_replicas(
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_plan_is_deterministic(plans: dict[str, ServingPlan], stack: str) -> None:
-    again = build_plan_for_stack(stack, REPO_ROOT)
+    again = build_plan_for_stack(stack, REPO_ROOT, project=plans[stack].project)
     assert again == plans[stack]
     assert json.dumps(again.ray_service_spec) == json.dumps(plans[stack].ray_service_spec)
     assert again.cost == plans[stack].cost

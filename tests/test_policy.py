@@ -808,11 +808,19 @@ def set_token_env_by_value(value: Any, token: str) -> int:
 def test_policies_catch_changes_to_the_real_resources(registered: list[RegisteredResource]) -> None:
     ray = next(r for r in registered if r.type_ == RAY_SERVICE)
     leaked = copy.deepcopy(ray.inputs)
-    assert set_token_env_by_value(leaked, TEST_HF_TOKEN) > 0
-    leaked["spec"]["rayClusterConfig"]["headGroupSpec"]["serviceType"] = "LoadBalancer"
+    head = leaked["spec"]["rayClusterConfig"]["headGroupSpec"]
+    head["template"]["spec"]["containers"][0]["env"].append({"name": HF_TOKEN_ENV, "value": TEST_HF_TOKEN})
+    head["serviceType"] = "LoadBalancer"
     found = run_rules(RAY_SERVICE, ray.name, leaked)
     assert any(line.startswith("ray-ports-not-exposed: RayService") for line in found), found
     assert any(line.startswith("hf-token-only-in-secret:") and "literal" in line for line in found), found
+    assert any("(HF_TOKEN) with `value`" in line for line in found), found
+
+    # The mirror Jobs are the pods that do read the token: by reference only.
+    job = next(r for r in registered if r.type_ == resource_types.JOB)
+    leaked_job = copy.deepcopy(job.inputs)
+    assert set_token_env_by_value(leaked_job, TEST_HF_TOKEN) == 1
+    found = run_rules(resource_types.JOB, job.name, leaked_job)
     assert any("(HF_TOKEN) with `value`" in line for line in found), found
 
     pool = gpu_pools(registered)[0]

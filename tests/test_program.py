@@ -81,6 +81,7 @@ def test_registers_every_component(run: ProgramRun, plan: ServingPlan) -> None:
         "llm-serving:infra:GkeCluster",
         "llm-serving:infra:KubeRayOperator",
         "llm-serving:infra:LlmService",
+        "llm-serving:infra:ModelStore",
     ):
         assert types.count(component) == 1
     for single in (
@@ -91,9 +92,13 @@ def test_registers_every_component(run: ProgramRun, plan: ServingPlan) -> None:
         resource_types.NAMESPACE,
         resource_types.ADDRESS,
         resource_types.RANDOM_PASSWORD,
+        resource_types.BUCKET,
+        resource_types.ARTIFACT_REPOSITORY,
     ):
         assert types.count(single) == 1, single
-    assert types.count(SECRET) == 2 and types.count(CONFIG_MAP) == 2  # HF token + keys; env + app
+    # HF token + keys; env + app code + mirror code
+    assert types.count(SECRET) == 2 and types.count(CONFIG_MAP) == 3
+    assert types.count(resource_types.JOB) == len(plan.mirror_jobs)
     assert len(run.of_type(NODE_POOL)) == 1 + len(plan.gpu_pools)
     # The only Services the program makes are the KServe-style names; KubeRay makes the rest.
     assert {s.inputs["spec"]["type"] for s in run.of_type(SERVICE)} <= {"ExternalName"}
@@ -107,7 +112,7 @@ def test_cluster_is_hardened_and_destroyable(run: ProgramRun) -> None:
     assert cluster["workloadIdentityConfig"]["workloadPool"] == f"{TEST_GCP_PROJECT}.svc.id.goog"
     assert cluster["enableShieldedNodes"] is True
     assert cluster["releaseChannel"]["channel"] in {"RAPID", "REGULAR", "STABLE"}
-    account = run.one(resource_types.SERVICE_ACCOUNT)
+    (account,) = [a for a in run.of_type(resource_types.SERVICE_ACCOUNT) if a.name == "gke-nodes"]
     email = f"{account.inputs['accountId']}@{TEST_GCP_PROJECT}.iam.gserviceaccount.com"
     assert cluster["nodeConfig"]["serviceAccount"] == email
     for pool in run.of_type(NODE_POOL):
@@ -299,14 +304,18 @@ def test_hf_token_is_only_a_secret_in_the_secret(run: ProgramRun) -> None:
             holders.append(resource.type_)
     assert holders == [SECRET]
     assert TEST_HF_TOKEN not in repr(run.outputs)
-    # The pods read it from that Secret (every container: tests/test_ray_service.py).
+    # Only the mirror Jobs read it from that Secret; the Ray pods carry none (tests/test_ray_service.py).
     (secret,) = [s.inputs for s in run.of_type(SECRET) if s.inputs["metadata"]["name"] == HF_SECRET_NAME]
     assert secret["metadata"]["name"] == HF_SECRET_NAME
     assert secret["type"] == "Opaque" and secret["stringData"] == {HF_SECRET_KEY: TEST_HF_TOKEN}
-    head = ray_service_spec(run)["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    assert [e["valueFrom"]["secretKeyRef"] for e in head["env"] if e["name"] == HF_TOKEN_ENV] == [
-        {"name": HF_SECRET_NAME, "key": HF_SECRET_KEY}
-    ]
+    jobs = run.of_type(resource_types.JOB)
+    assert jobs
+    for job in jobs:
+        (container,) = job.inputs["spec"]["template"]["spec"]["containers"]
+        assert [e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == HF_TOKEN_ENV] == [
+            {"name": HF_SECRET_NAME, "key": HF_SECRET_KEY}
+        ]
+    assert HF_SECRET_NAME not in json.dumps(ray_service_spec(run))
 
 
 # --- dev vs prod: only tiers and autoscaling differ ----------------------------------
@@ -321,8 +330,10 @@ ALLOWED_STACK_DIFFERENCES = (
     # of enabled tiers.
     rf"^{RAY_SERVICE}/llm-rayservice:spec\.rayClusterConfig\.workerGroupSpecs.*$",
     rf"^{RAY_SERVICE}/llm-rayservice:spec\.serveConfigV2$",
-    # One KServe-style alias per served model: the served models follow the enabled tiers.
+    # One KServe-style alias per served model: the served models follow the enabled tiers. So
+    # does the mirror Job of each served model's revision.
     rf"^{SERVICE}/llm-alias-[a-z0-9-]+-predictor:<exists>$",
+    rf"^{resource_types.JOB}/llm-mirror-[a-z0-9-]+:<exists>$",
     # The system pool sits in the first zone of the first enabled tier.
     rf"^{NODE_POOL}/gke-system:nodeLocations.*$",
     # The one optional key that is neither: `llm-serving:alertEmail` adds an email notification
@@ -349,7 +360,8 @@ def _flatten(value: Any, path: str = "") -> dict[str, Any]:
 
 def _normalised(run: ProgramRun) -> dict[str, dict[str, Any]]:
     """Inputs by resource, with the stack's own name (its identity, not a setting) masked."""
-    masked = re.compile(rf"\b{re.escape(run.stack)}\b")
+    # Not after a dot: `pkg.dev` in an Artifact Registry host is not the dev stack.
+    masked = re.compile(rf"(?<![\w.]){re.escape(run.stack)}\b")
     return {
         f"{r.type_}/{r.name}": {
             path: masked.sub("<stack>", value) if isinstance(value, str) else value
@@ -456,8 +468,16 @@ def test_serve_config_reaches_ray_inline_not_through_a_mounted_file(run: Program
     assert "serveConfig" not in rendered
 
 
-def test_every_config_map_is_read_by_the_ray_pods(run: ProgramRun) -> None:
+def test_every_config_map_is_read_by_the_ray_pods_or_the_mirror_jobs(run: ProgramRun) -> None:
     names = {c.inputs["metadata"]["name"] for c in run.of_type(CONFIG_MAP)}
+    mirror_code = {
+        v["configMap"]["name"]
+        for job in run.of_type(resource_types.JOB)
+        for v in job.inputs["spec"]["template"]["spec"]["volumes"]
+        if "configMap" in v
+    }
+    assert len(mirror_code) == 1 and mirror_code < names
+    names -= mirror_code
     spec = ray_service_spec(run)["rayClusterConfig"]
     groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
     for group, container in zip(groups, ray_containers(ray_service_spec(run)), strict=True):

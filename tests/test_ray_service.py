@@ -136,16 +136,28 @@ def test_head_runs_on_the_system_pool_without_gpus(plans: dict[str, ServingPlan]
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_hf_token_comes_only_from_the_secret(plans: dict[str, ServingPlan], stack: str) -> None:
+def test_only_the_mirror_jobs_carry_the_hf_token(plans: dict[str, ServingPlan], stack: str) -> None:
+    """The Ray pods read weights from the bucket: no token, and the Hub is off (HF_HUB_OFFLINE)."""
     containers = ray_containers(plans[stack].ray_service_spec)
     assert len(containers) == 1 + len(plans[stack].gpu_pools)
     for container in containers:
-        tokens = [env for env in container.get("env", []) if env["name"] == HF_TOKEN_ENV]
-        assert len(tokens) == 1, container["name"]
-        (token,) = tokens
-        assert "value" not in token
-        assert token["valueFrom"] == {"secretKeyRef": {"name": HF_SECRET_NAME, "key": HF_SECRET_KEY}}
+        names = {env["name"] for env in container.get("env", [])}
+        assert HF_TOKEN_ENV not in names, container["name"]
+        assert {"name": "HF_HUB_OFFLINE", "value": "1"} in container["env"], container["name"]
+        assert container.get("envFrom") == [{"configMapRef": {"name": plans[stack].env_config_map_name}}]
     assert "hf_" not in json.dumps(plans[stack].ray_service_spec)
+    assert HF_SECRET_NAME not in json.dumps(plans[stack].ray_service_spec)
+    jobs = plans[stack].mirror_jobs
+    assert len(jobs) == len({(m.source, m.revision) for m in plans[stack].served}) > 0
+    for job in jobs:
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        tokens = [env for env in container["env"] if env["name"] == HF_TOKEN_ENV]
+        assert tokens == [
+            {
+                "name": HF_TOKEN_ENV,
+                "valueFrom": {"secretKeyRef": {"name": HF_SECRET_NAME, "key": HF_SECRET_KEY}},
+            }
+        ]
 
 
 # --- a model change never touches the cluster -----------------------------------------------
@@ -182,7 +194,9 @@ def test_model_change_touches_only_serve_config(
     plan = plans[stack]
     index = next(i for i, m in enumerate(plan.catalog.models) if m.id == plan.served_model_ids[0])
     changed = build_plan(
-        _replace_model(plan.catalog, index, CHANGES[change](plan.catalog.models[index])), plan.settings
+        _replace_model(plan.catalog, index, CHANGES[change](plan.catalog.models[index])),
+        plan.settings,
+        project=plan.project,
     )
     assert changed.ray_service_spec["serveConfigV2"] != plan.ray_service_spec["serveConfigV2"]
     before, after = cluster(plan), cluster(changed)

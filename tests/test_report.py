@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from helpers.stack_files import STACKS, copy_inputs, raw_config
 
 from infra.plan import ServingPlan
 from infra.plan.endpoint import kserve_aliases
+from infra.plan.model_store import mirror_code_config_map_name
 from infra.plan.ray_service import app_code_config_map_name
 from infra.report import __main__ as cli
 from infra.report.manifests import (
@@ -203,11 +205,17 @@ def test_ray_service_yaml_is_the_plans_spec_and_valid(
     reports: dict[str, Report], plans: dict[str, ServingPlan], stack: str
 ) -> None:
     name, ray_service = of_kind(reports[stack], "RayService")
-    assert name == "30-rayservice-llm.yaml"
+    assert name == "40-rayservice-llm.yaml"
     assert ray_service["apiVersion"] == "ray.io/v1"
     assert ray_service["metadata"]["name"] == "llm" and ray_service["metadata"]["namespace"] == "llm-serving"
     assert set(ray_service) == {"apiVersion", "kind", "metadata", "spec"}
-    assert ray_service["spec"] == plans[stack].ray_service_spec
+    # The stack file names no project: the report writes the placeholder where the program put
+    # the provider's project (the bucket and the image registry in the spec).
+    planned = json.loads(
+        json.dumps(plans[stack].ray_service_spec).replace(TEST_GCP_PROJECT, GCP_PROJECT_PLACEHOLDER)
+    )
+    assert ray_service["spec"] == planned
+    assert GCP_PROJECT_PLACEHOLDER in ray_service["spec"]["serveConfigV2"]
     assert validate_ray_service(ray_service) == []
 
 
@@ -223,6 +231,11 @@ def test_kubernetes_objects_are_written_in_apply_order(
             "10-helmrelease-kuberay-operator.yaml",
             "10-namespace-llm-serving.yaml",
             f"20-configmap-{app_code_config_map_name()}.yaml",
+            f"20-configmap-{mirror_code_config_map_name()}.yaml",
+            "20-serviceaccount-model-mirror.yaml",
+            "20-serviceaccount-ray.yaml",
+            # The mirror Jobs complete before the RayService is created.
+            *[f"30-job-{job['metadata']['name']}.yaml" for job in plan.mirror_jobs],
             f"20-configmap-{plan.env_config_map_name}.yaml",
             "20-networkpolicy-deny-ingress.yaml",
             "20-networkpolicy-ray-pods.yaml",
@@ -230,7 +243,7 @@ def test_kubernetes_objects_are_written_in_apply_order(
             "20-secret-hf-token.yaml",
             "20-secret-openai-api-keys.yaml",
             *aliases,
-            "30-rayservice-llm.yaml",
+            "40-rayservice-llm.yaml",
         ]
     )
     namespace = kubernetes["10-namespace-llm-serving.yaml"]
@@ -487,6 +500,6 @@ def test_report_for_a_200_model_catalog(plans: dict[str, ServingPlan], tmp_path:
     assert code == 0, stderr
     for model in models:
         row(stdout, model["id"])
-    ray_service = yaml.safe_load((tmp_path / "out" / "30-rayservice-llm.yaml").read_text())
+    ray_service = yaml.safe_load((tmp_path / "out" / "40-rayservice-llm.yaml").read_text())
     served = yaml.safe_load(ray_service["spec"]["serveConfigV2"])["applications"][0]["args"]["llm_configs"]
     assert len(served) == len(models)

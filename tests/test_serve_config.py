@@ -57,7 +57,11 @@ def test_every_llm_config_constructs_as_ray_llm_config(
         config = ray_oracles.LLMConfig(**copy.deepcopy(raw))
         # Nothing was dropped or rewritten on the way in.
         assert config.model_id == model.id
-        assert config.model_loading_config.model_source == model.source
+        # Weights come from the stack's bucket, the revision's own folder, which Ray copies to the
+        # node before vLLM starts (its mirror config); the Hub repo is only in the path.
+        source = f"gs://{plan.model_bucket}/models/{model.source}/{model.revision}"
+        assert config.model_loading_config.model_source == source
+        assert config.get_engine_config().mirror_config.bucket_uri == source
         assert config.accelerator_type == model.gpu_tier.ray_accelerator_type
         assert config.engine_kwargs == raw["engine_kwargs"]
         assert config.deployment_config == raw["deployment_config"]
@@ -73,8 +77,9 @@ def test_engine_kwargs_are_accepted_by_vllm_through_ray(
         engine = raw["engine_kwargs"]
         assert args.tensor_parallel_size == engine["tensor_parallel_size"]
         assert args.max_model_len == engine["max_model_len"]
-        assert args.revision == args.tokenizer_revision == engine["revision"]
-        assert args.model == raw["model_loading_config"]["model_source"]
+        # The bucket folder is the revision; no Hub revision is left for vLLM to look up offline.
+        assert args.revision is None and args.tokenizer_revision is None
+        assert args.model == raw["model_loading_config"]["model_id"]
         assert args.served_model_name == [raw["model_loading_config"]["model_id"]]
 
 

@@ -111,5 +111,9 @@ def test_rayservice_uses_the_pinned_ray_and_image(plans: dict[str, ServingPlan],
     assert plan.ray_service_spec["rayClusterConfig"]["rayVersion"] == RAY_VERSION
     containers = ray_containers(plan.ray_service_spec)
     assert len(containers) == 1 + len(plan.gpu_pools)
+    # Docker Hub's image, pulled through the stack's Artifact Registry remote repository.
+    registry = f"{plan.settings.region}-docker.pkg.dev/{plan.project}/llm-{stack}-dockerhub/"
     for container in containers:
-        assert container["image"] == RAY_LLM_IMAGE, container["name"]
+        assert container["image"] == registry + RAY_LLM_IMAGE, container["name"]
+    for job in plan.mirror_jobs:
+        assert job["spec"]["template"]["spec"]["containers"][0]["image"] == registry + RAY_LLM_IMAGE

@@ -18,6 +18,11 @@ from infra.plan.endpoint import (
     api_key_names,
     network_policies,
 )
+from infra.plan.model_store import (
+    WORKLOAD_IDENTITY_ANNOTATION,
+    mirror_code_config_map_name,
+    mirror_code_files,
+)
 from infra.plan.ray_service import (
     API_KEYS_SECRET_NAME,
     HF_SECRET_KEY,
@@ -28,6 +33,9 @@ from infra.plan.ray_service import (
 )
 
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "pulumi", "app.kubernetes.io/part-of": "llm-serving"}
+# Pulumi waits for a Job to complete (pulumi-kubernetes' Job await); the first mirror of a 32B
+# model from the Hub is the longest wait of a first `pulumi up`.
+MIRROR_TIMEOUT: Final = "120m"
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,12 @@ class LlmServiceArgs:
     """KServe-style `<id>-predictor` names for the served models."""
     endpoint_address: pulumi.Resource
     """The reserved internal address the serve Service's load balancer takes."""
+    service_accounts: Mapping[str, pulumi.Input[str]]
+    """Kubernetes service account -> the Google service account it acts as (Workload Identity)."""
+    mirror_jobs: Sequence[Mapping[str, Any]]
+    """One mirror Job document per served (Hub repo, revision) (`ServingPlan.mirror_jobs`)."""
+    model_store: pulumi.Resource
+    """The bucket and its grants: every mirror Job and Ray pod starts after them."""
 
 
 class LlmService(pulumi.ComponentResource):
@@ -127,6 +141,58 @@ class LlmService(pulumi.ComponentResource):
             immutable=True,
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, deleted_with=self.namespace),
         )
+        self.service_accounts = [
+            k8s.core.v1.ServiceAccount(
+                f"{name}-sa-{ksa}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=ksa,
+                    namespace=namespace,
+                    labels=MANAGED_BY,
+                    annotations={WORKLOAD_IDENTITY_ANNOTATION: email},
+                ),
+                opts=child,
+            )
+            for ksa, email in sorted(args.service_accounts.items())
+        ]
+        mirror_files = mirror_code_files()
+        self.mirror_code_config_map = k8s.core.v1.ConfigMap(
+            f"{name}-model-mirror",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=mirror_code_config_map_name(), namespace=namespace, labels=MANAGED_BY
+            ),
+            data=mirror_files,
+            immutable=True,
+            # Kept like the other content-named ConfigMaps: a replaced Job may still be running on it.
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, deleted_with=self.namespace),
+        )
+        # The only pods with the HF token. Named by (repo, revision): a revision bump is a new Job;
+        # a Job that must change otherwise is replaced (Jobs are immutable), runs again and finds
+        # the revision mirrored. The RayService waits for every Job to complete.
+        self.mirror_jobs = [
+            k8s.batch.v1.Job(
+                f"{name}-{job['metadata']['name']}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=job["metadata"]["name"],
+                    namespace=namespace,
+                    labels={**MANAGED_BY, **job["metadata"]["labels"]},
+                    annotations=job["metadata"]["annotations"],
+                ),
+                spec=job["spec"],
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=[
+                        self.hf_token_secret,
+                        self.env_config_map,
+                        self.mirror_code_config_map,
+                        *self.service_accounts,
+                        args.model_store,
+                    ],
+                    delete_before_replace=True,
+                    custom_timeouts=pulumi.CustomTimeouts(create=MIRROR_TIMEOUT, update=MIRROR_TIMEOUT),
+                ),
+            )
+            for job in args.mirror_jobs
+        ]
         self.network_policies = [
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-netpol-{policy['metadata']['name']}",
@@ -173,6 +239,9 @@ class LlmService(pulumi.ComponentResource):
                     self.app_code_config_map,
                     args.endpoint_address,
                     *self.network_policies,
+                    *self.service_accounts,
+                    *self.mirror_jobs,
+                    args.model_store,
                 ],
             ),
         )

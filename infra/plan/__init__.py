@@ -17,11 +17,15 @@ from configcheck.problems import ConfigError, Problem
 from infra.inputs import load_inputs
 from infra.plan.cost import CostEstimate, estimate_cost
 from infra.plan.endpoint import serve_address, serve_service
+from infra.plan.model_store import image_via_registry, mirror_job, mirrored_models, model_bucket_name
 from infra.plan.network import NetworkSpec
 from infra.plan.node_fit import PoolFit, fit_problems, pool_fits
 from infra.plan.node_pools import NodePoolSpec, gpu_pool, system_pool
 from infra.plan.packing import packed_gpus, whole_gpus
 from infra.plan.ray_service import (
+    HF_SECRET_KEY,
+    HF_SECRET_NAME,
+    NAMESPACE,
     RAY_POD_ENV,
     env_config_map_name,
     ray_cluster_config,
@@ -84,6 +88,10 @@ class ServingPlan(BaseModel):
 
     stack: str
     settings: StackSettings
+    # The GCP project the names below carry (None in an offline plan without gcp:project).
+    project: str | None
+    model_bucket: str
+    image: str
     catalog: Catalog
     served: tuple[ModelEntry, ...]
     skipped: tuple[SkippedModel, ...]
@@ -115,6 +123,22 @@ class ServingPlan(BaseModel):
         return ray_service_spec(
             self.serve_config, self.ray_cluster_config, serve_service(serve_address(self.network.node_cidr))
         )
+
+    @property
+    def mirror_jobs(self) -> list[dict[str, Any]]:
+        """One Job per served (Hub repo, revision): each copies it into the model bucket once."""
+        return [
+            mirror_job(
+                model,
+                bucket=self.model_bucket,
+                namespace=NAMESPACE,
+                image=self.image,
+                system_pool=self.system_pool,
+                hf_secret=(HF_SECRET_NAME, HF_SECRET_KEY),
+                env_config_map=self.env_config_map_name,
+            )
+            for model in mirrored_models(self.served)
+        ]
 
     @property
     def node_fits(self) -> tuple[PoolFit, ...]:
@@ -262,8 +286,9 @@ def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> lis
     return problems
 
 
-def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
-    """Everything a stack creates, derived from the catalog and the stack's settings."""
+def build_plan(catalog: Catalog, settings: StackSettings, *, project: str | None = None) -> ServingPlan:
+    """Everything a stack creates, derived from the catalog and the stack's settings. `project`:
+    the provider's project when the stack's config has no gcp:project (the program passes it)."""
     enabled = set(settings.enabled_tiers())
     served = [model for model in catalog.models if model.tier in enabled]
     skipped = tuple(
@@ -282,13 +307,19 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
     scaling = settings.autoscaling
     system = system_pool(settings)
     gpu_pools = tuple(gpu_pool(tier, settings) for tier in settings.enabled_tiers())
-    cluster_config = ray_cluster_config(system, gpu_pools)
+    project = settings.project or project
+    bucket = model_bucket_name(project, settings.stack)
+    image = image_via_registry(settings.region, project, settings.stack)
+    cluster_config = ray_cluster_config(system, gpu_pools, image)
     problems = fit_problems(settings, pool_fits(cluster_config, system, gpu_pools))
     if problems:
         raise ConfigError(problems)
     return ServingPlan(
         stack=settings.stack,
         settings=settings,
+        project=project,
+        model_bucket=bucket,
+        image=image,
         catalog=catalog,
         served=tuple(served),
         skipped=skipped,
@@ -310,7 +341,10 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
         ),
         tier_gpus=tier_gpus(served, settings),
         serve_config=serve_config(
-            served, scaling, {tier: settings.tiers[tier].gpus_per_node for tier in settings.enabled_tiers()}
+            served,
+            scaling,
+            {tier: settings.tiers[tier].gpus_per_node for tier in settings.enabled_tiers()},
+            model_bucket=bucket,
         ),
         system_pool=system,
         gpu_pools=gpu_pools,
@@ -325,11 +359,11 @@ def build_plan(catalog: Catalog, settings: StackSettings) -> ServingPlan:
 
 
 def build_plan_for_stack(
-    stack: str, root: Path = REPO_ROOT, *, engine: EngineConfig | None = None
+    stack: str, root: Path = REPO_ROOT, *, engine: EngineConfig | None = None, project: str | None = None
 ) -> ServingPlan:
     """Load and validate the catalog and the stack's settings under `root`, then plan them.
 
     Both files are validated before planning, so every problem in either is reported at once.
     """
     inputs = load_inputs(stack, root, engine=engine)
-    return build_plan(inputs.catalog, inputs.settings)
+    return build_plan(inputs.catalog, inputs.settings, project=project)

@@ -17,9 +17,16 @@ import yaml
 
 import serve.openai_app
 from infra.plan.gke_nodes import schedulable
+from infra.plan.model_store import RAY_KSA
 from infra.plan.node_pools import NodePoolSpec, worker_tolerations
 from infra.settings import MAX_NODES_PER_TIER
-from serve.serve_config import API_KEYS_MOUNT_PATH, HEAD_NODE_RESOURCE, HF_TOKEN_ENV, SERVE_HTTP_PORT
+from serve.serve_config import (
+    API_KEYS_MOUNT_PATH,
+    HEAD_NODE_RESOURCE,
+    REQUEST_TIMEOUT_SECONDS,
+    ROUTER_TIMEOUT_ENV,
+    SERVE_HTTP_PORT,
+)
 from serve.tiers import TIERS
 from serve.versions import RAY_LLM_IMAGE, RAY_VERSION
 
@@ -130,12 +137,9 @@ def worker_container_resources(pool: NodePoolSpec) -> tuple[int, int]:
 
 
 def _ray_env() -> list[dict[str, Any]]:
-    return [
-        {
-            "name": HF_TOKEN_ENV,
-            "valueFrom": {"secretKeyRef": {"name": HF_SECRET_NAME, "key": HF_SECRET_KEY}},
-        }
-    ]
+    # Weights come from the stack's bucket (infra/plan/model_store.py); the Ray pods carry no HF
+    # token, and any Hub lookup left in a library fails at once instead of waiting on the network.
+    return [{"name": "HF_HUB_OFFLINE", "value": "1"}]
 
 
 def _quantities(cpu_millis: int, memory_mib: int, gpus: int = 0) -> dict[str, dict[str, str]]:
@@ -148,10 +152,10 @@ def _quantities(cpu_millis: int, memory_mib: int, gpus: int = 0) -> dict[str, di
     return {"requests": dict(quantities), "limits": dict(quantities)}
 
 
-def _container(name: str, cpus: int, memory_gib: int, gpus: int = 0) -> dict[str, Any]:
+def _container(name: str, image: str, cpus: int, memory_gib: int, gpus: int = 0) -> dict[str, Any]:
     return {
         "name": name,
-        "image": RAY_LLM_IMAGE,
+        "image": image,
         "env": [*_ray_env(), {"name": "PYTHONPATH", "value": APP_CODE_MOUNT_PATH}],
         "envFrom": [{"configMapRef": {"name": env_config_map_name()}}],
         "resources": _quantities(cpus * 1000, memory_gib * 1024, gpus),
@@ -159,8 +163,10 @@ def _container(name: str, cpus: int, memory_gib: int, gpus: int = 0) -> dict[str
     }
 
 
-def head_group(system: NodePoolSpec) -> dict[str, Any]:
-    container = _container("ray-head", HEAD_CPUS, HEAD_MEMORY_GIB)
+def head_group(system: NodePoolSpec, image: str = RAY_LLM_IMAGE) -> dict[str, Any]:
+    container = _container("ray-head", image, HEAD_CPUS, HEAD_MEMORY_GIB)
+    # The OpenAI ingress runs here; its own limit must not cut a request waiting out a cold start.
+    container["env"].append({"name": ROUTER_TIMEOUT_ENV, "value": str(REQUEST_TIMEOUT_SECONDS)})
     container["ports"] = [{"name": name, "containerPort": port} for name, port in PORTS.items()]
     # The ingress (on the head only) reads the keys from these files; the kubelet rewrites them
     # when the Secret changes, so keys rotate without touching the pod template.
@@ -180,6 +186,7 @@ def head_group(system: NodePoolSpec) -> dict[str, Any]:
         "template": {
             "metadata": {"labels": {"app.kubernetes.io/component": "ray-head"}},
             "spec": {
+                "serviceAccountName": RAY_KSA,
                 "nodeSelector": dict(system.labels),
                 "containers": [container],
                 "volumes": [
@@ -191,10 +198,10 @@ def head_group(system: NodePoolSpec) -> dict[str, Any]:
     }
 
 
-def worker_group(pool: NodePoolSpec) -> dict[str, Any]:
+def worker_group(pool: NodePoolSpec, image: str = RAY_LLM_IMAGE) -> dict[str, Any]:
     assert pool.tier is not None, "worker groups are for GPU pools"
     cpus, memory_gib = worker_container_resources(pool)
-    container = _container("ray-worker", cpus, memory_gib, pool.accelerator_count)
+    container = _container("ray-worker", image, cpus, memory_gib, pool.accelerator_count)
     container["env"].append({"name": DRAIN_TIMEOUT_ENV, "value": str(WORKER_DRAIN_TIMEOUT_SECONDS)})
     container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
     return {
@@ -212,6 +219,8 @@ def worker_group(pool: NodePoolSpec) -> dict[str, Any]:
         "template": {
             "metadata": {"labels": {"app.kubernetes.io/component": f"ray-worker-{pool.tier.value}"}},
             "spec": {
+                # Reads the model bucket as its Google service account (Workload Identity).
+                "serviceAccountName": RAY_KSA,
                 "nodeSelector": dict(pool.labels),
                 "tolerations": worker_tolerations(pool.tier),
                 "terminationGracePeriodSeconds": WORKER_GRACE_SECONDS,
@@ -226,8 +235,10 @@ def worker_group(pool: NodePoolSpec) -> dict[str, Any]:
     }
 
 
-def ray_cluster_config(system: NodePoolSpec, gpu_pools: Sequence[NodePoolSpec]) -> dict[str, Any]:
-    """The RayService's `rayClusterConfig`: a function of the pools alone, never of the models."""
+def ray_cluster_config(
+    system: NodePoolSpec, gpu_pools: Sequence[NodePoolSpec], image: str = RAY_LLM_IMAGE
+) -> dict[str, Any]:
+    """The RayService's `rayClusterConfig`: a function of the pools and the image, never of the models."""
     return {
         "rayVersion": RAY_VERSION,
         "enableInTreeAutoscaling": True,
@@ -237,8 +248,8 @@ def ray_cluster_config(system: NodePoolSpec, gpu_pools: Sequence[NodePoolSpec]) 
             "idleTimeoutSeconds": AUTOSCALER_IDLE_TIMEOUT_SECONDS,
             "resources": _quantities(AUTOSCALER_CPU_MILLIS, AUTOSCALER_MEMORY_MIB),
         },
-        "headGroupSpec": head_group(system),
-        "workerGroupSpecs": [worker_group(pool) for pool in gpu_pools],
+        "headGroupSpec": head_group(system, image),
+        "workerGroupSpecs": [worker_group(pool, image) for pool in gpu_pools],
     }
 
 

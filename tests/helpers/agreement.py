@@ -9,6 +9,7 @@ from typing import Any
 from infra import resource_types
 from infra.plan import ServingPlan
 from infra.plan.endpoint import kserve_aliases
+from infra.plan.model_store import mirror_code_config_map_name
 from infra.plan.node_pools import POOL_LABEL, NodePoolSpec
 from infra.plan.ray_service import (
     API_KEYS_SECRET_NAME,
@@ -61,8 +62,20 @@ def agreement_problems(plan: ServingPlan, run: ProgramRun) -> list[str]:
     config_maps = {
         (r.inputs.get("metadata") or {}).get("name"): r.inputs for r in run.of_type(resource_types.CONFIG_MAP)
     }
-    if set(config_maps) != {plan.env_config_map_name, app_code_config_map_name()}:
-        problems.append(f"ConfigMaps: program {sorted(config_maps)}, plan env and app code")
+    if set(config_maps) != {
+        plan.env_config_map_name,
+        app_code_config_map_name(),
+        mirror_code_config_map_name(),
+    }:
+        problems.append(f"ConfigMaps: program {sorted(config_maps)}, plan env, app code and mirror code")
+    jobs = {(r.inputs.get("metadata") or {}).get("name"): r.inputs for r in run.of_type(resource_types.JOB)}
+    planned_jobs = {job["metadata"]["name"]: job for job in plan.mirror_jobs}
+    if set(jobs) != set(planned_jobs) or any(
+        jobs[name]["spec"] != planned_jobs[name]["spec"] for name in jobs
+    ):
+        problems.append(
+            f"mirror Jobs: program {sorted(jobs)}, plan {sorted(planned_jobs)} (or their specs differ)"
+        )
     else:
         if config_maps[plan.env_config_map_name].get("data") != plan.env_config_map_data:
             problems.append("the registered env ConfigMap data differs from the plan's")
