@@ -203,3 +203,12 @@ def test_images_stream_from_the_stacks_remote_repository(
         assert config["gcfsConfig"] == {"enabled": True}, pool.name
     # The node service account may pull from it (roles/artifactregistry.reader on the project).
     assert "roles/artifactregistry.reader" in cluster_component.NODE_SERVICE_ACCOUNT_ROLES
+
+
+def test_the_request_timeout_outlasts_every_modelled_cold_start(plans: dict[str, ServingPlan]) -> None:
+    from infra.plan.cold_start import cold_start_budget, slower_than
+
+    for plan in plans.values():
+        assert slower_than(REQUEST_TIMEOUT_SECONDS, cold_start_budget(plan)) == ()
+    # Why it was raised: Ray Serve LLM's own 600 s would answer 408 before prod's 32B model is up.
+    assert slower_than(600, cold_start_budget(plans["prod"]))

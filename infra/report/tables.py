@@ -17,6 +17,7 @@ from rich.table import Table
 
 from configcheck.yaml_lines import load_file
 from infra.plan import ServingPlan, build_plan_for_stack
+from infra.plan.cold_start import PHASES, TARGET_SECONDS, cold_start_budget
 from infra.plan.gke_nodes import FACTS_READ_ON as GKE_FACTS_READ_ON
 from infra.plan.gke_nodes import SAFETY_MARGIN, Resources, allocatable, node_pods_requests
 from infra.plan.kuberay_rollout import rollout
@@ -256,6 +257,34 @@ def node_fit_table(plan: ServingPlan) -> Table:
     return table
 
 
+def cold_start_table(plan: ServingPlan) -> Table:
+    """Each served model's modelled cold start on a new spot node, phase by phase: baseline (Docker
+    Hub image, weights from Hugging Face) -> this design (streamed image, weights from the bucket)."""
+    table = Table(
+        title="Cold start on a new node (seconds, baseline -> design)",
+        title_justify="left",
+        caption=f"figures and sources: infra/plan/cold_start.py, docs/cold-start.md; "
+        f"target for the 8B model on L4: at most {TARGET_SECONDS:.0f} s",
+        caption_justify="left",
+    )
+    # "model (tier)": the placement table's row is the one whose first cell is the bare model id.
+    table.add_column("model (tier)", no_wrap=True)
+    table.add_column("machine", no_wrap=True)
+    table.add_column("weights GiB", justify="right", no_wrap=True)
+    for phase in PHASES:
+        table.add_column(phase, justify="right", no_wrap=True)
+    table.add_column("total", justify="right", no_wrap=True)
+    for cold in cold_start_budget(plan):
+        table.add_row(
+            escape(f"{cold.model_id} ({cold.tier})"),
+            cold.machine_type,
+            f"{cold.weights_gib:.1f}",
+            *(f"{p.baseline_seconds:.0f} -> {p.design_seconds:.0f}" for p in cold.phases),
+            f"{cold.baseline_seconds:.0f} -> {cold.design_seconds:.0f}",
+        )
+    return table
+
+
 # The cluster's name is known only once GKE has it; the tables show where it goes.
 _CLUSTER_PLACEHOLDER: Final = "<cluster>"
 
@@ -320,6 +349,7 @@ def print_plan(console: Console, plan: ServingPlan) -> None:
         f"Hourly cost: idle {usd(plan.cost.idle_usd_per_hour)}, at max {usd(plan.cost.max_usd_per_hour)} "
         f"(prices read on {plan.cost.prices_read_on}, {plan.cost.prices_region})"
     )
+    console.print(cold_start_table(plan))
     console.print(dashboard_table(plan))
     console.print(alert_table(plan))
 
