@@ -106,13 +106,18 @@ def custom_resources(serve_config: Mapping[str, Any]) -> set[str]:
 
 
 def _localize_llm_config(
-    llm: Mapping[str, Any], model_dir: Path, kv_cache_gib: int, task: str = "generate"
+    llm: Mapping[str, Any],
+    model_dir: Path,
+    kv_cache_gib: int,
+    task: str = "generate",
+    keep_model_source: bool = False,
 ) -> dict[str, Any]:
     out = copy.deepcopy(dict(llm))
     loading = out["model_loading_config"]
-    loading["model_source"] = str(Path(model_dir).resolve())
-    if "tokenizer_source" in loading:
-        loading["tokenizer_source"] = loading["model_source"]
+    if not keep_model_source:
+        loading["model_source"] = str(Path(model_dir).resolve())
+        if "tokenizer_source" in loading:
+            loading["tokenizer_source"] = loading["model_source"]
     out.pop("accelerator_type", None)
     out.pop("placement_group_config", None)  # GPU bundles; the CPU backend's default is {"CPU": 1}
     out["accelerator_config"] = {"kind": "cpu"}
@@ -241,6 +246,7 @@ def localize_serve_config(
     kv_cache_gib: int = DEFAULT_KV_CACHE_GIB,
     reranker_dir: Path | None = None,
     transcriber_dir: Path | None = None,
+    keep_model_source: bool = False,
 ) -> dict[str, Any]:
     """A copy of `serve_config` that runs on this machine's CPU with the local model in `model_dir`
     (a cross-encoder from `reranker_dir` for `task: rerank` models: a chat checkpoint has no
@@ -254,6 +260,8 @@ def localize_serve_config(
     context capped at the tiny model's limit; revision, quantization and GPU-only engine arguments
     are dropped. Autoscaling keeps min_replicas (0 still scales to zero) but is capped at one
     replica per model (see LOCAL_MAX_REPLICAS). Models not selected are left out.
+    `keep_model_source`: leave each model's source as the document has it (the stack's gs://
+    bucket, served from a local GCS emulator in tests) instead of pointing it at `model_dir`.
     Raises ValueError for an unknown or empty selection, listing the ids the config serves.
     """
     selected = _selected_models(serve_config, models)
@@ -271,7 +279,9 @@ def localize_serve_config(
                 if model_id in selected:
                     task = app_tasks[model_id]
                     weights = _local_weights(model_id, task, model_dir, special)
-                    localized.append(_localize_llm_config(llm, weights, kv_cache_gib, task))
+                    localized.append(
+                        _localize_llm_config(llm, weights, kv_cache_gib, task, keep_model_source)
+                    )
             if not localized:
                 continue
             app["args"]["llm_configs"] = localized
