@@ -99,6 +99,7 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
             bucket_name=plan.model_bucket,
             namespace=NAMESPACE,
             workload_pool=_workload_pool(plan.project),
+            cluster=cluster.cluster,
         ),
     )
     in_cluster = pulumi.ResourceOptions(provider=cluster.provider)

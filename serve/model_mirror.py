@@ -300,7 +300,13 @@ def mirror_model(
             f"{model_id}@{revision} has no *.safetensors weights; pick a revision that has them "
             "(vLLM's pickled-checkpoint loading is not mirrored)"
         )
-    for folder in _folders(file.path for file in wanted):
+    folders = _folders(file.path for file in wanted)
+    if folders:
+        # Arrow's recursive create_dir walks up to the first existing marker and, finding none,
+        # reads the bucket's metadata (gcsfs.cc `CreateDirMarkerRecursive`), which needs
+        # storage.buckets.get: more than the mirror's object role. A `models/` marker stops the walk.
+        fs.create_dir(f"{bucket}/{MODELS_PREFIX}", recursive=False)
+    for folder in folders:
         fs.create_dir(f"{prefix}/{folder}", recursive=True)
 
     def copy_one(file: SourceFile, scratch: Path) -> tuple[str, str, int]:

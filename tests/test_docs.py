@@ -602,6 +602,9 @@ def test_project_roles_per_identity(setup: Setup) -> None:
             # The dashboard, alert policies, notification channel and log-based metric.
             "roles/monitoring.editor",
             "roles/logging.configWriter",
+            # The model bucket and its grants; the Docker Hub remote repository.
+            "roles/storage.admin",
+            "roles/artifactregistry.admin",
             "roles/viewer",
             "roles/resourcemanager.projectIamAdmin",
         },

@@ -212,3 +212,35 @@ def test_the_request_timeout_outlasts_every_modelled_cold_start(plans: dict[str,
         assert slower_than(REQUEST_TIMEOUT_SECONDS, cold_start_budget(plan)) == ()
     # Why it was raised: Ray Serve LLM's own 600 s would answer 408 before prod's 32B model is up.
     assert slower_than(600, cold_start_budget(plans["prod"]))
+
+
+def test_workload_identity_bindings_wait_for_the_cluster(
+    program_runs: dict[str, ProgramRun], stack: str
+) -> None:
+    """The workload pool exists once the cluster does; IAM refuses a binding before that."""
+    run = program_runs[stack]
+    cluster = _one(run, resource_types.CLUSTER)
+    for binding in run.of_type(resource_types.SERVICE_ACCOUNT_IAM_MEMBER):
+        assert cluster.urn in binding.dependencies, binding.name
+
+
+def test_long_or_odd_stack_names_give_distinct_valid_ids() -> None:
+    from infra.plan.model_store import google_account_id, image_repository_id
+
+    for stack_name in ("production-us-west1", "Dev_1", "a.b", "x" * 60):
+        ids = {google_account_id(stack_name, role) for role in ("models-read", "models-write")}
+        assert len(ids) == 2, ids
+        for account in ids:
+            assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", account), account
+        assert re.fullmatch(r"[a-z][a-z0-9-]{0,62}", image_repository_id(stack_name))
+    assert google_account_id("prod", "models-read") == "llm-prod-models-read"
+
+
+def test_a_failed_mirror_job_is_replaced_by_the_next_up(plans: dict[str, ServingPlan]) -> None:
+    from infra.components.llm_service import MIRROR_TIMEOUT
+    from infra.plan.model_store import MIRROR_DEADLINE_SECONDS
+
+    for job in plans["prod"].mirror_jobs:
+        assert job["metadata"]["annotations"]["pulumi.com/replaceUnready"] == "true"
+        assert job["spec"]["activeDeadlineSeconds"] == MIRROR_DEADLINE_SECONDS
+    assert int(MIRROR_TIMEOUT.removesuffix("m")) * 60 > MIRROR_DEADLINE_SECONDS

@@ -28,6 +28,10 @@ NODE_SERVICE_ACCOUNT_ROLES: Final = (
     # What the pools need besides: pulling images from the project's Artifact Registry (image
     # streaming works only from there); public Docker Hub pulls need no role, only Cloud NAT.
     "roles/artifactregistry.reader",
+    # Image streaming with a node account other than Compute Engine's default needs it on the
+    # project that holds the image ("Use Image streaming to pull container images", Requirements,
+    # https://cloud.google.com/kubernetes-engine/docs/how-to/image-streaming, read 2026-11-26).
+    "roles/serviceusage.serviceUsageConsumer",
 )
 BOOT_DISK_TYPE: Final = "pd-balanced"
 # Image streaming (GKE's "gcfs"): a container starts once the files it reads first are there and

@@ -34,8 +34,9 @@ from infra.plan.ray_service import (
 
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "pulumi", "app.kubernetes.io/part-of": "llm-serving"}
 # Pulumi waits for a Job to complete (pulumi-kubernetes' Job await); the first mirror of a 32B
-# model from the Hub is the longest wait of a first `pulumi up`.
-MIRROR_TIMEOUT: Final = "120m"
+# model from the Hub is the longest wait of a first `pulumi up`. Longer than the Job's own deadline
+# (MIRROR_DEADLINE_SECONDS), so the Job's failure, not Pulumi's timeout, says what went wrong.
+MIRROR_TIMEOUT: Final = "150m"
 
 
 @dataclass(frozen=True)

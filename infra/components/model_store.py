@@ -42,6 +42,9 @@ class ModelStoreArgs:
     """The namespace of the Kubernetes service accounts the Google accounts trust."""
     workload_pool: pulumi.Input[str]
     """`<project>.svc.id.goog`."""
+    cluster: pulumi.Resource
+    """The cluster whose creation makes the workload pool exist: IAM refuses a binding to a pool
+    that does not ("Identity Pool does not exist", terraform-google-kubernetes-engine#916)."""
 
 
 class ModelStore(pulumi.ComponentResource):
@@ -93,7 +96,7 @@ class ModelStore(pulumi.ComponentResource):
                     member=pulumi.Output.from_input(args.workload_pool).apply(
                         functools.partial(_member, namespace=args.namespace, ksa=ksa)
                     ),
-                    opts=child,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[args.cluster]),
                 )
             )
         self.image_repository = gcp.artifactregistry.Repository(

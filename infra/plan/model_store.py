@@ -51,12 +51,20 @@ MIRROR_CODE_PREFIX: Final = "model-mirror"
 MIRROR_CODE_MOUNT_PATH: Final = "/opt/model-mirror"
 MIRROR_SCRATCH_PATH: Final = "/scratch"
 # Files copied at once; Hugging Face shards weights at 5 GB by default (`max_shard_size`), so
-# the scratch space holds this many shards.
-MIRROR_WORKERS: Final = 4
-MIRROR_SCRATCH_GIB: Final = 24
-MIRROR_BACKOFF_LIMIT: Final = 3
+# the scratch space holds this many shards and a margin. A 100 GiB system node has about 44 GiB of
+# allocatable ephemeral storage (GKE's node sizing page), so three Jobs fit on one node.
+MIRROR_WORKERS: Final = 2
+MIRROR_SCRATCH_GIB: Final = 12
+# The Hub client's cache goes to the scratch volume, and Xet's chunk cache (up to 10 GB) is off.
+MIRROR_HF_HOME: Final = "/scratch/hf"
+# Retries cover Workload Identity grants that take a few minutes to reach the metadata server
+# (backoff 10 s doubling: about ten minutes over six retries).
+MIRROR_BACKOFF_LIMIT: Final = 6
 # A 64 GB model at the slowest rate a Hub download runs here (tens of MB/s) takes under an hour.
 MIRROR_DEADLINE_SECONDS: Final = 2 * 3600
+# pulumi-kubernetes fails an `up` on a Failed Job and, without this, keeps the failed Job on the
+# next one; with it, the next `up` replaces a Job that is not complete (pulumi-kubernetes #1575).
+REPLACE_UNREADY_ANNOTATION: Final = "pulumi.com/replaceUnready"
 
 DOCKER_HUB_HOST: Final = "docker.io"
 
@@ -64,15 +72,25 @@ DOCKER_HUB_HOST: Final = "docker.io"
 def model_bucket_name(project: str | None, stack: str) -> str:
     """`<project>-llm-<stack>-models`: bucket names are global, the project id makes it ours.
     At most 63 characters (GCS); a long stack name is shortened with a hash to keep it unique."""
-    name = f"{project or PROJECT_PLACEHOLDER}-llm-{stack}-{BUCKET_SUFFIX}".lower()
+    name = f"{project or PROJECT_PLACEHOLDER}-llm-{_name_part(stack, 63)}-{BUCKET_SUFFIX}"
     if len(name) > 63:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         name = f"{name[: 63 - len(digest) - 1].rstrip('-')}-{digest}"
     return name
 
 
+def _name_part(stack: str, limit: int) -> str:
+    """The stack's name as a GCP id part: lowercase letters, digits and '-', at most `limit`
+    characters, a hash ending it when shortened (two long stack names stay apart)."""
+    part = re.sub(r"[^a-z0-9-]+", "-", stack.lower()).strip("-") or "stack"
+    if len(part) <= limit:
+        return part
+    digest = hashlib.sha256(stack.encode()).hexdigest()[:6]
+    return f"{part[: limit - len(digest) - 1].rstrip('-')}-{digest}"
+
+
 def image_repository_id(stack: str) -> str:
-    return f"llm-{stack}-dockerhub"
+    return f"llm-{_name_part(stack, 40)}-dockerhub"
 
 
 def image_via_registry(region: str, project: str | None, stack: str, image: str = RAY_LLM_IMAGE) -> str:
@@ -85,8 +103,8 @@ def image_via_registry(region: str, project: str | None, stack: str, image: str 
 
 
 def google_account_id(stack: str, role: str) -> str:
-    """Service account ids are 6-30 characters."""
-    return f"llm-{stack}-{role}"[:30].rstrip("-")
+    """Service account ids are 6-30 lowercase characters; the stack part is shortened, never the role."""
+    return f"llm-{_name_part(stack, 30 - len('llm--') - len(role))}-{role}"
 
 
 def workload_identity_member(workload_pool: str, namespace: str, ksa: str) -> str:
@@ -136,7 +154,11 @@ def mirror_job(
             "name": mirror_job_name(model),
             "namespace": namespace,
             "labels": {"app.kubernetes.io/component": "model-mirror"},
-            "annotations": {"llm-serving/hub-repo": model.source, "llm-serving/revision": model.revision},
+            "annotations": {
+                "llm-serving/hub-repo": model.source,
+                "llm-serving/revision": model.revision,
+                REPLACE_UNREADY_ANNOTATION: "true",
+            },
         },
         "spec": {
             "backoffLimit": MIRROR_BACKOFF_LIMIT,
@@ -159,6 +181,8 @@ def mirror_job(
                                 },
                                 {"name": "PYTHONPATH", "value": MIRROR_CODE_MOUNT_PATH},
                                 {"name": "TMPDIR", "value": MIRROR_SCRATCH_PATH},
+                                {"name": "HF_HOME", "value": MIRROR_HF_HOME},
+                                {"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"},
                             ],
                             "envFrom": [{"configMapRef": {"name": env_config_map}}],
                             "resources": {
