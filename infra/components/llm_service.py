@@ -159,7 +159,7 @@ class LlmService(pulumi.ComponentResource):
         self.mirror_code_config_map = k8s.core.v1.ConfigMap(
             f"{name}-model-mirror",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=mirror_code_config_map_name(), namespace=namespace, labels=MANAGED_BY
+                name=mirror_code_config_map_name(mirror_files), namespace=namespace, labels=MANAGED_BY
             ),
             data=mirror_files,
             immutable=True,

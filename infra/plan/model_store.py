@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Final
 
 import serve.model_mirror
+from infra.plan.mounted_code import code_volume, content_name, module_files
 from infra.plan.node_pools import NodePoolSpec
 from serve.catalog import ModelEntry
 from serve.serve_config import HF_TOKEN_ENV
@@ -113,16 +114,12 @@ def workload_identity_member(workload_pool: str, namespace: str, ksa: str) -> st
 
 
 def mirror_code_files() -> dict[str, str]:
-    """The ConfigMap that makes `serve.model_mirror` importable in the Job: the module alone."""
-    return {
-        "model_mirror.py": Path(serve.model_mirror.__file__).read_text(encoding="utf-8"),
-        "__init__.py": "",
-    }
+    """The ConfigMap data that makes `serve.model_mirror` importable in the Job."""
+    return module_files(serve.model_mirror)
 
 
-def mirror_code_config_map_name() -> str:
-    digest = hashlib.sha256(repr(sorted(mirror_code_files().items())).encode()).hexdigest()[:8]
-    return f"{MIRROR_CODE_PREFIX}-{digest}"
+def mirror_code_config_map_name(files: Mapping[str, str] | None = None) -> str:
+    return content_name(MIRROR_CODE_PREFIX, mirror_code_files() if files is None else files)
 
 
 def mirror_job_name(model: ModelEntry) -> str:
@@ -200,13 +197,7 @@ def mirror_job(
                         }
                     ],
                     "volumes": [
-                        {
-                            "name": "code",
-                            "configMap": {
-                                "name": mirror_code_config_map_name(),
-                                "items": [{"key": key, "path": f"serve/{key}"} for key in sorted(files)],
-                            },
-                        },
+                        code_volume("code", mirror_code_config_map_name(files), files),
                         {"name": "scratch", "emptyDir": {"sizeLimit": f"{MIRROR_SCRATCH_GIB}Gi"}},
                     ],
                 },

@@ -7,10 +7,8 @@ lives only in `serveConfigV2` (inline, never a mounted file that can be stale); 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 import yaml
@@ -18,6 +16,7 @@ import yaml
 import serve.openai_app
 from infra.plan.gke_nodes import schedulable
 from infra.plan.model_store import RAY_KSA
+from infra.plan.mounted_code import PACKAGE, code_volume, content_name, module_files
 from infra.plan.node_pools import NodePoolSpec, worker_tolerations
 from infra.settings import MAX_NODES_PER_TIER
 from serve.serve_config import (
@@ -84,7 +83,7 @@ DRAIN_TIMEOUT_ENV: Final = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
 APP_CODE_CONFIG_MAP_PREFIX: Final = "ray-app"
 APP_CODE_MOUNT_PATH: Final = "/opt/llm-serving"
 APP_CODE_VOLUME: Final = "app-code"
-APP_CODE_PACKAGE: Final = "serve"
+APP_CODE_PACKAGE: Final = PACKAGE
 # The keys Secret (infra/plan/endpoint.py), mounted where the ingress reads it: the head.
 API_KEYS_SECRET_NAME: Final = "openai-api-keys"
 API_KEYS_VOLUME: Final = "api-keys"
@@ -92,36 +91,23 @@ API_KEYS_VOLUME: Final = "api-keys"
 PORTS: Final = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": SERVE_HTTP_PORT}
 
 
-def _content_name(prefix: str, data: Mapping[str, str]) -> str:
-    digest = hashlib.sha256(json.dumps(dict(data), sort_keys=True).encode()).hexdigest()[:8]
-    return f"{prefix}-{digest}"
-
-
 def env_config_map_name(data: Mapping[str, str] = RAY_POD_ENV) -> str:
     """Content-addressed, so a change makes a new immutable ConfigMap and a new pod template."""
-    return _content_name(ENV_CONFIG_MAP_PREFIX, data)
+    return content_name(ENV_CONFIG_MAP_PREFIX, data)
 
 
 def app_code_files() -> dict[str, str]:
-    """The ConfigMap data that makes `serve.openai_app` importable in the Ray image: the module's
-    source and an empty package `__init__` (the repo's would import what the image lacks)."""
-    source = Path(serve.openai_app.__file__).read_text(encoding="utf-8")
-    return {"openai_app.py": source, "__init__.py": ""}
+    """The ConfigMap data that makes `serve.openai_app` importable in the Ray image."""
+    return module_files(serve.openai_app)
 
 
 def app_code_config_map_name(files: Mapping[str, str] | None = None) -> str:
-    return _content_name(APP_CODE_CONFIG_MAP_PREFIX, app_code_files() if files is None else files)
+    return content_name(APP_CODE_CONFIG_MAP_PREFIX, app_code_files() if files is None else files)
 
 
 def _app_code_volume() -> dict[str, Any]:
     files = app_code_files()
-    return {
-        "name": APP_CODE_VOLUME,
-        "configMap": {
-            "name": app_code_config_map_name(files),
-            "items": [{"key": key, "path": f"{APP_CODE_PACKAGE}/{key}"} for key in sorted(files)],
-        },
-    }
+    return code_volume(APP_CODE_VOLUME, app_code_config_map_name(files), files)
 
 
 def ray_resources_param(resources: dict[str, int]) -> str:
