@@ -148,12 +148,18 @@ def _ready_message(
         {str(llm["model_loading_config"].get("model_source")) for llm in llm_configs(serve_config)}
     )
     logs = "the console" if echo_logs else str(service.log_path)
-    chat = [model for model in service.model_ids if service.model_tasks.get(model) == "generate"]
-    first = (chat or service.model_ids)[0]
+    serving = service.serving_model_ids
+    chat = [model for model in serving if service.model_tasks.get(model) == "generate"]
+    first = (chat or serving or service.model_ids)[0]
+    failed = [
+        f"  NOT serving {model}: its application is {summary['status']} (503 until fixed; see the Serve logs)"
+        for model, summary in service.failed_models.items()
+    ]
     return "\n".join(
         [
             "",
-            f"Serving {', '.join(service.model_ids)} at {service.openai_base_url} (OpenAI API)",
+            f"Serving {', '.join(serving)} at {service.openai_base_url} (OpenAI API)",
+            *failed,
             f"  weights: {', '.join(sources)}",
             f"  API key ({'from ' + API_KEY_ENV if key_from_env else 'made up for this run'}): "
             f"{service.api_key}",
@@ -191,6 +197,8 @@ def run_local(
         api_key=os.environ.get(API_KEY_ENV) or None,
         on_progress=_progress,
         stop_request=stop,
+        # As on the cluster, a model that cannot start is reported and the others are served.
+        tolerate_failed_models=True,
     )
     with _stop_signals(stop):
         try:

@@ -17,10 +17,22 @@ from pathlib import Path
 from typing import Any, Final
 
 from serve.gpu_share import PER_WORKER_GPUS_ENV
-from serve.openai_app import API_KEYS_DIR_ARG, MODEL_TASKS_ARG, resolve_tasks
+from serve.openai_app import (
+    API_KEYS_DIR_ARG,
+    INGRESS_DEPLOYMENT_CONFIG_ARG,
+    LLM_CONFIG_ARG,
+    MODEL_APP_IMPORT_PATH,
+    MODELS_ARG,
+    router_entry,
+)
+from serve.serve_config import (
+    document_llm_configs,
+    document_tasks,
+    model_applications,
+    router_applications,
+)
 from serve.tiny_model import MAX_POSITION_EMBEDDINGS
 from serve.tiny_model import MAX_TARGET_POSITIONS as WHISPER_MAX_TARGET_POSITIONS
-from serve.versions import OPENAI_APP_IMPORT_PATH
 
 # vLLM's CPU backend sizes its KV cache from this env var (GiB) instead of gpu_memory_utilization.
 KV_CACHE_ENV: Final = "VLLM_CPU_KVCACHE_SPACE"
@@ -62,13 +74,8 @@ DROPPED_ENV_VARS: Final = frozenset({PER_WORKER_GPUS_ENV})
 
 
 def llm_configs(serve_config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every LLM config of the document's Ray Serve LLM applications, in document order."""
-    return [
-        llm
-        for app in serve_config.get("applications", [])
-        if app.get("import_path") == OPENAI_APP_IMPORT_PATH
-        for llm in app.get("args", {}).get("llm_configs", [])
-    ]
+    """Every LLM config of the document's model applications, in document order."""
+    return document_llm_configs(serve_config)
 
 
 def served_model_ids(serve_config: Mapping[str, Any]) -> list[str]:
@@ -167,7 +174,7 @@ def _capped_replicas(deployment_config: Mapping[str, Any]) -> dict[str, Any]:
 def _selected_models(serve_config: Mapping[str, Any], models: Sequence[str] | None) -> list[str]:
     valid = served_model_ids(serve_config)
     if not valid:
-        raise ValueError(f"the serve config has no {OPENAI_APP_IMPORT_PATH} application with llm_configs")
+        raise ValueError(f"the serve config has no {MODEL_APP_IMPORT_PATH} application")
     if len(set(valid)) != len(valid):
         raise ValueError(f"the serve config serves a model id twice: {valid}")
     if models is None:
@@ -183,22 +190,9 @@ def _selected_models(serve_config: Mapping[str, Any], models: Sequence[str] | No
     return selected
 
 
-def model_tasks(app_args: Mapping[str, Any]) -> dict[str, str]:
-    """Each model's task in an OpenAI application's args, as the app builder resolves it."""
-    models = (
-        (llm["model_loading_config"]["model_id"], llm.get("engine_kwargs"))
-        for llm in app_args.get("llm_configs", [])
-    )
-    return resolve_tasks(app_args.get(MODEL_TASKS_ARG) or {}, models)
-
-
 def tasks(serve_config: Mapping[str, Any]) -> dict[str, str]:
-    """Each served model's task, as the app builder resolves it (serve.openai_app.resolve_tasks)."""
-    found: dict[str, str] = {}
-    for app in serve_config.get("applications", []):
-        if app.get("import_path") == OPENAI_APP_IMPORT_PATH:
-            found.update(model_tasks(app.get("args", {})))
-    return found
+    """Each served model's task, as the router application routes it."""
+    return document_tasks(serve_config)
 
 
 def needs_reranker(serve_config: Mapping[str, Any], models: Sequence[str] | None = None) -> bool:
@@ -269,26 +263,32 @@ def localize_serve_config(
         raise ValueError(f"kv_cache_gib must be at least 1 (vLLM reads {KV_CACHE_ENV} in whole GiB)")
     out = copy.deepcopy(dict(serve_config))
     special = {"rerank": reranker_dir, "transcribe": transcriber_dir}
-    applications = []
-    for app in out.get("applications", []):
-        if app.get("import_path") == OPENAI_APP_IMPORT_PATH:
-            app_tasks = model_tasks(app.get("args", {}))
-            localized = []
-            for llm in app.get("args", {}).get("llm_configs", []):
-                model_id = llm["model_loading_config"]["model_id"]
-                if model_id in selected:
-                    task = app_tasks[model_id]
-                    weights = _local_weights(model_id, task, model_dir, special)
-                    localized.append(
-                        _localize_llm_config(llm, weights, kv_cache_gib, task, keep_model_source)
-                    )
-            if not localized:
-                continue
-            app["args"]["llm_configs"] = localized
-            if MODEL_TASKS_ARG in app["args"]:
-                app["args"][MODEL_TASKS_ARG] = {m: t for m, t in app_tasks.items() if m in selected}
-        applications.append(app)
-    out["applications"] = applications
+    model_tasks = tasks(out)
+    local_apps: dict[str, dict[str, Any]] = {}
+    for app in model_applications(out):
+        llm = app["args"][LLM_CONFIG_ARG]
+        model_id = llm["model_loading_config"]["model_id"]
+        if model_id in selected:
+            task = model_tasks.get(model_id, "generate")
+            weights = _local_weights(model_id, task, model_dir, special)
+            local = _localize_llm_config(llm, weights, kv_cache_gib, task, keep_model_source)
+            app["args"][LLM_CONFIG_ARG] = local
+            local_apps[model_id] = app
+    for router in router_applications(out):
+        # The router's entries follow the localized configs (a context capped at the local model's).
+        entries = router["args"].get(MODELS_ARG) or {}
+        router["args"][MODELS_ARG] = {
+            model_id: router_entry(
+                local_apps[model_id]["args"][LLM_CONFIG_ARG], entry["application"], entry.get("task")
+            )
+            for model_id, entry in entries.items()
+            if model_id in local_apps
+        }
+    out["applications"] = [
+        app
+        for app in out.get("applications", [])
+        if app.get("import_path") != MODEL_APP_IMPORT_PATH or any(app is kept for kept in local_apps.values())
+    ]
     return out
 
 
@@ -309,8 +309,8 @@ def local_cpus_needed(serve_config: Mapping[str, Any]) -> int:
     for llm in llm_configs(serve_config):
         scaling = (llm.get("deployment_config") or {}).get("autoscaling_config") or {}
         needed += CPUS_PER_LOCAL_REPLICA * int(scaling.get("max_replicas", LOCAL_MAX_REPLICAS))
-    for app in serve_config.get("applications", []):
-        ingress = (app.get("args") or {}).get("ingress_deployment_config") or {}
+    for app in router_applications(serve_config):
+        ingress = (app.get("args") or {}).get(INGRESS_DEPLOYMENT_CONFIG_ARG) or {}
         cpus = float((ingress.get("ray_actor_options") or {}).get("num_cpus", 1))
         replicas = int((ingress.get("autoscaling_config") or {}).get("max_replicas", 1))
         needed += math.ceil(cpus * replicas)
@@ -330,9 +330,8 @@ def with_api_keys_dir(serve_config: Mapping[str, Any], keys_dir: Path) -> dict[s
     """The document with every keyed OpenAI app reading its keys from `keys_dir` (the run's own
     directory instead of the cluster's Secret mount)."""
     out = copy.deepcopy(dict(serve_config))
-    for app in out.get("applications", []):
-        if app.get("import_path") == OPENAI_APP_IMPORT_PATH:
-            app.setdefault("args", {})[API_KEYS_DIR_ARG] = str(keys_dir)
+    for app in router_applications(out):
+        app.setdefault("args", {})[API_KEYS_DIR_ARG] = str(keys_dir)
     return out
 
 

@@ -1,4 +1,17 @@
-"""The OpenAI application the cluster and `make serve-local` run: Ray Serve LLM's, behind API keys.
+"""The OpenAI applications the cluster and `make serve-local` run: Ray Serve LLM's, behind API keys.
+
+One Serve application per model (`build_model_app`: Ray's `LLMServer` deployment for one LLM
+config, not exposed over HTTP) and one router application at `/` (`build_app`: Ray's OpenAI
+ingress, holding a handle to each model's deployment in its own application). Why not Ray's
+single `build_openai_app` application: an application's status is its worst deployment's
+(ray/serve/_private/application_state.py `_determine_app_status`), and KubeRay v1.7.0 creates the
+serve Service, or switches it to a new cluster, only when every application is RUNNING
+(ray-operator/controllers/ray/rayservice_controller.go `getAndCheckServeStatus`). With every model
+in one application, one model that cannot start (no GPU capacity, a bad revision) marks the whole
+endpoint failed; split, only that model's application is, and its requests get a 503 naming it
+while the others answer. A handle to a deployment of another application is Serve's own API
+(`serve.get_deployment_handle(name, app_name=...)`, ray/serve/api.py), and Ray's ingress takes
+plain handles (`OpenAiIngress.__init__`).
 
 Ray 2.60's `build_openai_app` checks no credentials (its ingress middleware is error handling,
 CORS, metrics and a request id: `ray/llm/_internal/serve/core/ingress/ingress.py` `init`). This
@@ -87,10 +100,23 @@ def wrong_task_message(model: str, task: str, route: str) -> str:
     return f"model {model!r} serves {task} ({', '.join(TASK_ROUTES[task])}), not {route}"
 
 
-# The builder arguments this module adds to Ray's LLMServingArgs (and removes before Ray sees them).
+# The router application's builder arguments: where the keys are, Ray's ingress deployment
+# options, and each model's entry (`router_entry`).
 API_KEYS_DIR_ARG: Final = "api_keys_dir"
-MODEL_TASKS_ARG: Final = "model_tasks"
+INGRESS_DEPLOYMENT_CONFIG_ARG: Final = "ingress_deployment_config"
+MODELS_ARG: Final = "models"
+# A model application's one argument: its `ray.serve.llm.LLMConfig` document.
+LLM_CONFIG_ARG: Final = "llm_config"
 IMPORT_PATH: Final = "serve.openai_app:build_app"
+MODEL_APP_IMPORT_PATH: Final = "serve.openai_app:build_model_app"
+# Ray Serve LLM's name for a model's deployment (ray/llm/_internal/serve/core/server/builder.py
+# `build_llm_deployment` and `_get_deployment_name`), which dashboards and alerts select on
+# (`deployment` label). The model application sets it explicitly, so the router's handle and the
+# deployment cannot drift apart if Ray's default changes.
+MODEL_DEPLOYMENT_PREFIX: Final = "LLMServer:"
+# What the router answers for a model whose application failed (no replica running and Serve
+# gave up starting one: `DeploymentUnavailableError`, ray/serve/_private/router.py).
+UNAVAILABLE_STATUS: Final = 503
 # The ingress deployment keeps Ray's name: logs, metrics (`deployment` label) and dashboards see
 # the same deployment as with `build_openai_app`.
 INGRESS_DEPLOYMENT: Final = "OpenAiIngress"
@@ -239,8 +265,14 @@ def task_aware_ingress() -> Any:
     `RerankResponse`) on top of Ray's `/v1/score`. Built on first use, so importing this module
     never imports Ray; Serve pickles the class by value like the one `make_fastapi_ingress` makes."""
     from fastapi import Request, status
-    from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException, ScoreRequest
+    from ray import serve
+    from ray.llm._internal.serve.core.configs.openai_api_models import (
+        OpenAIHTTPException,
+        ScoreRequest,
+        to_model_metadata,
+    )
     from ray.llm._internal.serve.core.ingress.ingress import OpenAiIngress
+    from ray.serve.exceptions import DeploymentUnavailableError
     from starlette.responses import JSONResponse, Response
     from vllm.entrypoints.pooling.scoring.protocol import (
         RerankDocument,
@@ -261,9 +293,35 @@ def task_aware_ingress() -> Any:
         return method
 
     class TaskAwareOpenAiIngress(OpenAiIngress):
-        def __init__(self, *args: Any, model_tasks: dict[str, str] | None = None, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.model_tasks = dict(model_tasks or {})
+        def __init__(self, models: dict[str, dict[str, Any]]) -> None:
+            # Handles by name, not by lookup: a model's application may still be deploying, or have
+            # failed, when the router starts (`_check_exists=False`); a request for it then waits
+            # for its replicas or gets `DeploymentUnavailableError`.
+            handles = {
+                model_id: serve.get_deployment_handle(
+                    model_deployment_name(model_id), app_name=entry["application"], _check_exists=False
+                )
+                for model_id, entry in models.items()
+            }
+            cards = {
+                model_id: to_model_metadata(model_id, _card_config(model_id, entry.get("max_model_len")))
+                for model_id, entry in models.items()
+            }
+            super().__init__(llm_deployments=handles, model_cards=cards)
+            self.model_tasks = {model_id: entry["task"] for model_id, entry in models.items()}
+
+        async def _get_response(self, *, body: Any, call_method: str, raw_request: Any = None) -> Any:
+            try:
+                async for item in OpenAiIngress._get_response(
+                    self, body=body, call_method=call_method, raw_request=raw_request
+                ):
+                    yield item
+            except DeploymentUnavailableError:
+                raise OpenAIHTTPException(
+                    status_code=UNAVAILABLE_STATUS,
+                    message=unavailable_message(body.model or ""),
+                    type="ServiceUnavailableError",
+                ) from None
 
         def require_task(self, model: str | None, route: str) -> None:
             task = self.model_tasks.get(model or "")
@@ -318,6 +376,15 @@ def task_aware_ingress() -> Any:
     return TaskAwareOpenAiIngress
 
 
+def _card_config(model_id: str, max_model_len: int | None) -> Any:
+    """The LLM config fields Ray's model card reads (`to_model_metadata`: the id, the context length,
+    and vision support, which Ray learns only on the model's own replica), without the rest."""
+    from ray.serve.llm import LLMConfig
+
+    engine_kwargs = {} if max_model_len is None else {"max_model_len": max_model_len}
+    return LLMConfig(model_loading_config={"model_id": model_id}, engine_kwargs=engine_kwargs)
+
+
 def _text(document: Any) -> str | None:
     return document if isinstance(document, str) else None
 
@@ -329,46 +396,84 @@ def endpoint_map() -> dict[str, Callable[[Any], Callable[..., Any]]]:
     return {**DEFAULT_ENDPOINTS, "rerank": lambda app: app.post("/v1/rerank")}
 
 
-def split_args(args: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, str]]:
-    """(Ray's LLMServingArgs, the keys directory, the declared task of each model). The directory
-    is required: no key, no app."""
-    ray_args = dict(args)
-    declared = ray_args.pop(MODEL_TASKS_ARG, None) or {}
-    keys_dir = ray_args.pop(API_KEYS_DIR_ARG, None)
+def model_deployment_name(model_id: str) -> str:
+    return MODEL_DEPLOYMENT_PREFIX + model_id.replace("/", "--").replace(".", "_")
+
+
+def unavailable_message(model: str) -> str:
+    return (
+        f"model {model!r} is unavailable: its Serve application failed to start "
+        "(no capacity, or weights that do not load); the other models still answer"
+    )
+
+
+def router_entry(llm_config: Mapping[str, Any], application: str, task: str | None = None) -> dict[str, Any]:
+    """The router's entry for one model application: where its deployment is, its task and the
+    context length its model card reports (Ray's `to_model_metadata` reads `max_model_len`)."""
+    if task is None:
+        task = task_of(llm_config.get("engine_kwargs"))
+    if task not in TASK_ROUTES:
+        model_id = llm_config["model_loading_config"]["model_id"]
+        raise ValueError(f"model {model_id!r} has task {task!r}; the tasks are {', '.join(TASK_ROUTES)}")
+    return {
+        "application": application,
+        "task": task,
+        "max_model_len": (llm_config.get("engine_kwargs") or {}).get("max_model_len"),
+    }
+
+
+def split_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], str, dict[str, dict[str, Any]]]:
+    """The router's (ingress deployment options, keys directory, model entries). The directory is
+    required (no key, no app), and so is at least one model."""
+    known = {API_KEYS_DIR_ARG, INGRESS_DEPLOYMENT_CONFIG_ARG, MODELS_ARG}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise ValueError(f"{IMPORT_PATH} takes {', '.join(sorted(known))}; remove {', '.join(unknown)}")
+    keys_dir = args.get(API_KEYS_DIR_ARG)
     if not isinstance(keys_dir, str) or not keys_dir:
         raise ValueError(f"{IMPORT_PATH} needs `{API_KEYS_DIR_ARG}`: the directory holding the API keys")
-    return ray_args, keys_dir, dict(declared)
+    models = args.get(MODELS_ARG)
+    if not isinstance(models, Mapping) or not models:
+        raise ValueError(f"{IMPORT_PATH} needs `{MODELS_ARG}`: each model id's application and task")
+    entries: dict[str, dict[str, Any]] = {}
+    for model_id, entry in models.items():
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("application"), str):
+            raise ValueError(f"`{MODELS_ARG}.{model_id}` needs `application`: the model's Serve application")
+        if entry.get("task") not in TASK_ROUTES:
+            task = entry.get("task")
+            tasks = ", ".join(TASK_ROUTES)
+            raise ValueError(f"`{MODELS_ARG}.{model_id}.task` is {task!r}; the tasks are {tasks}")
+        entries[str(model_id)] = dict(entry)
+    return dict(args.get(INGRESS_DEPLOYMENT_CONFIG_ARG) or {}), keys_dir, entries
 
 
 def build_app(args: dict[str, Any]) -> Any:
-    """`ray.serve.llm.build_openai_app`'s multi-model application with the keyed ingress app."""
+    """The router application: Ray's OpenAI ingress behind API keys, routing by `model` to each
+    model's own application."""
     from ray import serve
     from ray.llm._internal.common.dict_utils import maybe_apply_llm_deployment_config_defaults
-    from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
-    from ray.llm._internal.serve.core.ingress.ingress import OpenAiIngress
-    from ray.serve.llm import LLMServingArgs, build_llm_deployment
     from ray.serve.llm.ingress import make_fastapi_ingress
 
-    ray_args, keys_dir, declared = split_args(args)
-    # Its validators turn every config into an LLMConfig and the ingress config into IngressClsConfig.
-    serving: Any = LLMServingArgs.model_validate(ray_args)
-    configs = serving.llm_configs
-    if serving.ingress_cls_config.ingress_cls is not OpenAiIngress:
-        raise ValueError(f"{IMPORT_PATH} serves its own ingress class; remove ingress_cls_config.ingress_cls")
+    ingress_config, keys_dir, models = split_args(args)
     ingress_cls = task_aware_ingress()
     options = maybe_apply_llm_deployment_config_defaults(
-        ingress_cls.get_deployment_options(configs), serving.ingress_deployment_config
+        ingress_cls.get_deployment_options(None), ingress_config
     )
     keyed_ingress = make_fastapi_ingress(
         ingress_cls, endpoint_map=endpoint_map(), app=keyed_fastapi_app(keys_dir)
     )
     deployment: Any = serve.deployment(keyed_ingress, name=INGRESS_DEPLOYMENT, **options)
-    return deployment.bind(
-        llm_deployments={c.model_id: build_llm_deployment(c) for c in configs},
-        model_cards={c.model_id: to_model_metadata(c.model_id, c) for c in configs},
-        lora_paths={
-            c.model_id: c.lora_config.dynamic_lora_loading_path for c in configs if c.lora_config is not None
-        },
-        model_tasks=resolve_tasks(declared, ((c.model_id, c.engine_kwargs) for c in configs)),
-        **serving.ingress_cls_config.ingress_extra_kwargs,
+    return deployment.bind(models=models)
+
+
+def build_model_app(args: dict[str, Any]) -> Any:
+    """One model's application: Ray Serve LLM's `LLMServer` deployment for its LLM config."""
+    from ray.serve.llm import LLMConfig, build_llm_deployment
+
+    unknown = sorted(set(args) - {LLM_CONFIG_ARG})
+    if unknown or LLM_CONFIG_ARG not in args:
+        raise ValueError(f"{MODEL_APP_IMPORT_PATH} takes one argument, `{LLM_CONFIG_ARG}`")
+    config = LLMConfig.model_validate(args[LLM_CONFIG_ARG])
+    return build_llm_deployment(
+        config, override_serve_options={"name": model_deployment_name(config.model_id)}
     )

@@ -1,8 +1,9 @@
 """Render Ray Serve LLM configs and the Serve deploy document (serveConfigV2) from the catalog.
 
-One OpenAI-compatible application at route `/` serves every model; Ray Serve LLM's router
-dispatches on the request's `model` field, which is the catalog id. The application is Ray's,
-behind API keys (`serve/openai_app.py`).
+One OpenAI-compatible endpoint at route `/`: a router application (Ray's OpenAI ingress behind
+API keys) dispatches on the request's `model` field, the catalog id, to that model's own
+application, which is not exposed over HTTP (`route_prefix: null`). One application per model
+keeps a model that cannot start from failing the others (`serve/openai_app.py` says why).
 """
 
 from __future__ import annotations
@@ -14,11 +15,21 @@ from serve.autoscaling import ReplicaAutoscaling
 from serve.catalog import TASK_ENGINE_KWARGS, ModelEntry
 from serve.gpu_share import PER_WORKER_GPUS_ENV, gpu_share
 from serve.model_mirror import model_prefix
-from serve.openai_app import API_KEYS_DIR_ARG, MODEL_TASKS_ARG
+from serve.openai_app import (
+    API_KEYS_DIR_ARG,
+    INGRESS_DEPLOYMENT_CONFIG_ARG,
+    LLM_CONFIG_ARG,
+    MODEL_APP_IMPORT_PATH,
+    MODELS_ARG,
+    router_entry,
+)
 from serve.tiers import TierName
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
+# The router application; a model's application is MODEL_APP_PREFIX + its catalog id, which
+# cannot collide with the router's name.
 APP_NAME: Final = "llm"
+MODEL_APP_PREFIX: Final = "model-"
 ROUTE_PREFIX: Final = "/"
 SERVE_HTTP_PORT: Final = 8000
 # Env var the Ray pods carry (from the Kubernetes Secret); vLLM and huggingface_hub read it.
@@ -139,6 +150,41 @@ def ingress_deployment_config() -> dict[str, Any]:
     }
 
 
+def model_app_name(model_id: str) -> str:
+    return MODEL_APP_PREFIX + model_id
+
+
+def model_application(llm: dict[str, Any]) -> dict[str, Any]:
+    """One model's Serve application: its LLM config, reachable only through the router."""
+    return {
+        "name": model_app_name(llm["model_loading_config"]["model_id"]),
+        "route_prefix": None,
+        "import_path": MODEL_APP_IMPORT_PATH,
+        "args": {LLM_CONFIG_ARG: llm},
+    }
+
+
+def router_application(model_apps: Sequence[Mapping[str, Any]], tasks: Mapping[str, str]) -> dict[str, Any]:
+    """The OpenAI endpoint at `/`, routing each model id to its application. It changes only when
+    the set of models, a task or a context length does, so editing one model's engine settings
+    redeploys that model's application and not the ingress every request passes through."""
+    models = {}
+    for app in model_apps:
+        llm = app["args"][LLM_CONFIG_ARG]
+        model_id = llm["model_loading_config"]["model_id"]
+        models[model_id] = router_entry(llm, app["name"], tasks.get(model_id))
+    return {
+        "name": APP_NAME,
+        "route_prefix": ROUTE_PREFIX,
+        "import_path": OPENAI_APP_IMPORT_PATH,
+        "args": {
+            MODELS_ARG: models,
+            INGRESS_DEPLOYMENT_CONFIG_ARG: ingress_deployment_config(),
+            API_KEYS_DIR_ARG: API_KEYS_MOUNT_PATH,
+        },
+    }
+
+
 def serve_config(
     models: Sequence[ModelEntry],
     autoscaling: ReplicaAutoscaling,
@@ -149,24 +195,41 @@ def serve_config(
     `gpus_per_node`: the GPUs of each tier's nodes (one where not given); `model_bucket`: the
     bucket the weights are mirrored to (the Hub when None)."""
     per_node = gpus_per_node or {}
+    model_apps = [
+        model_application(llm_config(model, autoscaling, per_node.get(model.tier, 1), model_bucket))
+        for model in models
+    ]
+    # The ingress routes by task; generate and transcribe look alike in engine arguments.
+    tasks = {model.id: model.task.value for model in models}
     return {
         "proxy_location": PROXY_LOCATION,
         "http_options": {"request_timeout_s": REQUEST_TIMEOUT_SECONDS},
-        "applications": [
-            {
-                "name": APP_NAME,
-                "route_prefix": ROUTE_PREFIX,
-                "import_path": OPENAI_APP_IMPORT_PATH,
-                "args": {
-                    "llm_configs": [
-                        llm_config(model, autoscaling, per_node.get(model.tier, 1), model_bucket)
-                        for model in models
-                    ],
-                    "ingress_deployment_config": ingress_deployment_config(),
-                    API_KEYS_DIR_ARG: API_KEYS_MOUNT_PATH,
-                    # The ingress routes by task; generate and transcribe look alike to vLLM.
-                    MODEL_TASKS_ARG: {model.id: model.task.value for model in models},
-                },
-            }
-        ],
+        "applications": [router_application(model_apps, tasks), *model_apps],
+    }
+
+
+def model_applications(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The document's model applications, in document order."""
+    return _applications(document, MODEL_APP_IMPORT_PATH)
+
+
+def router_applications(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return _applications(document, OPENAI_APP_IMPORT_PATH)
+
+
+def _applications(document: Mapping[str, Any], import_path: str) -> list[dict[str, Any]]:
+    return [app for app in document.get("applications", []) if app.get("import_path") == import_path]
+
+
+def document_llm_configs(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every model's LLM config in a Serve deploy document, in document order."""
+    return [app["args"][LLM_CONFIG_ARG] for app in model_applications(document)]
+
+
+def document_tasks(document: Mapping[str, Any]) -> dict[str, str]:
+    """Each routed model's task, as the router application's entries declare it."""
+    return {
+        model_id: entry["task"]
+        for app in router_applications(document)
+        for model_id, entry in (app.get("args", {}).get(MODELS_ARG) or {}).items()
     }

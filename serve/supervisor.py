@@ -56,8 +56,9 @@ from serve.localize import (
     warmup_request,
     with_api_keys_dir,
 )
+from serve.openai_app import LLM_CONFIG_ARG, MODEL_APP_IMPORT_PATH
 from serve.paths import REPO_ROOT
-from serve.versions import OPENAI_APP_IMPORT_PATH
+from serve.serve_config import model_applications
 
 T = TypeVar("T")
 
@@ -70,6 +71,8 @@ STOP_GRACE_S: Final = 10.0
 KILL_WAIT_S: Final = 10.0
 FREEZE_ROUNDS: Final = 10
 GUARD_START_TIMEOUT_S: Final = 30.0
+# Serve's application statuses that mean it gave up (ray/serve/_private/common.py ApplicationStatus).
+FAILED_APP_STATUSES: Final = ("DEPLOY_FAILED", "UNHEALTHY")
 # How often readiness and liveness are checked; stop requests are noticed every WAKE_S.
 CHECK_EVERY_S: Final = 2.0
 WAKE_S: Final = 0.25
@@ -613,11 +616,20 @@ class LocalService:
         stop_request: StopRequest | None = None,
         runs_dir: Path = RUNS_DIR,
         api_key: str | None = None,
+        tolerate_failed_models: bool = False,
     ) -> None:
         self.model_ids: list[str] = served_model_ids(serve_config)
         self._tasks = tasks(serve_config)
         if not self.model_ids:
-            raise ValueError(f"the serve config has no {OPENAI_APP_IMPORT_PATH} application with llm_configs")
+            raise ValueError(f"the serve config has no {MODEL_APP_IMPORT_PATH} application")
+        # Like the cluster: a model whose application fails is reported and left out, and the
+        # endpoint serves the others (its requests get a 503). Off, any failure stops the start.
+        self.tolerate_failed_models = tolerate_failed_models
+        self.failed_models: dict[str, dict[str, Any]] = {}
+        self._model_apps = {
+            app["args"][LLM_CONFIG_ARG]["model_loading_config"]["model_id"]: app["name"]
+            for app in model_applications(serve_config)
+        }
         not_cpu = models_not_on_cpu(serve_config)
         if not_cpu:
             raise ValueError(
@@ -914,17 +926,28 @@ class LocalService:
         if apps is None:
             self._note("waiting for Serve to accept the config")
             return None
-        failed = {n: a for n, a in apps.items() if a.get("status") in ("DEPLOY_FAILED", "UNHEALTHY")}
-        if failed:
+        failed = {n: a for n, a in apps.items() if a.get("status") in FAILED_APP_STATUSES}
+        tolerated = {m: a for m, a in self._model_apps.items() if a in failed and self.tolerate_failed_models}
+        if set(failed) - set(tolerated.values()):
             failures = {n: _failure_summary(a) for n, a in failed.items()}
             raise self._failure("Serve could not deploy: " + json.dumps(failures, indent=2))
+        for model, app in tolerated.items():
+            if model not in self.failed_models:
+                self.failed_models[model] = _failure_summary(failed[app])
+                status = self.failed_models[model]["status"]
+                self._note(f"model {model}: application {app} is {status}; serving the others")
         names = sorted(app["name"] for app in self._serve_config["applications"])
         states = {name: apps.get(name, {}).get("status", "NOT_STARTED") for name in names}
         summary = ", ".join(f"{n}={s}" for n, s in states.items())
-        if all(s == "RUNNING" for s in states.values()):
+        if all(s == "RUNNING" or n in tolerated.values() for n, s in states.items()):
             return f"applications {summary}"
         self._note(f"applications {summary}")
         return None
+
+    @property
+    def serving_model_ids(self) -> list[str]:
+        """The models the service answers for: all, less those whose application failed."""
+        return [m for m in self.model_ids if m not in self.failed_models]
 
     def _listed(self) -> str | None:
         if set(self.model_ids) <= self._listed_models():
@@ -933,11 +956,11 @@ class LocalService:
 
     def _warmed(self) -> str | None:
         if not self._answered:
-            self._answered = dict.fromkeys(self.model_ids, False)
-            for model in self.model_ids:
+            self._answered = dict.fromkeys(self.serving_model_ids, False)
+            for model in self._answered:
                 threading.Thread(target=self._probe, args=(model,), daemon=True).start()
         done = [m for m, ok in self._answered.items() if ok]
-        if len(done) == len(self.model_ids):
+        if len(done) == len(self._answered):
             return "every engine answers"
         if done:
             self._note(f"answering: {', '.join(done)}")
@@ -955,6 +978,10 @@ class LocalService:
             return response.json()
         except ValueError:
             return None
+
+    def application_statuses(self) -> dict[str, str]:
+        """Each Serve application's status (RUNNING, DEPLOYING, DEPLOY_FAILED, UNHEALTHY, ...)."""
+        return {name: str(app.get("status")) for name, app in (self._app_statuses() or {}).items()}
 
     def _app_statuses(self) -> dict[str, Any] | None:
         """Serve's view of the applications (the dashboard's REST API), or None if not up yet."""

@@ -32,6 +32,7 @@ from serve.localize import (
 )
 from serve.openai_app import task_of
 from serve.paths import REPO_ROOT
+from serve.serve_config import router_applications
 
 MODEL_DIR = Path("/models/tiny")
 RERANKER_DIR = Path("/models/tiny-reranker")
@@ -174,7 +175,7 @@ def test_the_local_head_advertises_a_cpu_for_every_replica_bundle(ray_oracles: M
         bundles, _ = ray_oracles.replica_bundles(llm)
         replicas = llm["deployment_config"]["autoscaling_config"]["max_replicas"]
         demand += replicas * sum(bundle.get("CPU", 0) for bundle in bundles)
-    (app,) = config["applications"]
+    (app,) = router_applications(config)
     demand += app["args"]["ingress_deployment_config"]["ray_actor_options"]["num_cpus"]
     assert demand == 9
     assert local_cpus_needed(config) >= demand

@@ -183,10 +183,28 @@ def test_bearer_token_reads_only_the_authorization_header() -> None:
     assert bearer_token([(b"Authorization", f"Bearer {KEY}".encode())]) == KEY.encode()
 
 
-def test_the_builder_requires_a_keys_directory() -> None:
+ROUTE = {"m": {"application": "model-m", "task": "generate", "max_model_len": 64}}
+
+
+def test_the_router_requires_a_keys_directory_and_its_models() -> None:
     with pytest.raises(ValueError, match="api_keys_dir"):
-        split_args({"llm_configs": []})
-    assert split_args({"llm_configs": [], "api_keys_dir": "/k"}) == ({"llm_configs": []}, "/k", {})
+        split_args({"models": ROUTE})
+    with pytest.raises(ValueError, match="needs `models`"):
+        split_args({"api_keys_dir": "/k"})
+    assert split_args({"models": ROUTE, "api_keys_dir": "/k"}) == ({}, "/k", ROUTE)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"llm_configs": []}, "remove llm_configs"),
+        ({"models": {"m": {"task": "generate"}}}, "needs `application`"),
+        ({"models": {"m": {"application": "model-m", "task": "chat"}}}, "task` is 'chat'"),
+    ],
+)
+def test_the_router_refuses_arguments_it_would_not_use(args: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        split_args({"api_keys_dir": "/k", "models": ROUTE, **args})
 
 
 # --- the module reaches the Ray image alone ------------------------------------------------------

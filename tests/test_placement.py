@@ -18,7 +18,7 @@ import yaml
 
 from infra.plan import ServingPlan, build_plan_for_stack
 from serve.openai_app import split_args
-from serve.serve_config import HEAD_NODE_RESOURCE
+from serve.serve_config import HEAD_NODE_RESOURCE, document_llm_configs, router_applications
 
 STACKS = ("dev", "prod")
 HEAD = "headgroup"
@@ -50,18 +50,25 @@ def placeable_on(types: dict[str, dict[str, float]], demand: dict[str, float]) -
     }
 
 
-def ingress_demand(plan: ServingPlan) -> dict[str, float]:
-    """The ingress replica's resources, merged as build_openai_app merges them."""
+def ingress_options(plan: ServingPlan) -> dict[str, Any]:
+    """The ingress deployment's options, merged as build_openai_app merges them: Ray's ingress
+    defaults for the served models' configs under the router's `ingress_deployment_config`."""
     from ray.llm._internal.common.dict_utils import maybe_apply_llm_deployment_config_defaults
-    from ray.llm._internal.serve.core.ingress.builder import LLMServingArgs
     from ray.llm._internal.serve.core.ingress.ingress import OpenAiIngress
+    from ray.serve.llm import LLMConfig
 
-    (app,) = yaml.safe_load(plan.ray_service_spec["serveConfigV2"])["applications"]
-    args = LLMServingArgs.model_validate(split_args(app["args"])[0])
-    options = maybe_apply_llm_deployment_config_defaults(
-        OpenAiIngress.get_deployment_options(args.llm_configs), args.ingress_deployment_config
+    document = yaml.safe_load(plan.ray_service_spec["serveConfigV2"])
+    (router,) = router_applications(document)
+    configs = [LLMConfig(**copy.deepcopy(llm)) for llm in document_llm_configs(document)]
+    merged: dict[str, Any] = maybe_apply_llm_deployment_config_defaults(
+        OpenAiIngress.get_deployment_options(configs), split_args(router["args"])[0]
     )
-    actor = options["ray_actor_options"]
+    return merged
+
+
+def ingress_demand(plan: ServingPlan) -> dict[str, float]:
+    """The ingress replica's resources."""
+    actor = ingress_options(plan)["ray_actor_options"]
     return {"CPU": actor.get("num_cpus", 1), **actor.get("resources", {})}
 
 
@@ -90,17 +97,14 @@ def test_the_ingress_can_only_run_on_the_head(plan: ServingPlan) -> None:
 
 def test_ingress_stays_up_when_every_model_scales_to_zero() -> None:
     # dev scales every model to zero; Ray would then scale the ingress to zero too.
-    from ray.llm._internal.common.dict_utils import maybe_apply_llm_deployment_config_defaults
-    from ray.llm._internal.serve.core.ingress.builder import LLMServingArgs
     from ray.llm._internal.serve.core.ingress.ingress import OpenAiIngress
+    from ray.serve.llm import LLMConfig
 
     dev = build_plan_for_stack("dev")
-    (app,) = yaml.safe_load(dev.ray_service_spec["serveConfigV2"])["applications"]
-    args = LLMServingArgs.model_validate(split_args(app["args"])[0])
-    defaults = OpenAiIngress.get_deployment_options(args.llm_configs)
+    configs = [LLMConfig(**copy.deepcopy(llm)) for llm in dev.llm_configs]
+    defaults = OpenAiIngress.get_deployment_options(configs)
     assert defaults["autoscaling_config"]["min_replicas"] == 0, "Ray's default changed"
-    merged = maybe_apply_llm_deployment_config_defaults(defaults, args.ingress_deployment_config)
-    assert merged["autoscaling_config"]["min_replicas"] == 1
+    assert ingress_options(dev)["autoscaling_config"]["min_replicas"] == 1
 
 
 def test_model_replicas_run_only_on_their_tiers_gpu_nodes(plan: ServingPlan) -> None:

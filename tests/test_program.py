@@ -35,7 +35,7 @@ from infra.report.mock_engine import (
 from infra.settings import ALERT_EMAIL_KEY, API_KEYS_KEY, HF_TOKEN_KEY, TIERS_KEY, stack_file
 from infra.versions import KUBERAY_CHART, KUBERAY_VERSION
 from serve.paths import CATALOG_FILE_NAME
-from serve.serve_config import HF_TOKEN_ENV
+from serve.serve_config import HF_TOKEN_ENV, document_llm_configs
 
 CLUSTER = resource_types.CLUSTER
 NODE_POOL = resource_types.NODE_POOL
@@ -454,16 +454,19 @@ def test_model_change_touches_only_serve_config(tmp_path: Path, program_runs: di
 
 def test_serve_config_reaches_ray_inline_not_through_a_mounted_file(run: ProgramRun) -> None:
     spec = ray_service_spec(run)
-    assert isinstance(spec["serveConfigV2"], str) and "llm_configs" in spec["serveConfigV2"]
-    models = set(yaml.safe_load(spec["serveConfigV2"])["applications"][0]["args"]["llm_configs"][0])
+    assert isinstance(spec["serveConfigV2"], str)
+    configs = document_llm_configs(yaml.safe_load(spec["serveConfigV2"]))
+    assert configs and all("model_loading_config" in config for config in configs)
+    # What names a served model: its id and where its weights come from.
+    served = {
+        value for config in configs for value in config["model_loading_config"].values() if len(value) > 3
+    }
     for config_map in run.of_type(CONFIG_MAP):
-        # The app code ConfigMap holds Python source (which mentions `llm_configs`), never a model.
+        # The code ConfigMaps hold Python source (which names the config's fields), never a model.
         data = yaml.safe_dump(config_map.inputs["data"])
-        assert "model_loading_config" not in data and "serveConfig" not in data, (
-            "models must not live in a ConfigMap"
-        )
+        assert "serveConfig" not in data, "the serve config must not live in a ConfigMap"
+        assert not {value for value in served if value in data}, "models must not live in a ConfigMap"
         assert config_map.inputs["immutable"] is True
-    assert "model_loading_config" in models
     rendered = yaml.safe_dump(spec["rayClusterConfig"])
     assert "serveConfig" not in rendered
 

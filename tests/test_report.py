@@ -40,6 +40,7 @@ from infra.report.tables import usd
 from infra.settings import AUTOSCALING_KEY, HF_TOKEN_KEY, TIERS_KEY, stack_file
 from infra.versions import KUBERAY_CHART, KUBERAY_CHART_REPO, KUBERAY_NAMESPACE, KUBERAY_VERSION
 from serve.paths import CATALOG_FILE_NAME, REPO_ROOT
+from serve.serve_config import document_llm_configs
 
 LOCATED = re.compile(r"^\S+:\d+: \S+: .+$")
 # Values only the mock engine makes up; none may reach a written file.
@@ -501,5 +502,5 @@ def test_report_for_a_200_model_catalog(plans: dict[str, ServingPlan], tmp_path:
     for model in models:
         row(stdout, model["id"])
     ray_service = yaml.safe_load((tmp_path / "out" / "40-rayservice-llm.yaml").read_text())
-    served = yaml.safe_load(ray_service["spec"]["serveConfigV2"])["applications"][0]["args"]["llm_configs"]
+    served = document_llm_configs(yaml.safe_load(ray_service["spec"]["serveConfigV2"]))
     assert len(served) == len(models)

@@ -9,8 +9,9 @@ and vLLM's own definitions, without starting Ray (`helpers.ray_oracles`):
 - the deploy document is validated as `ray.serve.schema.ServeDeploySchema` (what `serve deploy`
   and KubeRay's serveConfigV2 submission use), both as planned and as parsed back from the
   serveConfigV2 YAML string;
-- the app's `import_path` resolves to `ray.serve.llm.build_openai_app`, and that builder, called
-  for real with the planned arguments, builds one LLM server per served model;
+- the router's `import_path` resolves to the keyed builder, and every application's builder, called
+  for real with the planned arguments, builds one LLM server per served model (each in its own
+  application) and one ingress, with the options Ray's own `build_openai_app` gives them;
 - keys Serve would silently ignore are caught by `strict_key_problems`.
 """
 
@@ -27,14 +28,21 @@ import yaml
 from helpers.stack_files import STACKS
 
 from infra.plan import ServingPlan
-from serve.serve_config import API_KEYS_MOUNT_PATH, APP_NAME
+from serve.openai_app import MODEL_APP_IMPORT_PATH
+from serve.serve_config import (
+    API_KEYS_MOUNT_PATH,
+    APP_NAME,
+    ROUTE_PREFIX,
+    model_app_name,
+    model_applications,
+    router_applications,
+)
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
 
 def _app(plan: ServingPlan) -> dict[str, Any]:
-    applications = plan.serve_config["applications"]
-    assert len(applications) == 1
-    app: dict[str, Any] = applications[0]
+    """The router application: the one the endpoint's requests reach."""
+    (app,) = router_applications(plan.serve_config)
     return app
 
 
@@ -126,10 +134,34 @@ def test_tensor_parallel_replicas_stay_on_one_node(plans: dict[str, Any], ray_or
 def test_serve_config_validates_as_serve_deploy_schema(
     plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
 ) -> None:
+    """One router at `/` and one application per served model, reachable only through the router."""
     plan = plans[stack]
     parsed = ray_oracles.ServeDeploySchema.model_validate(plan.serve_config)
-    assert [app.name for app in parsed.applications] == [APP_NAME]
-    assert parsed.applications[0].import_path == OPENAI_APP_IMPORT_PATH
+    assert [app.name for app in parsed.applications] == [
+        APP_NAME,
+        *(model_app_name(model_id) for model_id in plan.served_model_ids),
+    ]
+    router, *models = parsed.applications
+    assert (router.import_path, router.route_prefix) == (OPENAI_APP_IMPORT_PATH, ROUTE_PREFIX)
+    assert {(app.import_path, app.route_prefix) for app in models} == {(MODEL_APP_IMPORT_PATH, None)}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_router_routes_every_model_to_its_own_application(
+    plans: dict[str, ServingPlan], stack: str
+) -> None:
+    plan = plans[stack]
+    routes = _app(plan)["args"]["models"]
+    assert list(routes) == plan.served_model_ids
+    applications = {
+        app["args"]["llm_config"]["model_loading_config"]["model_id"]: app
+        for app in model_applications(plan.serve_config)
+    }
+    for model in plan.served:
+        entry = routes[model.id]
+        assert entry["application"] == applications[model.id]["name"]
+        assert entry["task"] == model.task.value
+        assert entry["max_model_len"] == model.max_model_len
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -158,21 +190,24 @@ def test_import_path_is_the_keyed_builder(
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_the_builder_builds_what_rays_build_openai_app_builds(
+def test_the_builders_build_what_rays_build_openai_app_builds(
     plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
 ) -> None:
-    """The import path called with the planned `args` as Serve calls it: one server per served
-    model and the ingress, with the same deployment options as Ray's own builder."""
-    from serve.openai_app import split_args
-
+    """Every application's import path called with its planned `args`, as Serve calls it: one
+    server per served model, each in its own application, and the ingress in the router's, with
+    the same deployment options as Ray's own single-application builder gives them."""
     plan = plans[stack]
-    ours = ray_oracles.build_serve_app(_app(plan)["import_path"], _app(plan)["args"])
-    rays = ray_oracles.build_openai_app(split_args(_app(plan)["args"])[0])
-    assert isinstance(ours, ray_oracles.Application)
-    assert ray_oracles.deployment_names(ours) == sorted(
-        ["OpenAiIngress", *(f"LLMServer:{model_id}" for model_id in plan.served_model_ids)]
+    built = ray_oracles.build_document(plan.serve_config)
+    assert ray_oracles.deployment_names(built[APP_NAME]) == ["OpenAiIngress"]
+    for model_id in plan.served_model_ids:
+        assert ray_oracles.deployment_names(built[model_app_name(model_id)]) == [f"LLMServer:{model_id}"]
+    rays = ray_oracles.build_openai_app(
+        {
+            "llm_configs": plan.llm_configs,
+            "ingress_deployment_config": _app(plan)["args"]["ingress_deployment_config"],
+        }
     )
-    assert ray_oracles.deployment_options(ours) == ray_oracles.deployment_options(rays)
+    assert ray_oracles.document_deployment_options(plan.serve_config) == ray_oracles.deployment_options(rays)
 
 
 # --- the checks can fail ----------------------------------------------------------------
@@ -217,16 +252,14 @@ def test_misspelled_autoscaling_key_is_caught_only_by_the_strict_key_check(
     plans: dict[str, ServingPlan], ray_oracles: ModuleType
 ) -> None:
     document = copy.deepcopy(plans["prod"].serve_config)
-    scaling = document["applications"][0]["args"]["llm_configs"][0]["deployment_config"]["autoscaling_config"]
+    scaling = document["applications"][1]["args"]["llm_config"]["deployment_config"]["autoscaling_config"]
     scaling["min_replica"] = scaling.pop("min_replicas")
     # Ray itself accepts it (and would silently use its default min_replicas) ...
     ray_oracles.ServeDeploySchema.model_validate(document)
-    ray_oracles.build_serve_app(
-        document["applications"][0]["import_path"], document["applications"][0]["args"]
-    )
+    ray_oracles.build_document(document)
     # ... which is why the strict key check exists.
     assert ray_oracles.strict_key_problems(document) == [
-        "applications[0].args.llm_configs[0].deployment_config.autoscaling_config.min_replica"
+        "applications[1].args.llm_config.deployment_config.autoscaling_config.min_replica"
     ]
 
 
@@ -248,7 +281,21 @@ def test_deploy_schema_rejects_a_broken_document(
         ray_oracles.ServeDeploySchema.model_validate(document)
 
 
-def test_builder_rejects_duplicate_model_ids(plans: dict[str, ServingPlan], ray_oracles: ModuleType) -> None:
-    config = _one_config(plans)
-    with pytest.raises(pydantic.ValidationError, match="Duplicate models"):
-        ray_oracles.build_openai_app({"llm_configs": [config, copy.deepcopy(config)]})
+def test_a_model_id_served_twice_is_rejected_by_serves_schema(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    """Two applications of one model id: Serve refuses the document (application names are unique)."""
+    document = copy.deepcopy(plans["dev"].serve_config)
+    document["applications"].append(copy.deepcopy(document["applications"][1]))
+    with pytest.raises(pydantic.ValidationError, match="duplicate"):
+        ray_oracles.ServeDeploySchema.model_validate(document)
+
+
+def test_the_model_builder_takes_only_its_llm_config(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    (app, *_) = model_applications(plans["dev"].serve_config)
+    with pytest.raises(ValueError, match="llm_config"):
+        ray_oracles.build_serve_app(app["import_path"], {**app["args"], "llm_configs": []})
+    with pytest.raises(pydantic.ValidationError, match="model_loading_config"):
+        ray_oracles.build_serve_app(app["import_path"], {"llm_config": {"accelerator_type": "L4"}})

@@ -20,7 +20,7 @@ from serve.catalog import TASK_ENGINE_KWARGS, Task, parse_catalog
 from serve.localize import localize_serve_config, needs_reranker
 from serve.openai_app import ROUTE_METHODS, TASK_ROUTES, task_of, wrong_task_message
 from serve.paths import REPO_ROOT
-from serve.serve_config import llm_config, serve_config
+from serve.serve_config import document_llm_configs, llm_config, router_applications, serve_config
 
 SCALING = ReplicaAutoscaling(
     min_replicas=0,
@@ -114,16 +114,25 @@ def test_the_pooling_llm_configs_are_valid_for_ray_and_vllm(ray_oracles: ModuleT
         ray_oracles.vllm_engine_args(config)  # vLLM's own AsyncEngineArgs takes them
 
 
-def test_the_builder_tells_the_ingress_each_models_task(ray_oracles: ModuleType) -> None:
-    models = catalog(entry("chat", None), entry("vectors", "embed"), entry("ranker", "rerank")).models
-    document = serve_config(list(models), SCALING)
-    (app,) = document["applications"]
+def ingress_tasks(ray_oracles: ModuleType, document: dict[str, Any]) -> dict[str, str]:
+    """Each model's task as the router's ingress deployment is given it, built as Serve builds it."""
+    (app,) = router_applications(document)
     built = ray_oracles.build_serve_app(app["import_path"], app["args"])
     ingress = next(
         d for d in ray_oracles.flatten_app(built, name="check").deployments if d.name == "OpenAiIngress"
     )
-    tasks = ingress._replica_config.init_kwargs["model_tasks"]
-    assert tasks == {"chat": "generate", "vectors": "embed", "ranker": "rerank"}
+    models = ingress._replica_config.init_kwargs["models"]
+    return {model_id: entry["task"] for model_id, entry in models.items()}
+
+
+def test_the_builder_tells_the_ingress_each_models_task(ray_oracles: ModuleType) -> None:
+    models = catalog(entry("chat", None), entry("vectors", "embed"), entry("ranker", "rerank")).models
+    document = serve_config(list(models), SCALING)
+    assert ingress_tasks(ray_oracles, document) == {
+        "chat": "generate",
+        "vectors": "embed",
+        "ranker": "rerank",
+    }
 
 
 def test_a_wrong_task_message_names_what_the_model_serves() -> None:
@@ -140,14 +149,14 @@ def test_rerank_models_are_served_locally_from_the_tiny_cross_encoder() -> None:
     local = localize_serve_config(document, REPO_ROOT / "chat-dir", reranker_dir=REPO_ROOT / "ranker-dir")
     sources = {
         llm["model_loading_config"]["model_id"]: llm["model_loading_config"]["model_source"]
-        for llm in local["applications"][0]["args"]["llm_configs"]
+        for llm in document_llm_configs(local)
     }
     assert sources == {
         "chat": str(REPO_ROOT / "chat-dir"),
         "vectors": str(REPO_ROOT / "chat-dir"),  # vLLM converts the causal LM to an embedder
         "ranker": str(REPO_ROOT / "ranker-dir"),
     }
-    runners = {llm["engine_kwargs"].get("runner") for llm in local["applications"][0]["args"]["llm_configs"]}
+    runners = {llm["engine_kwargs"].get("runner") for llm in document_llm_configs(local)}
     assert runners == {None, "pooling"}
 
 
@@ -242,13 +251,7 @@ def test_speech_settings_that_cannot_work_are_located_errors(
 def test_the_builder_routes_transcriptions_to_speech_models_only(ray_oracles: ModuleType) -> None:
     models = catalog(entry("chat", None), speech("ears")).models
     document = serve_config(list(models), SCALING)
-    (app,) = document["applications"]
-    assert app["args"]["model_tasks"] == {"chat": "generate", "ears": "transcribe"}
-    built = ray_oracles.build_serve_app(app["import_path"], app["args"])
-    ingress = next(
-        d for d in ray_oracles.flatten_app(built, name="check").deployments if d.name == "OpenAiIngress"
-    )
-    assert ingress._replica_config.init_kwargs["model_tasks"] == {"chat": "generate", "ears": "transcribe"}
+    assert ingress_tasks(ray_oracles, document) == {"chat": "generate", "ears": "transcribe"}
     for model in models:
         config = ray_oracles.LLMConfig(**llm_config(model, SCALING))
         ray_oracles.vllm_engine_args(config)  # vLLM's AsyncEngineArgs take what the catalog sets

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from helpers.tiny_catalog import WARM, tiny_entry
 from openai import OpenAI
 
 from configcheck.problems import LineMap
-from serve.autoscaling import ReplicaAutoscaling
 from serve.catalog import parse_catalog
 from serve.localize import localize_serve_config, silent_wav
 from serve.serve_config import serve_config
@@ -31,41 +31,13 @@ pytestmark = pytest.mark.slow
 
 CHAT, EMBED, RERANK, SPEECH = "tiny-chat", "tiny-embed", "tiny-rerank", "tiny-whisper"
 NON_EMPTY = {"min_tokens": 4}
-WARM = ReplicaAutoscaling(
-    min_replicas=1,
-    max_replicas=1,
-    target_ongoing_requests=4,
-    max_ongoing_requests=16,
-    upscale_delay_seconds=30,
-    downscale_delay_seconds=600,
-)
-
-
-def _model(model_id: str, task: str) -> dict[str, Any]:
-    return {
-        "id": model_id,
-        "source": "example/tiny",
-        "revision": "0" * 40,
-        "tier": "t4",
-        "task": task,
-        "dtype": "float16",
-        "max_model_len": 512,
-        "architecture": {
-            "parameters_billion": 0.001,
-            "num_layers": 2,
-            "num_attention_heads": 2,
-            "num_kv_heads": 1,
-            "head_dim": 64,
-            "max_position_embeddings": 2048,
-        },
-    }
 
 
 def _speech_model() -> dict[str, Any]:
     """The tiny Whisper's facts (serve/tiny_model.py), as `catalog add --task transcribe` reads them."""
     from serve.tiny_model import MAX_TARGET_POSITIONS, WHISPER_HEADS, WHISPER_LAYERS, WHISPER_SOURCE_POSITIONS
 
-    model = _model(SPEECH, "transcribe")
+    model = tiny_entry(SPEECH, "transcribe")
     model["max_model_len"] = MAX_TARGET_POSITIONS
     model["architecture"] = {
         **model["architecture"],
@@ -90,9 +62,9 @@ def service() -> Iterator[LocalService]:
     models = parse_catalog(
         {
             "models": [
-                _model(CHAT, "generate"),
-                _model(EMBED, "embed"),
-                _model(RERANK, "rerank"),
+                tiny_entry(CHAT, "generate"),
+                tiny_entry(EMBED, "embed"),
+                tiny_entry(RERANK, "rerank"),
                 _speech_model(),
             ]
         },

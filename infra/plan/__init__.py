@@ -37,7 +37,7 @@ from serve.catalog import Catalog, ModelEntry
 from serve.gpu_share import gpu_share
 from serve.memory import MemoryBudget
 from serve.paths import REPO_ROOT
-from serve.serve_config import serve_config
+from serve.serve_config import document_llm_configs, serve_config
 from serve.tiers import TierName
 
 __all__ = ["ServingPlan", "build_plan", "build_plan_for_stack", "packed_tier_gpus"]
@@ -116,7 +116,7 @@ class ServingPlan(BaseModel):
     @property
     def llm_configs(self) -> list[dict[str, Any]]:
         """Each served model's LLMConfig document, as it appears in the serve config."""
-        return [llm for app in self.serve_config["applications"] for llm in app["args"]["llm_configs"]]
+        return document_llm_configs(self.serve_config)
 
     @property
     def ray_service_spec(self) -> dict[str, Any]:

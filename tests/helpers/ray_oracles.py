@@ -52,10 +52,12 @@ __all__ = [
     "LLMConfig",
     "ServeDeploySchema",
     "autoscaler_node_types",
+    "build_document",
     "build_openai_app",
     "build_serve_app",
     "deployment_names",
     "deployment_options",
+    "document_deployment_options",
     "fits",
     "flatten_app",
     "gang",
@@ -98,8 +100,12 @@ def strict_key_problems(document: Mapping[str, Any]) -> list[str]:
     unknown("(document)", document, ServeDeploySchema.model_fields)
     for a, app in enumerate(document.get("applications", [])):
         unknown(f"applications[{a}]", app, ServeApplicationSchema.model_fields)
-        for c, config in enumerate(app.get("args", {}).get("llm_configs", [])):
-            where = f"applications[{a}].args.llm_configs[{c}].deployment_config"
+        args = app.get("args", {})
+        configs = [(f"llm_configs[{c}]", config) for c, config in enumerate(args.get("llm_configs", []))]
+        if "llm_config" in args:
+            configs.append(("llm_config", args["llm_config"]))
+        for name, config in configs:
+            where = f"applications[{a}].args.{name}.deployment_config"
             deployment = config.get("deployment_config", {})
             unknown(where, deployment, SERVE_DEPLOYMENT_OPTIONS)
             unknown(
@@ -153,6 +159,25 @@ def build_serve_app(import_path: str, args: dict[str, Any]) -> Application:
         builder = import_attr(import_path)
         app: Application = builder(copy.deepcopy(args))
         return app
+
+
+def build_document(document: Mapping[str, Any]) -> dict[str, Application]:
+    """Every application of a Serve deploy document, built as Serve builds it, by name."""
+    return {
+        app["name"]: build_serve_app(app["import_path"], app.get("args", {}))
+        for app in document.get("applications", [])
+    }
+
+
+def document_deployment_options(document: Mapping[str, Any]) -> dict[str, Any]:
+    """`deployment_options` of every application of the document, merged (names are unique:
+    each model's deployment is named after its id)."""
+    merged: dict[str, Any] = {}
+    for app in build_document(document).values():
+        options = deployment_options(app)
+        assert not set(options) & set(merged), f"deployment named twice: {set(options) & set(merged)}"
+        merged.update(options)
+    return merged
 
 
 def deployment_names(app: Application) -> list[str]:

@@ -1,0 +1,257 @@
+"""Faults on the real local server: one model failing must not take the endpoint or the other
+models with it (the one-application-per-model layout, serve/openai_app.py).
+
+Three tiny chat models behind the keyed router, served for real by Ray Serve + vLLM (CPU build):
+`alpha` and `beta` load, `broken`'s weights are a truncated safetensors file, as a bad revision
+would leave them.
+
+- A model whose weights do not load: its application fails (DEPLOY_FAILED), the router and the
+  other models stay RUNNING, `/v1/models` still lists it, and its requests get a 503 that names
+  it, at once, while the others answer.
+- Under steady load on `alpha` and `beta`, `alpha`'s vLLM engine process is SIGKILLed (what a spot
+  reclaim does to an engine): Serve's health check finds the replica dead and starts another.
+  Measured: `alpha`'s failed requests and time to recovery, and `beta`'s failures (goal: zero).
+
+The figures are printed and written to build/fault-local.json; the README records a run. No
+assertion is on time except that recovery happens at all within RECOVERY_TIMEOUT_S.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import psutil
+import pytest
+from helpers.tiny_catalog import WARM, tiny_entry
+
+from configcheck.problems import LineMap
+from serve.catalog import parse_catalog
+from serve.localize import localize_serve_config
+from serve.openai_app import LLM_CONFIG_ARG, UNAVAILABLE_STATUS
+from serve.paths import REPO_ROOT
+from serve.serve_config import APP_NAME, model_app_name, model_applications, serve_config
+from serve.supervisor import LocalService
+from serve.tiny_model import ensure_tiny_model
+
+pytestmark = pytest.mark.slow
+
+ALPHA, BETA, BROKEN = "alpha", "beta", "broken"
+CLIENTS_PER_MODEL: Final = 2
+STEADY_S: Final = 15.0
+REQUEST_TIMEOUT_S: Final = 300.0
+RECOVERY_TIMEOUT_S: Final = 420.0
+# Successes in a row, each sent after the kill, that count as recovered.
+RECOVERED_AFTER: Final = 3
+FIGURES_FILE: Final = REPO_ROOT / "build" / "fault-local.json"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _broken_copy(model_dir: Path, into: Path) -> Path:
+    """The tiny model with its weights cut in half: config and tokenizer read, the weights do not."""
+    broken = into / "broken-model"
+    shutil.copytree(model_dir, broken)
+    weights = broken / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    return broken
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
+    models = parse_catalog(
+        {
+            "models": [
+                tiny_entry(ALPHA, "generate"),
+                tiny_entry(BETA, "generate"),
+                tiny_entry(BROKEN, "generate"),
+            ]
+        },
+        "faults.yaml",
+        LineMap(),
+    ).models
+    model_dir = ensure_tiny_model()
+    config = localize_serve_config(serve_config(list(models), WARM), model_dir)
+    broken_dir = _broken_copy(model_dir, tmp_path_factory.mktemp("weights"))
+    for app in model_applications(config):
+        loading = app["args"][LLM_CONFIG_ARG]["model_loading_config"]
+        if loading["model_id"] == BROKEN:
+            loading["model_source"] = str(broken_dir)
+    with LocalService(
+        config, port=_free_port(), startup_timeout_s=900.0, tolerate_failed_models=True
+    ) as running:
+        yield running
+
+
+def _chat(client: httpx.Client, service: LocalService, model: str) -> httpx.Response:
+    return client.post(
+        f"{service.openai_base_url}/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        headers={"Authorization": f"Bearer {service.api_key}"},
+        timeout=REQUEST_TIMEOUT_S,
+    )
+
+
+# =========================================================================== weights that do not load
+def test_a_model_whose_weights_do_not_load_fails_alone(service: LocalService) -> None:
+    assert list(service.failed_models) == [BROKEN]
+    statuses = service.application_statuses()
+    assert statuses[model_app_name(BROKEN)] == "DEPLOY_FAILED"
+    assert {statuses[APP_NAME], statuses[model_app_name(ALPHA)], statuses[model_app_name(BETA)]} == {
+        "RUNNING"
+    }
+
+
+def test_the_failed_model_gets_a_503_naming_it_and_the_others_answer(service: LocalService) -> None:
+    with httpx.Client(trust_env=False) as client:
+        listed = client.get(
+            f"{service.openai_base_url}/models", headers={"Authorization": f"Bearer {service.api_key}"}
+        )
+        assert sorted(m["id"] for m in listed.json()["data"]) == [ALPHA, BETA, BROKEN]
+        started = time.monotonic()
+        refused = _chat(client, service, BROKEN)
+        refused_in = time.monotonic() - started
+        assert refused.status_code == UNAVAILABLE_STATUS, refused.text
+        assert f"model '{BROKEN}' is unavailable" in refused.text
+        for model in (ALPHA, BETA):
+            answer = _chat(client, service, model)
+            assert answer.status_code == 200, answer.text
+    _record({"broken_weights": {"refused_with": refused.status_code, "refused_in_s": round(refused_in, 2)}})
+
+
+# =========================================================================== an engine killed under load
+@dataclass(frozen=True)
+class Outcome:
+    model: str
+    sent_at: float
+    answered_at: float
+    status: int | None  # None: no HTTP answer (connection error or timeout)
+
+
+class SteadyLoad:
+    """CLIENTS_PER_MODEL threads per model, each sending one short chat after the other."""
+
+    def __init__(self, service: LocalService, models: tuple[str, ...]) -> None:
+        self.service = service
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(model,), daemon=True)
+            for model in models
+            for _ in range(CLIENTS_PER_MODEL)
+        ]
+
+    def __enter__(self) -> SteadyLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=REQUEST_TIMEOUT_S + 10)
+
+    def _loop(self, model: str) -> None:
+        with httpx.Client(trust_env=False) as client:
+            while not self._stop.is_set():
+                sent = time.monotonic()
+                try:
+                    status: int | None = _chat(client, self.service, model).status_code
+                except httpx.HTTPError:
+                    status = None
+                with self._lock:
+                    self.outcomes.append(Outcome(model, sent, time.monotonic(), status))
+
+    def of(self, model: str) -> list[Outcome]:
+        with self._lock:
+            return [o for o in self.outcomes if o.model == model]
+
+
+def _engine_processes(app: str) -> list[psutil.Process]:
+    """The vLLM processes under the Serve replica of `app` (its engine core and what that started)."""
+    replicas = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(f"ServeReplica:{app}:" in part for part in (p.info["cmdline"] or []))
+    ]
+    assert len(replicas) == 1, f"expected one replica process of {app}, found {len(replicas)}"
+    children = replicas[0].children(recursive=True)
+    assert children, f"the replica of {app} has no engine process"
+    return children
+
+
+def _recovered_at(outcomes: list[Outcome], killed_at: float) -> float | None:
+    """When the RECOVERED_AFTER-th success in a row, each sent after the kill, was answered."""
+    run = 0
+    for outcome in sorted((o for o in outcomes if o.sent_at > killed_at), key=lambda o: o.answered_at):
+        run = run + 1 if outcome.status == 200 else 0
+        if run == RECOVERED_AFTER:
+            return outcome.answered_at
+    return None
+
+
+def test_killing_one_models_engine_under_load_costs_the_other_model_nothing(service: LocalService) -> None:
+    statuses_seen: dict[str, set[str]] = {}
+    with SteadyLoad(service, (ALPHA, BETA)) as load:
+        time.sleep(STEADY_S)
+        before = {model: len(load.of(model)) for model in (ALPHA, BETA)}
+        engines = _engine_processes(model_app_name(ALPHA))
+        killed_at = time.monotonic()
+        for process in engines:
+            process.send_signal(signal.SIGKILL)
+        recovered = None
+        while recovered is None and time.monotonic() - killed_at < RECOVERY_TIMEOUT_S:
+            for name, status in service.application_statuses().items():
+                statuses_seen.setdefault(name, set()).add(status)
+            time.sleep(1.0)
+            recovered = _recovered_at(load.of(ALPHA), killed_at)
+    alpha, beta = load.of(ALPHA), load.of(BETA)
+    assert before[ALPHA] > 0 and before[BETA] > 0, "the load reached both models before the kill"
+    assert recovered is not None, f"{ALPHA} did not recover within {RECOVERY_TIMEOUT_S:.0f} s"
+    alpha_failed = [o for o in alpha if o.status != 200]
+    beta_failed = [o for o in beta if o.status != 200]
+    beta_during_outage = [
+        o for o in beta if o.status == 200 and killed_at < o.sent_at and o.answered_at < recovered
+    ]
+    figures = {
+        "engine_killed": {
+            "clients_per_model": CLIENTS_PER_MODEL,
+            "killed_processes": len(engines),
+            "alpha_requests": len(alpha),
+            "alpha_failed": len(alpha_failed),
+            "alpha_failed_statuses": sorted({str(o.status) for o in alpha_failed}),
+            "alpha_recovery_s": round(recovered - killed_at, 1),
+            "beta_requests": len(beta),
+            "beta_failed": len(beta_failed),
+            "beta_answered_during_alpha_outage": len(beta_during_outage),
+            "statuses_seen": {name: sorted(seen) for name, seen in sorted(statuses_seen.items())},
+        }
+    }
+    _record(figures)
+    assert beta_failed == [], f"{BETA} failed {len(beta_failed)} requests while {ALPHA} recovered"
+    assert beta_during_outage, f"{BETA} answered nothing while {ALPHA} was down"
+    assert statuses_seen[APP_NAME] == {"RUNNING"} and statuses_seen[model_app_name(BETA)] == {"RUNNING"}
+
+
+def _record(figures: dict[str, Any]) -> None:
+    FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
+    recorded = json.loads(FIGURES_FILE.read_text()) if FIGURES_FILE.exists() else {}
+    recorded.update(figures)
+    FIGURES_FILE.write_text(json.dumps(recorded, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
