@@ -33,6 +33,8 @@ so it imports only the standard library and what the Ray image has: never `serve
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import functools
 import hmac
 import json
@@ -117,6 +119,17 @@ MODEL_DEPLOYMENT_PREFIX: Final = "LLMServer:"
 # What the router answers for a model whose application failed (no replica running and Serve
 # gave up starting one: `DeploymentUnavailableError`, ray/serve/_private/router.py).
 UNAVAILABLE_STATUS: Final = 503
+# Serve 2.60 refuses a request at once only if its handle already knew the deployment had failed
+# when the request arrived (ray/serve/_private/router.py checks `_deployment_available` on entry;
+# `update_deployment_targets` only sets it and fails nothing already queued). A request queued
+# before that (the first one through a new handle, or one that woke a model from zero whose
+# replicas then all fail) would wait for a replica that never comes, up to the request timeout.
+# So a request still waiting for its first answer asks Serve, this often, whether it gave up on
+# the model (`model_gave_up`); the answer is shared by every waiting request.
+UNAVAILABLE_CHECK_EVERY_S: Final = 5.0
+# Serve's deployment statuses after it stops starting replicas (ray/serve/_private/common.py
+# `DeploymentStatus`: DEPLOY_FAILED at first deploy, UNHEALTHY when a later scale-up fails).
+GAVE_UP_STATUSES: Final = ("DEPLOY_FAILED", "UNHEALTHY")
 # The ingress deployment keeps Ray's name: logs, metrics (`deployment` label) and dashboards see
 # the same deployment as with `build_openai_app`.
 INGRESS_DEPLOYMENT: Final = "OpenAiIngress"
@@ -309,19 +322,55 @@ def task_aware_ingress() -> Any:
             }
             super().__init__(llm_deployments=handles, model_cards=cards)
             self.model_tasks = {model_id: entry["task"] for model_id, entry in models.items()}
+            self.model_applications = {model_id: entry["application"] for model_id, entry in models.items()}
+            self._serve_status: tuple[float, dict[str, Any]] = (float("-inf"), {})
+            self._serve_status_lock = asyncio.Lock()
+
+        async def _applications(self) -> dict[str, Any]:
+            """`serve.status()`'s applications as plain data, at most UNAVAILABLE_CHECK_EVERY_S old.
+            Asked in a thread: it waits on Serve's controller."""
+            async with self._serve_status_lock:
+                read_at, applications = self._serve_status
+                if time.monotonic() - read_at >= UNAVAILABLE_CHECK_EVERY_S:
+                    status = await asyncio.to_thread(serve.status)
+                    applications = dataclasses.asdict(status)["applications"]
+                    self._serve_status = (time.monotonic(), applications)
+                return applications
+
+        async def _gave_up(self, model: str) -> bool:
+            application = self.model_applications.get(model)
+            if application is None:
+                return False
+            applications = await self._applications()
+            return model_gave_up(applications, application, model_deployment_name(model))
 
         async def _get_response(self, *, body: Any, call_method: str, raw_request: Any = None) -> Any:
+            model = body.model or ""
+            stream = OpenAiIngress._get_response(
+                self, body=body, call_method=call_method, raw_request=raw_request
+            )
+            unavailable = OpenAIHTTPException(
+                status_code=UNAVAILABLE_STATUS,
+                message=unavailable_message(model),
+                type="ServiceUnavailableError",
+            )
+            first = asyncio.ensure_future(stream.__anext__())
             try:
-                async for item in OpenAiIngress._get_response(
-                    self, body=body, call_method=call_method, raw_request=raw_request
-                ):
-                    yield item
+                while not first.done():
+                    await asyncio.wait({first}, timeout=UNAVAILABLE_CHECK_EVERY_S)
+                    if not first.done() and await self._gave_up(model):
+                        raise unavailable
+                item = first.result()
+            except StopAsyncIteration:
+                return
             except DeploymentUnavailableError:
-                raise OpenAIHTTPException(
-                    status_code=UNAVAILABLE_STATUS,
-                    message=unavailable_message(body.model or ""),
-                    type="ServiceUnavailableError",
-                ) from None
+                raise unavailable from None
+            finally:
+                if not first.done():
+                    first.cancel()
+            yield item
+            async for item in stream:
+                yield item
 
         def require_task(self, model: str | None, route: str) -> None:
             task = self.model_tasks.get(model or "")
@@ -398,6 +447,21 @@ def endpoint_map() -> dict[str, Callable[[Any], Callable[..., Any]]]:
 
 def model_deployment_name(model_id: str) -> str:
     return MODEL_DEPLOYMENT_PREFIX + model_id.replace("/", "--").replace(".", "_")
+
+
+def model_gave_up(applications: Mapping[str, Any], application: str, deployment: str) -> bool:
+    """Whether Serve gave up on a model, from `serve.status()`'s applications as plain data: its
+    deployment failed and has no running replica (what makes Serve's own handles refuse it), or
+    its application failed before the deployment existed (its builder raised). An application not
+    deployed yet is still coming."""
+    app = applications.get(application)
+    if not isinstance(app, Mapping):
+        return False
+    found = (app.get("deployments") or {}).get(deployment)
+    if not isinstance(found, Mapping):
+        return bool(app.get("status") == "DEPLOY_FAILED")
+    running = (found.get("replica_states") or {}).get("RUNNING", 0)
+    return found.get("status") in GAVE_UP_STATUSES and not running
 
 
 def unavailable_message(model: str) -> str:

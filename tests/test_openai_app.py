@@ -271,3 +271,58 @@ def test_every_task_route_takes_its_request_from_the_json_body(ray_oracles: Modu
         dependant = routes[path].dependant
         assert [p.name for p in dependant.body_params] == ["body"], path
         assert not dependant.query_params, path
+
+
+# --- when the router stops waiting for a model ------------------------------------------------
+
+
+def _serve_status(app_status: str, deployment: dict[str, Any] | None) -> dict[str, Any]:
+    """`serve.status()`'s applications as the router reads them: Ray's own dataclasses, asdict'ed."""
+    import dataclasses
+
+    from ray.serve._private.common import DeploymentStatus, DeploymentStatusTrigger, ReplicaState
+    from ray.serve.schema import (
+        ApplicationStatus,
+        ApplicationStatusOverview,
+        DeploymentStatusOverview,
+        ServeStatus,
+    )
+
+    deployments = {}
+    if deployment is not None:
+        deployments["LLMServer:m"] = DeploymentStatusOverview(
+            status=DeploymentStatus(deployment["status"]),
+            status_trigger=DeploymentStatusTrigger.UNSPECIFIED,
+            replica_states={ReplicaState(state): n for state, n in deployment["replicas"].items()},
+            message="",
+        )
+    overview = ApplicationStatusOverview(
+        status=ApplicationStatus(app_status), message="", last_deployed_time_s=0.0, deployments=deployments
+    )
+    applications: dict[str, Any] = dataclasses.asdict(ServeStatus(applications={"model-m": overview}))[
+        "applications"
+    ]
+    return applications
+
+
+@pytest.mark.parametrize(
+    ("app_status", "deployment", "gave_up"),
+    [
+        ("DEPLOYING", {"status": "UPDATING", "replicas": {"STARTING": 1}}, False),
+        ("RUNNING", {"status": "HEALTHY", "replicas": {}}, False),  # at zero, waking up
+        ("RUNNING", {"status": "UPSCALING", "replicas": {"STARTING": 1}}, False),
+        ("DEPLOY_FAILED", {"status": "DEPLOY_FAILED", "replicas": {}}, True),
+        ("UNHEALTHY", {"status": "UNHEALTHY", "replicas": {}}, True),
+        ("UNHEALTHY", {"status": "UNHEALTHY", "replicas": {"RUNNING": 1, "STARTING": 1}}, False),
+        ("DEPLOY_FAILED", None, True),  # the builder raised: no deployment at all
+        ("DEPLOYING", None, False),
+    ],
+)
+def test_the_router_gives_up_on_a_model_exactly_when_serve_did(
+    ray_oracles: ModuleType, app_status: str, deployment: dict[str, Any] | None, gave_up: bool
+) -> None:
+    from serve.openai_app import model_deployment_name, model_gave_up
+
+    applications = _serve_status(app_status, deployment)
+    assert model_gave_up(applications, "model-m", model_deployment_name("m")) is gave_up
+    assert model_gave_up(applications, "model-other", model_deployment_name("m")) is False
