@@ -127,9 +127,14 @@ UNAVAILABLE_STATUS: Final = 503
 # So a request still waiting for its first answer asks Serve, this often, whether it gave up on
 # the model (`model_gave_up`); the answer is shared by every waiting request.
 UNAVAILABLE_CHECK_EVERY_S: Final = 5.0
-# Serve's deployment statuses after it stops starting replicas (ray/serve/_private/common.py
-# `DeploymentStatus`: DEPLOY_FAILED at first deploy, UNHEALTHY when a later scale-up fails).
-GAVE_UP_STATUSES: Final = ("DEPLOY_FAILED", "UNHEALTHY")
+# Serve's deployment statuses once replicas fail (ray/serve/_private/common.py `DeploymentStatus`:
+# DEPLOY_FAILED at first deploy, UNHEALTHY later), and the triggers that mean its replicas do not
+# start (`DeploymentStatusTrigger`; deployment_state.py sets REPLICA_STARTUP_FAILED after
+# `_failed_to_start_threshold` failed starts in a row). HEALTH_CHECK_FAILED is not one: a replica
+# that died (an engine killed, a node reclaimed) is being replaced, and its requests wait for the
+# replacement as they wait out a cold start.
+FAILED_STATUSES: Final = ("DEPLOY_FAILED", "UNHEALTHY")
+GAVE_UP_TRIGGERS: Final = ("REPLICA_STARTUP_FAILED", "DEPLOYMENT_ACTOR_FAILED")
 # The ingress deployment keeps Ray's name: logs, metrics (`deployment` label) and dashboards see
 # the same deployment as with `build_openai_app`.
 INGRESS_DEPLOYMENT: Final = "OpenAiIngress"
@@ -450,10 +455,10 @@ def model_deployment_name(model_id: str) -> str:
 
 
 def model_gave_up(applications: Mapping[str, Any], application: str, deployment: str) -> bool:
-    """Whether Serve gave up on a model, from `serve.status()`'s applications as plain data: its
-    deployment failed and has no running replica (what makes Serve's own handles refuse it), or
-    its application failed before the deployment existed (its builder raised). An application not
-    deployed yet is still coming."""
+    """Whether a model's replicas do not start, from `serve.status()`'s applications as plain data:
+    its deployment failed because replicas failed to start, and none is running; or its
+    application failed before the deployment existed (its builder raised). An application not
+    deployed yet, or replacing a replica that died, is still coming."""
     app = applications.get(application)
     if not isinstance(app, Mapping):
         return False
@@ -461,7 +466,11 @@ def model_gave_up(applications: Mapping[str, Any], application: str, deployment:
     if not isinstance(found, Mapping):
         return bool(app.get("status") == "DEPLOY_FAILED")
     running = (found.get("replica_states") or {}).get("RUNNING", 0)
-    return found.get("status") in GAVE_UP_STATUSES and not running
+    return (
+        found.get("status") in FAILED_STATUSES
+        and found.get("status_trigger") in GAVE_UP_TRIGGERS
+        and not running
+    )
 
 
 def unavailable_message(model: str) -> str:

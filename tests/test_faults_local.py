@@ -237,6 +237,19 @@ def test_killing_one_models_engine_under_load_costs_the_other_model_nothing(serv
             "alpha_failed": len(alpha_failed),
             "alpha_failed_statuses": sorted({str(o.status) for o in alpha_failed}),
             "alpha_recovery_s": round(recovered - killed_at, 1),
+            # Failures happen only at the kill: the requests the dead engine held, and those routed
+            # to its replica before Serve's health check found it dead; later ones wait for the
+            # replacement, as requests wait out a cold start.
+            "alpha_failures_until_s": round(
+                max((o.answered_at for o in alpha_failed), default=killed_at) - killed_at, 1
+            ),
+            "alpha_longest_answer_after_kill_s": round(
+                max(
+                    (o.answered_at - o.sent_at for o in alpha if o.sent_at > killed_at and o.status == 200),
+                    default=0.0,
+                ),
+                1,
+            ),
             "beta_requests": len(beta),
             "beta_failed": len(beta_failed),
             "beta_answered_during_alpha_outage": len(beta_during_outage),

@@ -254,6 +254,7 @@ EXPECTED_ALERTS = {
     "RequestsWaitingTooLong": ("> 5", "600s", "WARNING"),
     "KvCacheSaturated": ("> 0.95", "900s", "WARNING"),
     "Http5xxRate": ("> 0.05", "300s", "ERROR"),
+    "ModelApplicationFailed": ("< 3", "300s", "ERROR"),
     "NoReplicaWhileRequestsArrive": ("> 0", "900s", "CRITICAL"),
 }
 

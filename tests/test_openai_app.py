@@ -292,7 +292,7 @@ def _serve_status(app_status: str, deployment: dict[str, Any] | None) -> dict[st
     if deployment is not None:
         deployments["LLMServer:m"] = DeploymentStatusOverview(
             status=DeploymentStatus(deployment["status"]),
-            status_trigger=DeploymentStatusTrigger.UNSPECIFIED,
+            status_trigger=DeploymentStatusTrigger(deployment.get("trigger", "UNSPECIFIED")),
             replica_states={ReplicaState(state): n for state, n in deployment["replicas"].items()},
             message="",
         )
@@ -305,20 +305,32 @@ def _serve_status(app_status: str, deployment: dict[str, Any] | None) -> dict[st
     return applications
 
 
+STARTS_FAIL = "REPLICA_STARTUP_FAILED"
+DIED = "HEALTH_CHECK_FAILED"
+
+
 @pytest.mark.parametrize(
     ("app_status", "deployment", "gave_up"),
     [
         ("DEPLOYING", {"status": "UPDATING", "replicas": {"STARTING": 1}}, False),
         ("RUNNING", {"status": "HEALTHY", "replicas": {}}, False),  # at zero, waking up
         ("RUNNING", {"status": "UPSCALING", "replicas": {"STARTING": 1}}, False),
-        ("DEPLOY_FAILED", {"status": "DEPLOY_FAILED", "replicas": {}}, True),
-        ("UNHEALTHY", {"status": "UNHEALTHY", "replicas": {}}, True),
-        ("UNHEALTHY", {"status": "UNHEALTHY", "replicas": {"RUNNING": 1, "STARTING": 1}}, False),
+        ("DEPLOY_FAILED", {"status": "DEPLOY_FAILED", "replicas": {}, "trigger": STARTS_FAIL}, True),
+        ("UNHEALTHY", {"status": "UNHEALTHY", "replicas": {}, "trigger": STARTS_FAIL}, True),
+        ("UNHEALTHY", {"status": "UNHEALTHY", "replicas": {"STARTING": 1}, "trigger": STARTS_FAIL}, True),
+        # one replica of two still answers
+        ("UNHEALTHY", {"status": "UNHEALTHY", "replicas": {"RUNNING": 1}, "trigger": STARTS_FAIL}, False),
+        # a replica died (engine killed, node reclaimed): its replacement is coming
+        (
+            "UNHEALTHY",
+            {"status": "UNHEALTHY", "replicas": {"STARTING": 1}, "trigger": "HEALTH_CHECK_FAILED"},
+            False,
+        ),
         ("DEPLOY_FAILED", None, True),  # the builder raised: no deployment at all
         ("DEPLOYING", None, False),
     ],
 )
-def test_the_router_gives_up_on_a_model_exactly_when_serve_did(
+def test_the_router_gives_up_on_a_model_only_when_its_replicas_do_not_start(
     ray_oracles: ModuleType, app_status: str, deployment: dict[str, Any] | None, gave_up: bool
 ) -> None:
     from serve.openai_app import model_deployment_name, model_gave_up

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from infra.plan.ray_service import NAMESPACE
+from serve.serve_config import MODEL_APP_PREFIX
 from serve.tiers import TierName
 
 # --- where metrics come from --------------------------------------------------------------
@@ -187,6 +188,14 @@ QUEUED_REQUESTS: Final = Metric(
     Source.SERVE,
     "ray/serve/_private/router.py serve_deployment_queued_queries (waiting in a handle for a replica)",
 )
+APPLICATION_STATUS: Final = Metric(
+    "ray_serve_application_status",
+    "gauge",
+    ("application",),
+    Source.SERVE,
+    "ray/serve/_private/application_state.py serve_application_status "
+    "(0=UNKNOWN, 1=DEPLOY_FAILED, 2=UNHEALTHY, 3=NOT_STARTED, 4=DELETING, 5=DEPLOYING, 6=RUNNING)",
+)
 REPLICA_STARTUP: Final = Metric(
     "ray_serve_replica_startup_latency_ms",
     "histogram",
@@ -229,6 +238,7 @@ METRICS: Final = (
     TARGET_REPLICAS,
     HEALTHY_REPLICAS,
     QUEUED_REQUESTS,
+    APPLICATION_STATUS,
     REPLICA_STARTUP,
     HTTP_REQUESTS,
     HTTP_ERRORS,
@@ -240,6 +250,11 @@ METRICS: Final = (
 # core/server/builder.py: the deployment class name and ":" before the model id).
 MODEL_DEPLOYMENT_PREFIX: Final = "LLMServer:"
 MODEL_DEPLOYMENTS: Final = f'deployment=~"{MODEL_DEPLOYMENT_PREFIX}.*"'
+# Each model is its own Serve application (serve/serve_config.py `model_app_name`).
+MODEL_APPLICATIONS: Final = f'application=~"{MODEL_APP_PREFIX}.*"'
+# serve_application_status values at or below this: Serve gave up (DEPLOY_FAILED, UNHEALTHY).
+APPLICATION_FAILED_AT_MOST: Final = 2
+APPLICATION_FAILED_MINUTES: Final = 5
 
 # GKE's managed metric packages: system metrics (required with any other component) and DCGM,
 # GPU metrics from GKE's own dcgm-exporter on nodes whose driver GKE installed (our pools:
@@ -691,6 +706,23 @@ def alerts(scope: Scope) -> tuple[Alert, ...]:
             "5 minutes. Check the Serve application's status (kubectl -n llm-serving get rayservice llm) "
             "and the replicas' logs in the Ray dashboard.",
             (HTTP_ERRORS, HTTP_REQUESTS),
+        ),
+        Alert(
+            "ModelApplicationFailed",
+            "A model's Serve application failed",
+            # `>= 1` drops UNKNOWN (0); what is left at or below the threshold failed.
+            f"{gauge(scope, 'max', APPLICATION_STATUS, ('application',), MODEL_APPLICATIONS)} >= 1",
+            "<",
+            APPLICATION_FAILED_AT_MOST + 1,
+            APPLICATION_FAILED_MINUTES * 60,
+            "ERROR",
+            f"A model's Serve application has been DEPLOY_FAILED or UNHEALTHY for "
+            f"{APPLICATION_FAILED_MINUTES} "
+            "minutes: Serve stopped starting its replicas (weights that do not load, an engine setting the "
+            "GPU cannot hold). Its requests get 503; the other models are unaffected. See the message in "
+            "kubectl -n llm-serving get rayservice llm -o jsonpath='{.status.activeServiceStatus."
+            "applicationStatuses}', fix the catalog entry and `pulumi up`.",
+            (APPLICATION_STATUS,),
         ),
         Alert(
             "NoReplicaWhileRequestsArrive",
