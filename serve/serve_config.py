@@ -46,6 +46,14 @@ PROXY_LOCATION: Final = "HeadOnly"
 # node drain takes 12 (infra/plan/ray_service.py). Streams longer than this are cut; clients retry.
 REPLICA_GRACEFUL_SHUTDOWN_SECONDS: Final = 10
 REPLICA_GRACEFUL_SHUTDOWN_WAIT_LOOP_SECONDS: Final = 1
+# How often Serve asks a model replica whether its engine lives. Serve replaces a replica after
+# three failed checks in a row (ray/serve/_private/constants.py
+# REPLICA_HEALTH_CHECK_UNHEALTHY_THRESHOLD) and until then keeps routing requests to it, which
+# fail at once when its engine died: with Ray Serve LLM's 10 s (ray/llm/_internal/serve/
+# constants.py DEFAULT_HEALTH_CHECK_PERIOD_S), 43 s of failed requests after an engine was killed
+# (tests/test_faults_local.py). The check reads a flag of vLLM's engine client
+# (LLMServer.check_health, AsyncLLM.check_health), so checking often costs nothing.
+REPLICA_HEALTH_CHECK_PERIOD_SECONDS: Final = 2
 INGRESS_CPUS: Final = 1
 # One ingress replica: Ray's ingress defaults target 1e9 ongoing requests per replica
 # (ray/llm/_internal/serve/core/ingress/ingress.py DEFAULT_INGRESS_OPTIONS), so a higher
@@ -119,6 +127,7 @@ def llm_config(
             **autoscaling.serve_deployment_config(),
             "graceful_shutdown_timeout_s": REPLICA_GRACEFUL_SHUTDOWN_SECONDS,
             "graceful_shutdown_wait_loop_s": REPLICA_GRACEFUL_SHUTDOWN_WAIT_LOOP_SECONDS,
+            "health_check_period_s": REPLICA_HEALTH_CHECK_PERIOD_SECONDS,
         },
     }
     if share is not None:

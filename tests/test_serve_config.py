@@ -299,3 +299,19 @@ def test_the_model_builder_takes_only_its_llm_config(
         ray_oracles.build_serve_app(app["import_path"], {**app["args"], "llm_configs": []})
     with pytest.raises(pydantic.ValidationError, match="model_loading_config"):
         ray_oracles.build_serve_app(app["import_path"], {"llm_config": {"accelerator_type": "L4"}})
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_model_replica_is_health_checked_at_the_planned_period(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    """Ray Serve LLM has its own default (10 s); what Serve deploys must be ours."""
+    from serve.serve_config import REPLICA_HEALTH_CHECK_PERIOD_SECONDS
+
+    options = ray_oracles.document_deployment_options(plans[stack].serve_config)
+    periods = {
+        name: option["config"]["health_check_period_s"]
+        for name, option in options.items()
+        if name.startswith("LLMServer:")
+    }
+    assert periods and set(periods.values()) == {REPLICA_HEALTH_CHECK_PERIOD_SECONDS}
