@@ -330,7 +330,10 @@ def test_stop_requests_count_and_notice_the_parent_exiting(monkeypatch: pytest.M
 
     watching = StopRequest(watch_parent=True)
     assert watching.reason is None
-    monkeypatch.setattr(os, "getppid", lambda: 1)  # re-parented: the parent exited
+    parent = os.getppid()
+    # Re-parented: the parent exited (to init, or to a subreaper; not the pid it was, which is 1
+    # itself when this test runs in a job whose shell has exited).
+    monkeypatch.setattr(os, "getppid", lambda: parent + 1)
     assert watching.reason is not None and "exited" in watching.reason
     assert not watching.urgent, "the parent exiting counts once"
 
