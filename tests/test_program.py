@@ -222,7 +222,7 @@ def test_the_agreement_check_has_teeth(
 ) -> None:
     # The prod plan against the dev program: pools, models, cost and the spec all differ.
     joined = "\n".join(agreement_problems(plans["prod"], program_runs["dev"]))
-    for topic in ("RayService spec", "node pools", "served models", "cost"):
+    for topic in ("RayService spec", "node pools", "served models", "cost", "disruption budgets"):
         assert topic in joined
 
 

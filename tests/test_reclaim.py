@@ -95,3 +95,18 @@ def test_the_readme_tables_are_what_the_code_renders(plans: dict[str, ServingPla
     # The prose quotes the same numbers.
     section = readme[readme.index("### Spot reclaims and maintenance") :]
     assert f"gives it\n{SPOT_POD_SHUTDOWN_SECONDS} s" in section
+
+
+def test_the_plan_report_prints_the_reclaim_table(plans: dict[str, ServingPlan]) -> None:
+    import io
+
+    from infra.report.tables import make_console, print_plan
+
+    out = io.StringIO()
+    print_plan(make_console(out), plans["prod"])
+    text = out.getvalue()
+    assert "Spot reclaims and maintenance" in text
+    section = text[text.index("Spot reclaims and maintenance") :]
+    row = next(line for line in section.splitlines() if "qwen2-5-1-5b-instruct (t4)" in line)
+    # No replacement before the old replica stops; two replicas can share a node; budget 0.
+    assert [cell.strip() for cell in row.split("│")[2:5]] == ["no", "yes", "0"]
