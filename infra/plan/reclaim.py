@@ -26,8 +26,11 @@ Then, in order (seconds after SIGTERM):
 
 So the replacement is up before the old replica stops only if its cold start fits in step 3's
 window. For GPU models it never does, on spot or on eviction alike: the window is seconds and a
-cold start is minutes. The budget (PDB) makes GKE's drains take one worker of a group at a time;
-what keeps a model answering through either is a second warm replica on another node
+cold start is minutes. An eviction cannot be given a longer drain alone: the drain timeout is one
+environment variable for both ways, and on spot a drain longer than the pod lives leaves the old
+replica taking requests until it is killed, with no graceful stop at all. The budget (PDB)
+limits how many of a group's warm nodes GKE drains at once (infra/plan/disruption.py); what keeps
+a model answering through either is a second warm replica on another node
 (infra/plan/spreading.py says which models can have one).
 
 **A longer spot window (not built).** GKE can give ordinary pods of a spot Standard pool up to
