@@ -7,7 +7,9 @@ from typing import Any
 
 import pulumi_kubernetes as k8s
 import pytest
+import yaml
 from helpers.settings_edits import with_scaling, with_tier
+from helpers.shared_files import kuberay_dir
 from helpers.stack_files import STACKS
 
 from infra import resource_types
@@ -79,6 +81,15 @@ def test_budgets_use_an_integer_min_available(plans: dict[str, ServingPlan], sta
     for budget in plans[stack].disruption_budgets:
         assert "maxUnavailable" not in budget["spec"]
         assert isinstance(budget["spec"]["minAvailable"], int)
+
+
+def test_a_raycluster_has_no_scale_subresource() -> None:
+    """Why not maxUnavailable: the disruption controller finds a pod's expected count through its
+    controller's scale, and KubeRay v1.7.0's RayCluster CRD declares none."""
+    crd = yaml.safe_load((kuberay_dir() / "crds" / "ray.io_rayclusters.yaml").read_text(encoding="utf-8"))
+    assert crd["spec"]["names"]["kind"] == "RayCluster"
+    for version in crd["spec"]["versions"]:
+        assert "scale" not in (version.get("subresources") or {}), version["name"]
 
 
 def test_structure_check_has_teeth() -> None:
