@@ -121,6 +121,7 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
             service_accounts={ksa: model_store.accounts[ksa].email for ksa in (RAY_KSA, MIRROR_KSA)},
             mirror_jobs=plan.mirror_jobs,
             model_store=model_store,
+            disruption_budgets=plan.disruption_budgets,
         ),
         opts=in_cluster,
     )

@@ -62,9 +62,10 @@ def test_the_serve_service_is_an_internal_load_balancer_on_the_reserved_address(
     assert serve_service["spec"]["loadBalancerIP"] == ep.serve_address()
     # KubeRay keeps a user port whose name matches the head's `serve` port (service.go BuildServeService).
     head = _spec(run)["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    serve_port = {p["name"]: p["containerPort"] for p in head["ports"]}["serve"]
+    # Its target is the head's port by name, so pods without one (workers) are no endpoints of it.
+    assert {p["name"]: p["containerPort"] for p in head["ports"]}["serve"] == 8000
     (port,) = serve_service["spec"]["ports"]
-    assert port == {"name": "serve", "port": 80, "targetPort": serve_port}
+    assert port == {"name": "serve", "port": 80, "targetPort": "serve"}
     # Not part of rayClusterConfig: changing it never starts a new cluster.
     assert "serveService" not in json.dumps(_spec(run)["rayClusterConfig"])
     assert address.urn in run.one(resource_types.RAY_SERVICE).dependencies

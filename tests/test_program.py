@@ -222,7 +222,7 @@ def test_the_agreement_check_has_teeth(
 ) -> None:
     # The prod plan against the dev program: pools, models, cost and the spec all differ.
     joined = "\n".join(agreement_problems(plans["prod"], program_runs["dev"]))
-    for topic in ("RayService spec", "node pools", "served models", "cost"):
+    for topic in ("RayService spec", "node pools", "served models", "cost", "disruption budgets"):
         assert topic in joined
 
 
@@ -334,6 +334,9 @@ ALLOWED_STACK_DIFFERENCES = (
     # does the mirror Job of each served model's revision.
     rf"^{SERVICE}/llm-alias-[a-z0-9-]+-predictor:<exists>$",
     rf"^{resource_types.JOB}/llm-mirror-[a-z0-9-]+:<exists>$",
+    # One disruption budget per worker group; how many nodes it keeps follows the warm replicas
+    # (minReplicas) and the tier's gpusPerNode.
+    rf"^{resource_types.POD_DISRUPTION_BUDGET}/llm-pdb-ray-worker-\w+:(<exists>|spec\.minAvailable)$",
     # The system pool sits in the first zone of the first enabled tier.
     rf"^{NODE_POOL}/gke-system:nodeLocations.*$",
     # The one optional key that is neither: `llm-serving:alertEmail` adds an email notification

@@ -1,5 +1,6 @@
 """The serving objects in the cluster: namespace, HF token Secret, API keys Secret, env and app
-ConfigMaps, NetworkPolicies, KServe-style alias Services, RayService."""
+ConfigMaps, NetworkPolicies, KServe-style alias Services, the worker groups' disruption budgets,
+RayService."""
 
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ class LlmServiceArgs:
     """One mirror Job document per served (Hub repo, revision) (`ServingPlan.mirror_jobs`)."""
     model_store: pulumi.Resource
     """The bucket and its grants: every mirror Job and Ray pod starts after them."""
+    disruption_budgets: Sequence[Mapping[str, Any]] = ()
+    """One PodDisruptionBudget document per worker group (`ServingPlan.disruption_budgets`)."""
 
 
 class LlmService(pulumi.ComponentResource):
@@ -204,6 +207,18 @@ class LlmService(pulumi.ComponentResource):
                 opts=child,
             )
             for policy in network_policies()
+        ]
+        # Select pods by labels only: they exist before the RayService's pods and outlive a cluster.
+        self.disruption_budgets = [
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-pdb-{budget['metadata']['name']}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=budget["metadata"]["name"], namespace=namespace, labels=MANAGED_BY
+                ),
+                spec=budget["spec"],
+                opts=child,
+            )
+            for budget in args.disruption_budgets
         ]
         self.aliases = [
             k8s.core.v1.Service(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from configcheck.problems import ConfigError, Problem
 from infra.inputs import load_inputs
 from infra.plan.cost import CostEstimate, estimate_cost
+from infra.plan.disruption import disruption_budgets
 from infra.plan.endpoint import serve_address, serve_service
 from infra.plan.model_store import image_via_registry, mirror_job, mirrored_models, model_bucket_name
 from infra.plan.network import NetworkSpec
@@ -122,6 +123,14 @@ class ServingPlan(BaseModel):
     def ray_service_spec(self) -> dict[str, Any]:
         return ray_service_spec(
             self.serve_config, self.ray_cluster_config, serve_service(serve_address(self.network.node_cidr))
+        )
+
+    @property
+    def disruption_budgets(self) -> list[dict[str, Any]]:
+        """One PodDisruptionBudget per worker group (infra/plan/disruption.py)."""
+        return disruption_budgets(
+            self.gpu_pools,
+            {pool.name: _warm_gpus(self.served, pool.tier, self.settings) for pool in self.gpu_pools},
         )
 
     @property

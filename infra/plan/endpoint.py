@@ -47,6 +47,7 @@ from typing import Any, Final
 
 from infra.plan.network import NODE_CIDR
 from infra.plan.ray_service import NAMESPACE, PORTS, RAY_SERVICE_NAME
+from infra.plan.worker_readiness import SERVE_PORT_NAME
 from infra.versions import KUBERAY_NAMESPACE
 from serve.serve_config import SERVE_HTTP_PORT
 
@@ -62,7 +63,6 @@ INTERNAL_LB_ANNOTATIONS: Final = {
     "networking.gke.io/load-balancer-type": "Internal",
     "networking.gke.io/internal-load-balancer-allow-global-access": "true",
 }
-SERVE_PORT_NAME: Final = "serve"  # KubeRay merges the user's serve port with the head's by this name
 
 KSERVE_SUFFIX: Final = "-predictor"
 _DNS_1035: Final = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -103,7 +103,9 @@ def serve_service(address: str) -> dict[str, Any]:
         "spec": {
             "type": "LoadBalancer",
             "loadBalancerIP": address,
-            "ports": [{"name": SERVE_PORT_NAME, "port": SERVE_SERVICE_PORT, "targetPort": SERVE_HTTP_PORT}],
+            # Named: only pods that declare a `serve` port (the head) are its endpoints, though Ready
+            # workers carry the Service's selector labels too (infra/plan/worker_readiness.py).
+            "ports": [{"name": SERVE_PORT_NAME, "port": SERVE_SERVICE_PORT, "targetPort": SERVE_PORT_NAME}],
         },
     }
 

@@ -18,6 +18,7 @@ from infra.plan.gke_nodes import schedulable
 from infra.plan.model_store import RAY_KSA
 from infra.plan.mounted_code import PACKAGE, code_volume, content_name, module_files
 from infra.plan.node_pools import NodePoolSpec, worker_tolerations
+from infra.plan.worker_readiness import SERVE_PORT_NAME, worker_readiness_probe
 from infra.settings import MAX_NODES_PER_TIER
 from serve.serve_config import (
     API_KEYS_MOUNT_PATH,
@@ -26,7 +27,7 @@ from serve.serve_config import (
     ROUTER_TIMEOUT_ENV,
     SERVE_HTTP_PORT,
 )
-from serve.tiers import TIERS
+from serve.tiers import TIERS, TierName
 from serve.versions import RAY_LLM_IMAGE, RAY_VERSION
 
 NAMESPACE: Final = "llm-serving"
@@ -71,9 +72,11 @@ SPOT_POD_SHUTDOWN_SECONDS: Final = 15
 WORKER_GRACE_SECONDS: Final = SPOT_POD_SHUTDOWN_SECONDS
 # On SIGTERM, `ray start` marks the node draining and waits up to this long for it to empty
 # before killing its processes (ray/_private/node.py `_drain_node_before_shutdown`, default
-# 30 s: longer than the pod lives). Under the grace period, with room for the teardown; Serve
-# stops the node's replicas within REPLICA_GRACEFUL_SHUTDOWN_SECONDS of the drain.
-WORKER_DRAIN_TIMEOUT_SECONDS: Final = 12
+# 30 s: longer than the pod lives). Under the grace period, with room for the teardown (killing
+# the node's processes, `kill_all_processes`); Serve stops the node's replicas
+# REPLICA_GRACEFUL_SHUTDOWN_SECONDS before the drain's deadline (infra/plan/reclaim.py).
+RAY_TEARDOWN_SECONDS: Final = 3
+WORKER_DRAIN_TIMEOUT_SECONDS: Final = WORKER_GRACE_SECONDS - RAY_TEARDOWN_SECONDS
 DRAIN_TIMEOUT_ENV: Final = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
 
 # The app builder (serve/openai_app.py) reaches the Ray image as a ConfigMap mounted at
@@ -88,7 +91,8 @@ APP_CODE_PACKAGE: Final = PACKAGE
 API_KEYS_SECRET_NAME: Final = "openai-api-keys"
 API_KEYS_VOLUME: Final = "api-keys"
 
-PORTS: Final = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": SERVE_HTTP_PORT}
+# The serve port by KubeRay's name for it: the serve Service targets it by that name.
+PORTS: Final = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, SERVE_PORT_NAME: SERVE_HTTP_PORT}
 
 
 def env_config_map_name(data: Mapping[str, str] = RAY_POD_ENV) -> str:
@@ -184,11 +188,19 @@ def head_group(system: NodePoolSpec, image: str = RAY_LLM_IMAGE) -> dict[str, An
     }
 
 
+def worker_component(tier: TierName) -> str:
+    """The worker template's `app.kubernetes.io/component` label: set by us, so the same on every
+    Ray cluster KubeRay starts (infra/plan/disruption.py selects on it)."""
+    return f"ray-worker-{tier.value}"
+
+
 def worker_group(pool: NodePoolSpec, image: str = RAY_LLM_IMAGE) -> dict[str, Any]:
     assert pool.tier is not None, "worker groups are for GPU pools"
     cpus, memory_gib = worker_container_resources(pool)
     container = _container("ray-worker", image, cpus, memory_gib, pool.accelerator_count)
     container["env"].append({"name": DRAIN_TIMEOUT_ENV, "value": str(WORKER_DRAIN_TIMEOUT_SECONDS)})
+    # Ready means "this Ray node is up", not "behind a Serve proxy" (infra/plan/worker_readiness.py).
+    container["readinessProbe"] = worker_readiness_probe()
     container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
     return {
         "groupName": pool.tier.value,
@@ -203,7 +215,7 @@ def worker_group(pool: NodePoolSpec, image: str = RAY_LLM_IMAGE) -> dict[str, An
             "resources": ray_resources_param(TIERS[pool.tier].ray_resources),
         },
         "template": {
-            "metadata": {"labels": {"app.kubernetes.io/component": f"ray-worker-{pool.tier.value}"}},
+            "metadata": {"labels": {"app.kubernetes.io/component": worker_component(pool.tier)}},
             "spec": {
                 # Reads the model bucket as its Google service account (Workload Identity).
                 "serviceAccountName": RAY_KSA,

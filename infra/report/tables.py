@@ -23,6 +23,10 @@ from infra.plan.gke_nodes import SAFETY_MARGIN, Resources, allocatable, node_pod
 from infra.plan.kuberay_rollout import rollout
 from infra.plan.node_pools import NodePoolSpec
 from infra.plan.observability import Scope, alerts, dashboard_display_name, sections
+from infra.plan.ray_service import worker_component
+from infra.plan.reclaim import Disruption, timeline
+from infra.plan.reclaim import reclaim_table as reclaim_rows
+from infra.plan.spreading import spread_table
 from infra.settings import AUTOSCALING_KEY, HF_TOKEN_KEY, TIERS_KEY, set_secret_command, stack_file
 from infra.versions import KUBERAY_VERSION
 from serve.paths import REPO_ROOT
@@ -285,6 +289,35 @@ def cold_start_table(plan: ServingPlan) -> Table:
     return table
 
 
+def reclaim_table(plan: ServingPlan) -> Table:
+    """Per served model: whether a replacement is up before a reclaimed or evicted replica stops,
+    whether two of its replicas can share a node, and the worker group's disruption budget."""
+    budgets = {b["metadata"]["name"]: b["spec"]["minAvailable"] for b in plan.disruption_budgets}
+    spread = {row.model_id: row for row in spread_table(plan)}
+    first = {row.model_id: row for row in reclaim_rows(plan)}
+    line = timeline(Disruption.SPOT_RECLAIM)
+    table = Table(
+        title="Spot reclaims and maintenance",
+        title_justify="left",
+        caption=f"spot reclaim: the old replica takes requests for {line.old_replica_stops} s, "
+        f"the rest are cut at {line.requests_cut} s, the pod is killed at {line.pod_killed} s; "
+        "infra/plan/reclaim.py, spreading.py, disruption.py",
+        caption_justify="left",
+    )
+    table.add_column("model (tier)", no_wrap=True)
+    table.add_column("replacement first", no_wrap=True)
+    table.add_column("two replicas can share a node", no_wrap=True)
+    table.add_column("budget minAvailable", justify="right", no_wrap=True)
+    for model in plan.served:
+        table.add_row(
+            escape(f"{model.id} ({model.tier.value})"),
+            "yes" if first[model.id].replacement_first else "no",
+            "yes" if spread[model.id].may_share_a_node else "no",
+            str(budgets[worker_component(model.tier)]),
+        )
+    return table
+
+
 # The cluster's name is known only once GKE has it; the tables show where it goes.
 _CLUSTER_PLACEHOLDER: Final = "<cluster>"
 
@@ -350,6 +383,7 @@ def print_plan(console: Console, plan: ServingPlan) -> None:
         f"(prices read on {plan.cost.prices_read_on}, {plan.cost.prices_region})"
     )
     console.print(cold_start_table(plan))
+    console.print(reclaim_table(plan))
     console.print(dashboard_table(plan))
     console.print(alert_table(plan))
 

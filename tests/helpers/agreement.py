@@ -59,6 +59,12 @@ def agreement_problems(plan: ServingPlan, run: ProgramRun) -> list[str]:
     ray_service = single(resource_types.RAY_SERVICE)
     if ray_service is not None and ray_service.get("spec") != plan.ray_service_spec:
         problems.append("the registered RayService spec differs from the plan's ray_service_spec")
+    budgets = {
+        (r.inputs.get("metadata") or {}).get("name"): r.inputs.get("spec")
+        for r in run.of_type(resource_types.POD_DISRUPTION_BUDGET)
+    }
+    if budgets != {b["metadata"]["name"]: b["spec"] for b in plan.disruption_budgets}:
+        problems.append(f"disruption budgets: program {sorted(budgets)} differ from the plan's")
     config_maps = {
         (r.inputs.get("metadata") or {}).get("name"): r.inputs for r in run.of_type(resource_types.CONFIG_MAP)
     }
