@@ -66,6 +66,8 @@ class LlmServiceArgs:
     """One mirror Job document per served (Hub repo, revision) (`ServingPlan.mirror_jobs`)."""
     model_store: pulumi.Resource
     """The bucket and its grants: every mirror Job and Ray pod starts after them."""
+    compute_classes: Sequence[pulumi.Resource] = ()
+    """The GPU tiers' ComputeClasses the workers select: created before the RayService, deleted after."""
 
 
 class LlmService(pulumi.ComponentResource):
@@ -243,6 +245,7 @@ class LlmService(pulumi.ComponentResource):
                     *self.service_accounts,
                     *self.mirror_jobs,
                     args.model_store,
+                    *args.compute_classes,
                 ],
             ),
         )
