@@ -230,7 +230,8 @@ def placement_problems(pod_spec: Mapping[str, Any], pool: NodePoolSpec) -> list[
     ]
     tolerations = pod_spec.get("tolerations") or []
     problems += [
-        f"{pool.name} nodes are tainted {taint.key}={taint.value}:{taint.effect}, which the pod does not tolerate"
+        f"{pool.name} nodes are tainted {taint.key}={taint.value}:{taint.effect}, "
+        "which the pod does not tolerate"
         for taint in pool.taints
         if taint.effect in _REPELLING_EFFECTS
         and not any(_tolerates(t, taint.key, taint.value, taint.effect) for t in tolerations)
