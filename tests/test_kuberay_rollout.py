@@ -144,7 +144,12 @@ SETTING_CHANGES: list[tuple[str, str, Edit, ClusterAction]] = [
         with_tier(TierName.L4, on_demand_fallback=False),
         ClusterAction.NOTHING,
     ),
-    ("dev", "t4 onDemandFallback false -> true", with_tier(TierName.T4, on_demand_fallback=True), ClusterAction.NOTHING),
+    (
+        "dev",
+        "t4 onDemandFallback false -> true",
+        with_tier(TierName.T4, on_demand_fallback=True),
+        ClusterAction.NOTHING,
+    ),
     ("prod", "l4 zones 3 -> 1", with_tier(TierName.L4, zones=["us-central1-a"]), ClusterAction.NOTHING),
     ("prod", "l4 gpusPerNode 1 -> 2", with_tier(TierName.L4, gpus_per_node=2), ClusterAction.NEW_CLUSTER),
     ("prod", "disable a100", with_tier(TierName.A100, enabled=False), ClusterAction.NEW_CLUSTER),

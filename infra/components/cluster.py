@@ -238,8 +238,9 @@ class GkeCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["nodeConfig"]),
         )
 
+        pools = (args.system_pool, *args.gpu_pools, *args.fallback_pools)
         self.node_pools: list[gcp.container.NodePool] = []
-        for pool in (args.system_pool, *args.gpu_pools, *args.fallback_pools):
+        for pool in pools:
             self.node_pools.append(
                 gcp.container.NodePool(
                     f"{name}-{pool.name}",
@@ -276,12 +277,7 @@ class GkeCluster(pulumi.ComponentResource):
         )
         # Through the provider, so after every pool on create and, on destroy, deleted before them
         # (and after the RayService, whose workers select them).
-        names = {
-            pool.name: resource.name
-            for pool, resource in zip(
-                (args.system_pool, *args.gpu_pools, *args.fallback_pools), self.node_pools, strict=True
-            )
-        }
+        names = {pool.name: resource.name for pool, resource in zip(pools, self.node_pools, strict=True)}
         self.compute_classes = [
             k8s.apiextensions.CustomResource(
                 f"{name}-{document['metadata']['name']}-class",

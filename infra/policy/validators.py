@@ -2,7 +2,9 @@
 
 Each validator has the `ResourceValidation` signature `(args, report_violation) -> None` and is
 pure: it reads only `args.resource_type` and `args.props` and reports every problem it finds, so
-the tests call it directly with a `ResourceValidationArgs`. `__main__.py` only hands `POLICIES`
+the tests call it directly with a `ResourceValidationArgs`. A rule that needs to see other
+resources (a fallback pool and the spot pool it backs) is a stack rule, `StackValidation`
+`(args, report_violation)` over `args.resources`, each read the same way. `__main__.py` only hands `POLICIES`
 to a `PolicyPack` (which starts a gRPC server and never returns).
 
 What the engine passes, and what that means here:
