@@ -14,10 +14,10 @@ FALLBACK_FOR_LABEL: Final = "llm-serving/fallback-for"
 # it, and a manually created pool joins a class by carrying it as node label and NoSchedule taint.
 # Sources (read 2026-11-27): the example vszal/gke-custom-compute-class-examples
 # static-node-pools/create-node-pools.sh (`--node-labels=cloud.google.com/compute-class=<class>
-# --node-taints=cloud.google.com/compute-class=<class>:NoSchedule`); Google's how-to
-# https://cloud.google.com/kubernetes-engine/docs/how-to/node-attributes-compute-classes has the
-# section on manually created pools, whose text we could not read offline (README, "What only real
-# GKE can verify"). GKE updates an existing pool's labels and taints in place ("Update node labels
-# and taints of existing node pools", .../docs/how-to/update-existing-nodepools), so adding them
-# does not recreate a pool.
+# --node-taints=cloud.google.com/compute-class=<class>:NoSchedule`), the same shape in public GKE
+# GPU samples, and Google's best-practice page, which shows `nodepools` priorities naming manual
+# pools (https://cloud.google.com/kubernetes-engine/docs/best-practices/computeclasses). Google's
+# own paragraph on manual pools (how-to/node-attributes-compute-classes) was not readable here:
+# README, "On-demand fallback", lists this among what only a real cluster shows. GKE's API
+# updates an existing pool's labels and taints in place (how-to/update-existing-nodepools).
 COMPUTE_CLASS_KEY: Final = "cloud.google.com/compute-class"

@@ -930,7 +930,10 @@ def test_policies_catch_changes_to_the_real_resources(registered: list[Registere
     found = run_rules(resource_types.JOB, job.name, leaked_job)
     assert any("(HF_TOKEN) with `value`" in line for line in found), found
 
-    pool = gpu_pools(registered)[0]
+    # A tier's own pool (a labelled fallback is on demand by design: its own tests above).
+    pool = next(
+        p for p in gpu_pools(registered) if "llm-serving/fallback-for" not in p.inputs["nodeConfig"]["labels"]
+    )
     on_demand = copy.deepcopy(pool.inputs)
     on_demand["nodeConfig"]["spot"] = False
     on_demand["autoscaling"]["totalMinNodeCount"] = 1
