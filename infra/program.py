@@ -2,8 +2,8 @@
 
 Everything decided here is decided in `infra.plan`; this module only wires components
 together in dependency order, which is also the reverse of the teardown order:
-network -> cluster + pools -> Kubernetes provider -> KubeRay operator -> namespace, Secret,
-ConfigMap -> RayService; the namespace -> PodMonitoring; the cluster's name -> dashboard, alerts.
+network -> cluster + pools -> Kubernetes provider -> compute classes, KubeRay operator -> namespace,
+Secret, ConfigMap -> RayService; the namespace -> PodMonitoring; the cluster's name -> dashboard, alerts.
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
             egress=network.nat,
             system_pool=plan.system_pool,
             gpu_pools=plan.gpu_pools,
+            fallback_pools=plan.fallback_pools,
+            compute_classes=plan.compute_classes,
         ),
     )
     model_store = ModelStore(
@@ -122,6 +124,7 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
             mirror_jobs=plan.mirror_jobs,
             model_store=model_store,
             disruption_budgets=plan.disruption_budgets,
+            compute_classes=cluster.compute_classes,
         ),
         opts=in_cluster,
     )

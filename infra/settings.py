@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    ValidationInfo,
     field_validator,
 )
 
@@ -66,7 +67,7 @@ ALLOWED_KEYS: Final = (
 PULUMI_STACK_FILE_KEYS: Final = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
 
 MAX_NODES_PER_TIER: Final = 32
-_TIER_FIELDS: Final = "enabled, spot, gpusPerNode, minNodes, maxNodes and zones"
+_TIER_FIELDS: Final = "enabled, spot, gpusPerNode, minNodes, maxNodes and zones (onDemandFallback optional)"
 _ZONE: Final = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION: Final = re.compile(r"^[a-z]+-[a-z]+\d+$")
 _PROJECT: Final = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -116,7 +117,26 @@ class TierSettings(CamelStrict):
             raise ValueError(f"{', '.join(twice)} listed twice; list each zone once")
         return zones
 
+    on_demand_fallback: StrictBool = Field(
+        default=False,
+        description=(
+            "Add an on-demand pool (same machine, zones and maxNodes, scaling from zero) that GKE "
+            "scales up only when the spot pool cannot (no spot capacity, or at maxNodes); needs spot: true."
+        ),
+    )
+
     _nodes_ordered = not_below("max_nodes", "min_nodes", fix="make minNodes <= maxNodes")
+
+    @field_validator("on_demand_fallback")
+    @classmethod
+    def _fallback_backs_spot(cls, fallback: bool, info: ValidationInfo) -> bool:
+        # On the fallback's own line: that is the setting to remove, or spot the one to turn on.
+        if fallback and info.data.get("spot") is False:
+            raise ValueError(
+                "an on-demand fallback backs a spot pool, but this tier's pool is already on-demand "
+                "(spot: false); set spot: true or remove onDemandFallback"
+            )
+        return fallback
 
 
 class StackSettings(BaseModel):

@@ -31,6 +31,10 @@ DRY_RUN_WRITE_VERBS = frozenset({"create", "patch"})
 # Kubernetes types the program registers that the preview identity never touches in the cluster:
 # the Helm release is previewed client-side (a rendered template), the provider is no object.
 NOT_CLUSTER_OBJECTS = frozenset({resource_types.HELM_RELEASE, resource_types.KUBERNETES_PROVIDER})
+# The cluster-scoped objects the program creates: the only ones a preview may dry-run outside the
+# program's namespace.
+CLUSTER_SCOPED = frozenset({resource_types.NAMESPACE, resource_types.COMPUTE_CLASS})
+CLUSTER_SCOPED_WRITES = ([""], ["namespaces"]), (["cloud.google.com"], ["computeclasses"])
 
 
 def documents() -> list[dict[str, Any]]:
@@ -67,8 +71,15 @@ def group_and_plural(type_token: str) -> tuple[str, str]:
     -> ("ray.io", "rayservices")."""
     _, group_version, kind = type_token.split(":")
     group = group_version.rsplit("/", 1)[0]
-    # Kubernetes' own plural of a kind: NetworkPolicy -> networkpolicies (the RESTMapper's rule).
-    plural = kind.lower()[:-1] + "ies" if kind.endswith("y") else kind.lower() + "s"
+    # Kubernetes' own plural of a kind (apimachinery meta.UnsafeGuessKindToResource):
+    # NetworkPolicy -> networkpolicies, ComputeClass -> computeclasses.
+    lower = kind.lower()
+    if lower.endswith("y"):
+        plural = lower[:-1] + "ies"
+    elif lower.endswith("s"):
+        plural = lower + "es"
+    else:
+        plural = lower + "s"
     return ("" if group == "core" else group), plural
 
 
@@ -98,10 +109,10 @@ def test_a_preview_never_reads_a_secret() -> None:
             assert scope == NAMESPACE, "secret writes (dry runs) only in the program's namespace"
 
 
-def test_writes_only_in_the_programs_namespace_except_the_namespace_itself() -> None:
+def test_writes_only_in_the_programs_namespace_except_its_cluster_scoped_objects() -> None:
     for scope, rule in rules():
         if set(rule["verbs"]) & DRY_RUN_WRITE_VERBS and scope is None:
-            assert rule["apiGroups"] == [""] and rule["resources"] == ["namespaces"], rule
+            assert (rule["apiGroups"], rule["resources"]) in CLUSTER_SCOPED_WRITES, rule
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -118,7 +129,7 @@ def test_the_rules_cover_every_kubernetes_object_the_program_creates(
     assert {resource_types.NAMESPACE, resource_types.SECRET, resource_types.RAY_SERVICE} <= objects
     for type_ in sorted(objects):
         group, plural = group_and_plural(type_)
-        namespace = None if type_ == resource_types.NAMESPACE else NAMESPACE
+        namespace = None if type_ in CLUSTER_SCOPED else NAMESPACE
         for verb in sorted(DRY_RUN_WRITE_VERBS):
             assert allowed(verb, group, plural, namespace), f"{type_}: no `{verb}` on {group}/{plural}"
 

@@ -130,7 +130,26 @@ SETTING_CHANGES: list[tuple[str, str, Edit, ClusterAction]] = [
     ("prod", "l4 maxNodes 6 -> 8", with_tier(TierName.L4, max_nodes=8), ClusterAction.NOTHING),
     ("prod", "a100 maxNodes 4 -> 6", with_tier(TierName.A100, max_nodes=6), ClusterAction.NOTHING),
     ("prod", "t4 minNodes 0 -> 1", with_tier(TierName.T4, min_nodes=1), ClusterAction.NOTHING),
-    ("prod", "l4 spot true -> false", with_tier(TierName.L4, spot=False), ClusterAction.NOTHING),
+    # An on-demand pool needs no fallback (settings refuse the pair), so the fallback goes too.
+    (
+        "prod",
+        "l4 spot true -> false",
+        with_tier(TierName.L4, spot=False, on_demand_fallback=False),
+        ClusterAction.NOTHING,
+    ),
+    # Workers select the tier's compute class, never a pool: the fallback is GKE's business only.
+    (
+        "prod",
+        "l4 onDemandFallback true -> false",
+        with_tier(TierName.L4, on_demand_fallback=False),
+        ClusterAction.NOTHING,
+    ),
+    (
+        "dev",
+        "t4 onDemandFallback false -> true",
+        with_tier(TierName.T4, on_demand_fallback=True),
+        ClusterAction.NOTHING,
+    ),
     ("prod", "l4 zones 3 -> 1", with_tier(TierName.L4, zones=["us-central1-a"]), ClusterAction.NOTHING),
     ("prod", "l4 gpusPerNode 1 -> 2", with_tier(TierName.L4, gpus_per_node=2), ClusterAction.NEW_CLUSTER),
     ("prod", "disable a100", with_tier(TierName.A100, enabled=False), ClusterAction.NEW_CLUSTER),

@@ -126,7 +126,10 @@ def test_plans_refuse_pods_that_do_not_fit(prod: ServingPlan, monkeypatch: pytes
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_pool_has_a_margin(stack: str) -> None:
-    for fit in build_plan_for_stack(stack).node_fits:
+    plan = build_plan_for_stack(stack)
+    # Every pool is checked, the on-demand fallbacks too: they get the same worker as their tier.
+    assert [fit.pool.name for fit in plan.node_fits] == [pool.name for pool in plan.node_pools]
+    for fit in plan.node_fits:
         assert not fit.too_big
         assert fit.tightest_margin.cpu_millis >= 0 and fit.tightest_margin.memory_mib >= 0
 

@@ -339,7 +339,15 @@ COST_LINES = {
         ("gpu-t4: n1-standard-8 (spot)", 0.2363, 1, 4),
         ("gpu-l4: g2-standard-8 (spot)", 0.3406, 1, 6),
         ("gpu-a100: a2-ultragpu-2g (spot)", 4.0550, 1, 4),
-        ("Cloud NAT: per node (private nodes reach the internet through it)", 0.0014, 4, 16),
+        # l4's onDemandFallback: the same machine at the on-demand price, no node at idle (no warm
+        # replica is placed there while spot has capacity), all 6 at max as if spot ran out.
+        (
+            "gpu-l4-ondemand: g2-standard-8 (on-demand fallback: nodes only while gpu-l4 cannot scale up)",
+            0.8536,
+            0,
+            6,
+        ),
+        ("Cloud NAT: per node (private nodes reach the internet through it)", 0.0014, 4, 22),
         ("Cloud NAT: external IP", 0.005, 1, 1),
     ],
 }
@@ -359,10 +367,11 @@ def test_cost_in_dollars(plans: dict[str, ServingPlan]) -> None:
     # at max 2 x $0.2681 + 2 x $0.2363 (n1-standard-8 + T4, spot) + 2 x $0.3406 (g2-standard-8,
     # spot) + NAT 6 x $0.0014 + $0.005 = 1.8034. prod idle: one node of each GPU tier holds the
     # warm replicas: 0.10 + 0.2681 + 0.2363 + 0.3406 + 4.0550 + 4 x 0.0014 + 0.005 = 5.0106;
-    # at max 2 system, 4 T4, 6 L4 and 4 a2-ultragpu-2g nodes, NAT for 16: 19.8724.
+    # at max 2 system, 4 T4, 6 L4 and 4 a2-ultragpu-2g nodes (19.8724 with NAT for 16) plus the
+    # L4 fallback's 6 on-demand g2-standard-8 at $0.8536 and their NAT: 25.0024.
     dev, prod = plans["dev"].cost, plans["prod"].cost
     assert (dev.idle_usd_per_hour, dev.max_usd_per_hour) == (0.3745, 1.8034)
-    assert (prod.idle_usd_per_hour, prod.max_usd_per_hour) == (5.0106, 19.8724)
+    assert (prod.idle_usd_per_hour, prod.max_usd_per_hour) == (5.0106, 25.0024)
     assert (dev.prices_read_on, dev.prices_region) == ("2026-11-01", "us-central1")
 
 

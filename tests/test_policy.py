@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import select
 import subprocess
 import sys
@@ -18,9 +19,12 @@ from helpers.stack_files import STACKS
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import (
     PolicyCustomTimeouts,
+    PolicyResource,
     PolicyResourceOptions,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
@@ -32,7 +36,7 @@ from infra.policy.validators import (
     NODE_POOL,
     RAY_CLUSTER,
     RAY_SERVICE,
-    RULES,
+    RULE_NAMES,
     SECRET,
     SERVICE,
     Validator,
@@ -46,6 +50,10 @@ TOKEN = "hf_" + "Ab1" * 12  # looks like a token to the rule; not a real one
 NODE_SA = "llm-serving-dev-nodes@llm-serving-test.iam.gserviceaccount.com"
 CONFIG_MAP = resource_types.CONFIG_MAP
 HELM_RELEASE = resource_types.HELM_RELEASE
+SPOT_ONLY = (
+    " must run on spot VMs (nodeConfig.spot: true), or be the on-demand fallback of a spot pool "
+    "(node label llm-serving/fallback-for: <that pool's llm-serving/pool>)"
+)
 
 
 def resource_args(type_: str, props: Mapping[str, Any], name: str = "res") -> ResourceValidationArgs:
@@ -205,7 +213,7 @@ def test_on_demand_gpu_pool_is_a_violation() -> None:
         message = one_violation(
             v.validate_gpu_pool_tainted_and_spot, NODE_POOL, gpu_pool(nodeConfig__spot=spot), "l4"
         )
-        assert message == "GPU node pool l4 must run on spot VMs (nodeConfig.spot: true)"
+        assert message == "GPU node pool l4" + SPOT_ONLY
 
 
 def test_gpu_machine_type_without_accelerators_is_a_gpu_pool() -> None:
@@ -217,7 +225,101 @@ def test_gpu_machine_type_without_accelerators_is_a_gpu_pool() -> None:
 def test_inline_cluster_pools_are_judged_too() -> None:
     props = cluster(nodePools=[dict(gpu_pool(nodeConfig__spot=False), name="gpu")])
     message = one_violation(v.validate_gpu_pool_tainted_and_spot, CLUSTER, props, "gke")
-    assert message == "GPU cluster gke node pool gpu must run on spot VMs (nodeConfig.spot: true)"
+    assert message == "GPU cluster gke node pool gpu" + SPOT_ONLY
+
+
+# --- on-demand fallback pools behind spot ones ----------------------------------------------------
+
+
+def labelled(pool: dict[str, Any], **labels: str) -> dict[str, Any]:
+    pool["nodeConfig"]["labels"] = {**pool["nodeConfig"].get("labels", {}), **labels}
+    return pool
+
+
+def spot_l4() -> dict[str, Any]:
+    return labelled(gpu_pool(), **{"llm-serving/pool": "gpu-l4"})
+
+
+def fallback_l4(**changes: Any) -> dict[str, Any]:
+    return labelled(
+        gpu_pool(**{"nodeConfig__spot": False, **changes}),
+        **{"llm-serving/pool": "gpu-l4-ondemand", "llm-serving/fallback-for": "gpu-l4"},
+    )
+
+
+def stack_violations(*pools: tuple[str, dict[str, Any]]) -> list[str]:
+    """The stack rules over node pools given as (name, props), as the analyzer hands them over."""
+    resources = [
+        PolicyResource(
+            resource_type=NODE_POOL,
+            props=unknown_checking_proxy(copy.deepcopy(props)),
+            urn=f"urn:pulumi:test::llm-serving::{NODE_POOL}::{name}",
+            name=name,
+            opts=resource_args(NODE_POOL, {}).opts,
+            provider=None,
+            parent=None,
+            dependencies=[],
+            property_dependencies={},
+        )
+        for name, props in pools
+    ]
+    found: list[str] = []
+    for rule in v.STACK_RULES:
+        rule.validate(StackValidationArgs(resources), lambda message, urn=None: found.append(message))
+    return found
+
+
+def test_on_demand_fallback_of_a_spot_pool_passes() -> None:
+    assert violations(v.validate_gpu_pool_tainted_and_spot, NODE_POOL, fallback_l4()) == []
+    assert violations(v.validate_gpu_pool_scales_to_zero, NODE_POOL, fallback_l4()) == []
+    assert stack_violations(("gke-gpu-l4", spot_l4()), ("gke-gpu-l4-ondemand", fallback_l4())) == []
+
+
+def test_a_fallback_must_scale_to_zero_too() -> None:
+    message = one_violation(
+        v.validate_gpu_pool_scales_to_zero, NODE_POOL, fallback_l4(autoscaling__totalMinNodeCount=1.0)
+    )
+    assert "must be able to scale to zero" in message
+
+
+def test_a_fallback_of_a_missing_pool_is_a_violation() -> None:
+    (message,) = stack_violations(("gke-gpu-l4-ondemand", fallback_l4()))
+    assert "no GPU pool of the stack has llm-serving/pool: gpu-l4" in message
+    # A CPU pool by that name does not count: only GPU capacity is backed.
+    cpu = labelled({"nodeConfig": {"machineType": "e2-standard-4"}}, **{"llm-serving/pool": "gpu-l4"})
+    assert len(stack_violations(("cpu", cpu), ("gke-gpu-l4-ondemand", fallback_l4()))) == 1
+
+
+def test_a_fallback_of_an_on_demand_pool_is_a_violation() -> None:
+    on_demand = labelled(gpu_pool(nodeConfig__spot=False), **{"llm-serving/pool": "gpu-l4"})
+    (message,) = stack_violations(("gke-gpu-l4", on_demand), ("gke-gpu-l4-ondemand", fallback_l4()))
+    assert "which is not a spot pool" in message
+
+
+def test_a_spot_pool_labelled_as_a_fallback_is_a_violation() -> None:
+    spot_fallback = fallback_l4(nodeConfig__spot=True)
+    (message,) = stack_violations(("gke-gpu-l4", spot_l4()), ("gke-gpu-l4-b", spot_fallback))
+    assert "runs on spot VMs" in message
+
+
+def test_a_plain_on_demand_gpu_pool_is_still_a_violation_next_to_a_spot_pool() -> None:
+    """Without the label, a spot pool in the stack does not excuse an on-demand one."""
+    plain = labelled(gpu_pool(nodeConfig__spot=False), **{"llm-serving/pool": "gpu-l4-ondemand"})
+    assert one_violation(v.validate_gpu_pool_tainted_and_spot, NODE_POOL, plain, "l4").endswith(SPOT_ONLY)
+
+
+def test_stack_rules_pass_on_real_program_and_catch_a_broken_fallback(
+    registered: list[RegisteredResource],
+) -> None:
+    pools = [(r.name, r.inputs) for r in gpu_pools(registered)]
+    assert stack_violations(*pools) == []
+    fallbacks = [(n, p) for n, p in pools if "llm-serving/fallback-for" in p["nodeConfig"]["labels"]]
+    if not fallbacks:
+        return  # dev: no fallback to break (tests/test_program.py checks prod has one)
+    backed = {p["nodeConfig"]["labels"]["llm-serving/fallback-for"] for _, p in fallbacks}
+    # The program's fallbacks without the spot pools they back: each is refused.
+    without_backed = [(n, p) for n, p in pools if p["nodeConfig"]["labels"]["llm-serving/pool"] not in backed]
+    assert len(stack_violations(*without_backed)) == len(fallbacks)
 
 
 # --- GPU pools: scale to zero ------------------------------------------------------------------
@@ -633,6 +735,9 @@ def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     process = subprocess.Popen(
         [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:0", str(POLICY_DIR)],
         cwd=POLICY_DIR,
+        # This checkout's modules, also where the virtualenv's editable install points elsewhere
+        # (a git worktree sharing another checkout's .venv).
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -656,7 +761,7 @@ def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
 def test_pack_serves_every_rule_as_mandatory(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
     info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
     assert info.name == "llm-serving-policies"
-    assert [policy.name for policy in info.policies] == [rule.name for rule in RULES]
+    assert [policy.name for policy in info.policies] == list(RULE_NAMES)
     mandatory = analyzer_pb2.EnforcementLevel.Value("MANDATORY")
     assert {policy.enforcementLevel for policy in info.policies} == {mandatory}
 
@@ -673,7 +778,7 @@ def test_pack_reports_a_violation_over_grpc(analyzer: analyzer_pb2_grpc.Analyzer
         )
     )
     assert [(d.policyName, d.message.splitlines()[-1]) for d in response.diagnostics] == [
-        ("gpu-pool-tainted-and-spot", "GPU node pool l4 must run on spot VMs (nodeConfig.spot: true)")
+        ("gpu-pool-tainted-and-spot", "GPU node pool l4" + SPOT_ONLY)
     ]
 
 
@@ -699,7 +804,7 @@ def enforcement_level(value: Any) -> str:
 @pytest.mark.parametrize("stack", STACKS)
 def test_stack_policy_config_names_rules_of_the_pack_with_valid_levels(stack: str) -> None:
     config = policy_config(stack)
-    assert set(config) <= {rule.name for rule in RULES} | {"all"}, f"{stack}.json: unknown rule names"
+    assert set(config) <= {*RULE_NAMES, "all"}, f"{stack}.json: unknown rule names"
     for name, value in config.items():
         assert isinstance(value, str | dict), (name, value)
         assert enforcement_level(value) in ENFORCEMENT_LEVELS, (name, value)
@@ -709,13 +814,13 @@ def test_stack_policy_config_names_rules_of_the_pack_with_valid_levels(stack: st
 def test_stack_policy_configs_ship_with_every_rule_mandatory(stack: str) -> None:
     # The starting point: a stack lowers a rule in its own file, in a reviewed pull request.
     assert {name: enforcement_level(value) for name, value in policy_config(stack).items()} == {
-        rule.name: "mandatory" for rule in RULES
+        name: "mandatory" for name in RULE_NAMES
     }
 
 
 def configure(analyzer: analyzer_pb2_grpc.AnalyzerStub, config: Mapping[str, Any]) -> None:
     """What the CLI sends for `--policy-pack-config`: every policy's level, the file's where set."""
-    levels = {rule.name: "mandatory" for rule in RULES}
+    levels = {name: "mandatory" for name in RULE_NAMES}
     levels |= {name: enforcement_level(value) for name, value in config.items() if name != "all"}
     analyzer.Configure(
         analyzer_pb2.ConfigureAnalyzerRequest(
@@ -757,6 +862,8 @@ def run_rules(type_: str, name: str, inputs: Mapping[str, Any]) -> list[str]:
     found: list[str] = []
     args = resource_args(type_, inputs, name)
     for policy in v.policies():
+        if isinstance(policy, StackValidationPolicy):
+            continue  # judged over every resource at once: run_stack_rules
         assert isinstance(policy, ResourceValidationPolicy)
 
         def report_violation(message: str, urn: str | None = None, policy_name: str = policy.name) -> None:
@@ -823,7 +930,10 @@ def test_policies_catch_changes_to_the_real_resources(registered: list[Registere
     found = run_rules(resource_types.JOB, job.name, leaked_job)
     assert any("(HF_TOKEN) with `value`" in line for line in found), found
 
-    pool = gpu_pools(registered)[0]
+    # A tier's own pool (a labelled fallback is on demand by design: its own tests above).
+    pool = next(
+        p for p in gpu_pools(registered) if "llm-serving/fallback-for" not in p.inputs["nodeConfig"]["labels"]
+    )
     on_demand = copy.deepcopy(pool.inputs)
     on_demand["nodeConfig"]["spot"] = False
     on_demand["autoscaling"]["totalMinNodeCount"] = 1

@@ -5,6 +5,7 @@ that dev and prod differ only in their settings, and that bad input stops it."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pulumi
 import pytest
 import yaml
 from helpers.agreement import agreement_problems
+from helpers.crd_schema import crd_errors
 from helpers.documents import ray_containers
 from helpers.stack_files import STACKS, copy_inputs, find_line, raw_catalog, tier_block
 
@@ -22,7 +24,14 @@ from infra import resource_types
 from infra.components import cluster as cluster_component
 from infra.plan import ServingPlan
 from infra.plan.endpoint import serve_address
-from infra.plan.node_pools import POOL_LABEL, SYSTEM_POOL, TIER_LABEL
+from infra.plan.node_pools import (
+    COMPUTE_CLASS_KEY,
+    FALLBACK_FOR_LABEL,
+    POOL_LABEL,
+    SYSTEM_POOL,
+    TIER_LABEL,
+    compute_class_name,
+)
 from infra.plan.ray_service import HF_SECRET_KEY, HF_SECRET_NAME
 from infra.report.mock_engine import (
     TEST_GCP_PROJECT,
@@ -36,6 +45,7 @@ from infra.settings import ALERT_EMAIL_KEY, API_KEYS_KEY, HF_TOKEN_KEY, TIERS_KE
 from infra.versions import KUBERAY_CHART, KUBERAY_VERSION
 from serve.paths import CATALOG_FILE_NAME
 from serve.serve_config import HF_TOKEN_ENV, document_llm_configs
+from serve.tiers import TierName
 
 CLUSTER = resource_types.CLUSTER
 NODE_POOL = resource_types.NODE_POOL
@@ -46,6 +56,7 @@ SECRET = resource_types.SECRET
 SERVICE = resource_types.SERVICE
 CONFIG_MAP = resource_types.CONFIG_MAP
 NAMESPACE = resource_types.NAMESPACE
+COMPUTE_CLASS = resource_types.COMPUTE_CLASS
 GKE_TO_K8S_EFFECT = {
     "NO_SCHEDULE": "NoSchedule",
     "PREFER_NO_SCHEDULE": "PreferNoSchedule",
@@ -64,7 +75,12 @@ def plan(run: ProgramRun, plans: dict[str, ServingPlan]) -> ServingPlan:
 
 
 def gpu_pools(run: ProgramRun) -> list[RegisteredResource]:
+    """Every GPU pool: the tiers' own and the on-demand fallbacks behind them."""
     return [p for p in run.of_type(NODE_POOL) if p.inputs["nodeConfig"].get("guestAccelerators")]
+
+
+def is_fallback(pool: RegisteredResource) -> bool:
+    return FALLBACK_FOR_LABEL in pool.inputs["nodeConfig"]["labels"]
 
 
 def ray_service_spec(run: ProgramRun) -> dict[str, Any]:
@@ -99,7 +115,8 @@ def test_registers_every_component(run: ProgramRun, plan: ServingPlan) -> None:
     # HF token + keys; env + app code + mirror code
     assert types.count(SECRET) == 2 and types.count(CONFIG_MAP) == 3
     assert types.count(resource_types.JOB) == len(plan.mirror_jobs)
-    assert len(run.of_type(NODE_POOL)) == 1 + len(plan.gpu_pools)
+    assert len(run.of_type(NODE_POOL)) == 1 + len(plan.gpu_pools) + len(plan.fallback_pools)
+    assert len(run.of_type(COMPUTE_CLASS)) == len(plan.gpu_pools)
     # The only Services the program makes are the KServe-style names; KubeRay makes the rest.
     assert {s.inputs["spec"]["type"] for s in run.of_type(SERVICE)} <= {"ExternalName"}
 
@@ -130,20 +147,83 @@ def test_cluster_is_hardened_and_destroyable(run: ProgramRun) -> None:
 
 def test_gpu_pools_are_spot_tainted_and_scale_from_zero(run: ProgramRun, plan: ServingPlan) -> None:
     # Machine, accelerator, zones and node bounds are the plan's: test_the_program_registers_exactly_the_plan.
-    pools = gpu_pools(run)
+    pools = [pool for pool in gpu_pools(run) if not is_fallback(pool)]
     assert len(pools) == len(plan.gpu_pools) >= 1
-    for pool in pools:
+    for pool in gpu_pools(run):
         config = pool.inputs["nodeConfig"]
-        assert config["spot"] is True
+        assert config["spot"] is not is_fallback(pool)
         (accelerator,) = config["guestAccelerators"]
         assert accelerator["gpuDriverInstallationConfig"]["gpuDriverVersion"] in {"DEFAULT", "LATEST"}
+        tier_class = compute_class_name(TierName(config["labels"][TIER_LABEL]))
+        # GKE binds a manually created pool to a compute class by this label and taint.
+        assert config["labels"][COMPUTE_CLASS_KEY] == tier_class
+        taints = {(t["key"], t["value"]) for t in config["taints"]}
+        assert (COMPUTE_CLASS_KEY, tier_class) in taints
         taint_keys = {t["key"] for t in config["taints"]}
-        assert {TIER_LABEL, "cloud.google.com/gke-spot"} <= taint_keys
+        assert {TIER_LABEL, "cloud.google.com/gke-spot"} & taint_keys == (
+            {TIER_LABEL} if is_fallback(pool) else {TIER_LABEL, "cloud.google.com/gke-spot"}
+        )
         assert all(t["effect"] == "NO_SCHEDULE" for t in config["taints"])
         scaling = pool.inputs["autoscaling"]
         assert scaling["locationPolicy"] == "ANY"
         assert "minNodeCount" not in scaling and "nodeCount" not in pool.inputs
         assert pool.inputs["initialNodeCount"] == 0
+
+
+def test_fallback_pools_back_a_spot_pool_of_their_tier(run: ProgramRun) -> None:
+    """prod's l4 tier has an on-demand pool behind its spot pool; dev has none."""
+    by_pool = {p.inputs["nodeConfig"]["labels"][POOL_LABEL]: p.inputs for p in gpu_pools(run)}
+    fallbacks = [p.inputs for p in gpu_pools(run) if is_fallback(p)]
+    assert len(fallbacks) == {"dev": 0, "prod": 1}[run.stack]
+    for fallback in fallbacks:
+        backed = by_pool[fallback["nodeConfig"]["labels"][FALLBACK_FOR_LABEL]]
+        assert backed["nodeConfig"]["spot"] is True and fallback["nodeConfig"]["spot"] is False
+        same = ("machineType", "guestAccelerators", "diskSizeGb", "diskType", "imageType")
+        assert {k: fallback["nodeConfig"][k] for k in same} == {k: backed["nodeConfig"][k] for k in same}
+        assert fallback["nodeLocations"] == backed["nodeLocations"]
+        assert fallback["autoscaling"]["totalMinNodeCount"] == 0
+        assert fallback["autoscaling"]["totalMaxNodeCount"] == backed["autoscaling"]["totalMaxNodeCount"]
+        tier_labels = {TIER_LABEL, COMPUTE_CLASS_KEY}
+        assert {k: fallback["nodeConfig"]["labels"][k] for k in tier_labels} == {
+            k: backed["nodeConfig"]["labels"][k] for k in tier_labels
+        }
+
+
+def test_compute_classes_order_the_registered_pools(run: ProgramRun, plan: ServingPlan) -> None:
+    """One valid ComputeClass per tier, naming the pools by the names GKE gives them; the RayService
+    depends on each (its workers select them) and each goes through the cluster's provider."""
+    names = {r.outputs["name"]: r for r in run.of_type(NODE_POOL)}
+    classes = run.of_type(COMPUTE_CLASS)
+    assert {c.inputs["metadata"]["name"] for c in classes} == {
+        compute_class_name(p.tier) for p in plan.gpu_pools if p.tier
+    }
+    ray_service = run.one(RAY_SERVICE)
+    for resource in classes:
+        document = resource.inputs
+        assert (document["apiVersion"], document["kind"]) == ("cloud.google.com/v1", "ComputeClass")
+        assert crd_errors("ComputeClass", document) == []
+        pools = [names[pool] for priority in document["spec"]["priorities"] for pool in priority["nodepools"]]
+        assert [is_fallback(pool) for pool in pools] == [False] + [True] * (len(pools) - 1)
+        assert (
+            len(pools) == {"dev": 1, "prod": 2 if document["metadata"]["name"] == "gpu-l4" else 1}[run.stack]
+        )
+        for pool in pools:
+            assert pool.inputs["nodeConfig"]["labels"][COMPUTE_CLASS_KEY] == document["metadata"]["name"]
+            assert pool.urn in resource.dependencies or pool.urn in _deps_closure(run, resource.urn)
+        assert resource.urn in ray_service.dependencies
+        assert resource.provider.rsplit("::", 1)[0] == run.one(PROVIDER).urn
+
+
+def _deps_closure(run: ProgramRun, urn: str) -> set[str]:
+    graph = _depends_on(run)
+    seen: set[str] = set()
+    pending = [urn]
+    while pending:
+        node = pending.pop()
+        if node not in seen:
+            seen.add(node)
+            pending.extend(graph.get(node, ()))
+    return seen
 
 
 def test_system_pool_is_on_demand_cpu(run: ProgramRun) -> None:
@@ -155,25 +235,34 @@ def test_system_pool_is_on_demand_cpu(run: ProgramRun) -> None:
 
 def test_worker_groups_tolerate_and_select_their_registered_pools(run: ProgramRun) -> None:
     """The taints and labels as GKE registers them (the agreement check compares neither); GPU
-    counts and replica bounds against the plan's pools are tests/test_ray_service.py."""
+    counts and replica bounds against the plan's pools are tests/test_ray_service.py. A worker
+    tolerates exactly its spot pool's taints and may land on every pool of its tier, fallback too."""
     spec = ray_service_spec(run)
-    pools = {p.inputs["nodeConfig"]["labels"][TIER_LABEL]: p for p in gpu_pools(run)}
+    tiers: dict[str, list[RegisteredResource]] = {}
+    for pool in gpu_pools(run):
+        tiers.setdefault(pool.inputs["nodeConfig"]["labels"][TIER_LABEL], []).append(pool)
     groups = spec["rayClusterConfig"]["workerGroupSpecs"]
-    assert {g["groupName"] for g in groups} == set(pools)
+    assert {g["groupName"] for g in groups} == set(tiers)
     for group in groups:
-        pool = pools[group["groupName"]].inputs
         pod = group["template"]["spec"]
-        expected = [
-            {
-                "key": t["key"],
-                "operator": "Equal",
-                "value": t["value"],
-                "effect": GKE_TO_K8S_EFFECT[t["effect"]],
-            }
-            for t in pool["nodeConfig"]["taints"]
-        ]
-        assert pod["tolerations"] == expected
-        assert pod["nodeSelector"] == pool["nodeConfig"]["labels"]
+        for pool in tiers[group["groupName"]]:
+            config = pool.inputs["nodeConfig"]
+            expected = [
+                {
+                    "key": t["key"],
+                    "operator": "Equal",
+                    "value": t["value"],
+                    "effect": GKE_TO_K8S_EFFECT[t["effect"]],
+                }
+                for t in config["taints"]
+            ]
+            if is_fallback(pool):
+                assert all(toleration in pod["tolerations"] for toleration in expected)
+            else:
+                by_text = functools.partial(json.dumps, sort_keys=True)
+                assert sorted(pod["tolerations"], key=by_text) == sorted(expected, key=by_text)
+            assert pod["nodeSelector"].items() <= config["labels"].items()
+        assert pod["nodeSelector"] == {COMPUTE_CLASS_KEY: compute_class_name(TierName(group["groupName"]))}
 
 
 def test_operator_release_is_pinned_on_the_system_pool(run: ProgramRun) -> None:
@@ -222,7 +311,14 @@ def test_the_agreement_check_has_teeth(
 ) -> None:
     # The prod plan against the dev program: pools, models, cost and the spec all differ.
     joined = "\n".join(agreement_problems(plans["prod"], program_runs["dev"]))
-    for topic in ("RayService spec", "node pools", "served models", "cost", "disruption budgets"):
+    for topic in (
+        "RayService spec",
+        "node pools",
+        "served models",
+        "cost",
+        "disruption budgets",
+        "ComputeClasses",
+    ):
         assert topic in joined
 
 
@@ -265,6 +361,11 @@ def test_teardown_order(run: ProgramRun) -> None:
     for in_cluster in run.resources:
         if in_cluster.type_.startswith("kubernetes:"):
             assert _reaches(graph, in_cluster.urn, provider), in_cluster.name
+    # The classes go after the RayService whose workers select them, and before the pools they name.
+    for compute_class in run.of_type(COMPUTE_CLASS):
+        assert _reaches(graph, ray_service, compute_class.urn), compute_class.name
+        for pool in run.of_type(NODE_POOL):
+            assert _reaches(graph, compute_class.urn, pool.urn), (compute_class.name, pool.name)
 
 
 def test_nothing_is_protected_and_only_the_env_config_map_is_retained(run: ProgramRun) -> None:
@@ -326,6 +427,10 @@ ALLOWED_STACK_DIFFERENCES = (
     # GPU pools exist per enabled tier; their size, machine (gpusPerNode), zones and spot-ness
     # are tier settings.
     rf"^{NODE_POOL}/gke-gpu-\w+:(<exists>|autoscaling\..*|nodeLocations.*|nodeConfig\.(machineType|spot|taints.*|guestAccelerators.*))$",
+    # A tier's on-demand fallback pool (`onDemandFallback`) exists or not, and its compute class
+    # lists it or not; the class itself follows the tier's `enabled`.
+    rf"^{NODE_POOL}/gke-gpu-\w+-ondemand:<exists>$",
+    rf"^{COMPUTE_CLASS}/gke-gpu-\w+-class:(<exists>|spec\.priorities.*)$",
     # Worker groups mirror the tiers; serveConfigV2 carries replica autoscaling and the models
     # of enabled tiers.
     rf"^{RAY_SERVICE}/llm-rayservice:spec\.rayClusterConfig\.workerGroupSpecs.*$",
@@ -398,6 +503,8 @@ def test_dev_and_prod_differ_only_in_tier_and_autoscaling(program_runs: dict[str
     # The differences the stack files really make are all visible.
     assert any("workerGroupSpecs" in d for d in differences)
     assert f"{NODE_POOL}/gke-gpu-a100:<exists>" in differences
+    assert f"{NODE_POOL}/gke-gpu-l4-ondemand:<exists>" in differences
+    assert f"{COMPUTE_CLASS}/gke-gpu-l4-class:spec.priorities[1].nodepools[0]" in differences
 
 
 def test_an_alert_email_in_one_stack_is_an_allowed_difference(program_runs: dict[str, ProgramRun]) -> None:

@@ -14,11 +14,12 @@ from helpers.stack_files import STACKS
 
 from infra.plan import ServingPlan, build_plan
 from infra.plan.gke_nodes import schedulable
-from infra.plan.node_pools import TIER_LABEL, NodePoolSpec
+from infra.plan.node_pools import COMPUTE_CLASS_KEY, TIER_LABEL, NodePoolSpec, compute_class_name
 from infra.plan.ray_service import HF_SECRET_KEY, HF_SECRET_NAME
 from infra.settings import MAX_NODES_PER_TIER
 from serve.catalog import Catalog, ModelEntry
 from serve.serve_config import HF_TOKEN_ENV
+from serve.tiers import TierName
 
 GPU = "nvidia.com/gpu"
 
@@ -63,10 +64,14 @@ def test_worker_tolerations_are_exactly_the_pool_taints(plans: dict[str, Serving
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_worker_node_selector_is_the_pool_labels(plans: dict[str, ServingPlan], stack: str) -> None:
+def test_worker_node_selector_is_the_tiers_compute_class(plans: dict[str, ServingPlan], stack: str) -> None:
+    """Workers select the tier's compute class, which the spot pool and its fallback both carry."""
     for group, pool in worker_groups(plans[stack]):
-        assert group["template"]["spec"]["nodeSelector"] == pool.labels
-        assert pool.labels[TIER_LABEL] == group["groupName"]
+        selector = group["template"]["spec"]["nodeSelector"]
+        assert selector == {COMPUTE_CLASS_KEY: compute_class_name(TierName(group["groupName"]))}
+        for tier_pool in plans[stack].tier_pools(pool):
+            assert selector.items() <= tier_pool.labels.items(), tier_pool.name
+            assert tier_pool.labels[TIER_LABEL] == group["groupName"]
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -231,6 +231,8 @@ def test_kubernetes_objects_are_written_in_apply_order(
         [
             "10-helmrelease-kuberay-operator.yaml",
             "10-namespace-llm-serving.yaml",
+            # Cluster-scoped, one per tier: the order GKE scales the tier's pools up in.
+            *[f"10-computeclass-{document['metadata']['name']}.yaml" for document in plan.compute_classes],
             f"20-configmap-{app_code_config_map_name()}.yaml",
             f"20-configmap-{mirror_code_config_map_name()}.yaml",
             "20-serviceaccount-model-mirror.yaml",

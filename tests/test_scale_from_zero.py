@@ -1,4 +1,5 @@
-"""Scale from zero: the autoscaler can start a GPU node for every served model's replica.
+"""Scale from zero: the autoscaler can start a GPU node for every served model's replica, and the
+worker pod it asks for can land on every pool of its tier (the spot pool and its fallback).
 
 The failure mode: KubeRay's autoscaler knows a worker group only by the Ray resources it
 derives from the group spec; Ray Serve LLM asks for `accelerator_type:<T>` in every replica
@@ -27,6 +28,8 @@ from helpers.generated_catalog import mixed_small_catalog, scaling_to_zero
 from helpers.stack_files import STACKS
 
 from infra.plan import ServingPlan, build_plan, packed_tier_gpus
+from infra.plan.node_fit import placement_problems
+from infra.plan.node_pools import COMPUTE_CLASS_KEY, Taint
 from serve.catalog import ModelEntry
 from serve.tiers import RAY_ACCELERATOR_RESOURCE_PREFIX, TIERS, TierName
 
@@ -257,3 +260,56 @@ def test_group_without_resources_param_is_never_scaled_up(
         assert not any(ray_oracles.fits(group["resources"], bundle) for bundle in bundles)
         launched, infeasible = ray_oracles.schedule_from_zero(broken, [ray_oracles.gang(bundles, strategy)])
         assert (launched, infeasible) == (Counter(), 1), json.dumps(group["resources"])
+
+
+# --- the GKE side: a tier's worker pod lands on every pool of its tier, spot or fallback ---------------
+
+
+def _worker_pod(plan: ServingPlan, tier: str) -> dict[str, Any]:
+    (group,) = [g for g in _cluster(plan)["workerGroupSpecs"] if g["groupName"] == tier]
+    pod: dict[str, Any] = group["template"]["spec"]
+    return pod
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_worker_fits_the_spot_pool_and_the_fallback_of_its_tier_and_no_other(
+    plans: dict[str, ServingPlan], stack: str
+) -> None:
+    """When the spot pool cannot scale up, GKE starts a fallback node for the same pending worker:
+    the pod must pass the scheduler's filters (nodeSelector, taints, resources) on both."""
+    plan = plans[stack]
+    pools = (*plan.gpu_pools, *plan.fallback_pools)
+    assert len(plan.fallback_pools) == {"dev": 0, "prod": 1}[stack]
+    for pool in pools:
+        assert pool.tier is not None
+        assert placement_problems(_worker_pod(plan, pool.tier.value), pool) == [], pool.name
+        for other in pools:
+            if other.tier != pool.tier:
+                assert placement_problems(_worker_pod(plan, pool.tier.value), other), (pool.name, other.name)
+
+
+def test_a_fallback_pool_outside_the_class_or_with_an_untolerated_taint_is_caught(
+    plans: dict[str, ServingPlan],
+) -> None:
+    plan = plans["prod"]
+    (fallback,) = plan.fallback_pools
+    assert fallback.tier is not None
+    pod = _worker_pod(plan, fallback.tier.value)
+    assert placement_problems(pod, fallback) == []
+    # Without the class label, the worker's nodeSelector never matches a fallback node.
+    unlabelled = fallback.model_copy(
+        update={"labels": {k: v for k, v in fallback.labels.items() if k != COMPUTE_CLASS_KEY}}
+    )
+    assert any("nodeSelector" in p for p in placement_problems(pod, unlabelled))
+    # A worker that does not tolerate the class taint fits neither pool of the tier.
+    untolerant = {
+        **pod,
+        "tolerations": [t for t in pod["tolerations"] if t["key"] != COMPUTE_CLASS_KEY],
+    }
+    for pool in plan.tier_pools(next(p for p in plan.gpu_pools if p.tier == fallback.tier)):
+        assert any(COMPUTE_CLASS_KEY in p for p in placement_problems(untolerant, pool)), pool.name
+    # A taint only the fallback carries, and nothing tolerates.
+    tainted = fallback.model_copy(
+        update={"taints": (*fallback.taints, Taint(key="example.com/x", value="y"))}
+    )
+    assert any("example.com/x" in p for p in placement_problems(pod, tainted))

@@ -206,6 +206,24 @@ STACK_CASES: list[Case] = [
         E(f"{TIERS}.t4.spot", "true or false", at='spot: "yes"'),
     ),
     S(
+        "stack-fallback-behind-on-demand",
+        chain(
+            tier_block("t4", "spot", "spot: false"),
+            tier_block("t4", "onDemandFallback", "onDemandFallback: true"),
+        ),
+        E(
+            f"{TIERS}.t4.onDemandFallback",
+            "already on-demand",
+            "set spot: true or remove onDemandFallback",
+            at="onDemandFallback: true",
+        ),
+    ),
+    S(
+        "stack-fallback-yes-string",
+        tier_block("l4", "onDemandFallback", 'onDemandFallback: "yes"'),
+        E(f"{TIERS}.l4.onDemandFallback", "true or false", at='onDemandFallback: "yes"'),
+    ),
+    S(
         "stack-max-nodes-string",
         tier_block("t4", "maxNodes", 'maxNodes: "2"'),
         E(f"{TIERS}.t4.maxNodes", "whole number", "remove the quotes", at='maxNodes: "2"'),

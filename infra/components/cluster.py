@@ -1,12 +1,13 @@
 """The GKE cluster: VPC-native, Workload Identity, shielded nodes, a least-privilege node
-service account, an on-demand system pool and one spot GPU pool per enabled tier."""
+service account, an on-demand system pool, one spot GPU pool per enabled tier (and an on-demand
+one behind it where the tier asks), and the compute classes that order each tier's pools."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import pulumi
 import pulumi_gcp as gcp
@@ -149,6 +150,21 @@ class GkeClusterArgs:
     """The on-demand CPU pool for the Ray head and the operator."""
     gpu_pools: Sequence[NodePoolSpec]
     """One tainted GPU pool per enabled tier."""
+    fallback_pools: Sequence[NodePoolSpec] = ()
+    """The on-demand pools behind spot ones (`onDemandFallback`)."""
+    compute_classes: Sequence[Mapping[str, Any]] = ()
+    """One ComputeClass document per tier (`ServingPlan.compute_classes`), naming pools by plan name."""
+
+
+def with_pool_names(document: Mapping[str, Any], names: Mapping[str, pulumi.Input[str]]) -> dict[str, Any]:
+    """A ComputeClass spec whose `nodepools` entries are the pools' names in GKE (the provider
+    names each pool, so the plan's name is only the key to it)."""
+    spec = dict(document["spec"])
+    spec["priorities"] = [
+        {**priority, "nodepools": [names[pool] for pool in priority["nodepools"]]}
+        for priority in spec["priorities"]
+    ]
+    return spec
 
 
 class GkeCluster(pulumi.ComponentResource):
@@ -222,8 +238,9 @@ class GkeCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["nodeConfig"]),
         )
 
+        pools = (args.system_pool, *args.gpu_pools, *args.fallback_pools)
         self.node_pools: list[gcp.container.NodePool] = []
-        for pool in (args.system_pool, *args.gpu_pools):
+        for pool in pools:
             self.node_pools.append(
                 gcp.container.NodePool(
                     f"{name}-{pool.name}",
@@ -258,4 +275,18 @@ class GkeCluster(pulumi.ComponentResource):
             cluster_identifier=self.cluster.id,
             opts=pulumi.ResourceOptions(parent=self, depends_on=self.node_pools),
         )
+        # Through the provider, so after every pool on create and, on destroy, deleted before them
+        # (and after the RayService, whose workers select them).
+        names = {pool.name: resource.name for pool, resource in zip(pools, self.node_pools, strict=True)}
+        self.compute_classes = [
+            k8s.apiextensions.CustomResource(
+                f"{name}-{document['metadata']['name']}-class",
+                api_version=document["apiVersion"],
+                kind=document["kind"],
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=document["metadata"]["name"]),
+                spec=with_pool_names(document, names),
+                opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+            )
+            for document in args.compute_classes
+        ]
         self.register_outputs({"cluster_name": self.cluster.name, "kubeconfig": self.kubeconfig})

@@ -69,6 +69,8 @@ class LlmServiceArgs:
     """The bucket and its grants: every mirror Job and Ray pod starts after them."""
     disruption_budgets: Sequence[Mapping[str, Any]] = ()
     """One PodDisruptionBudget document per worker group (`ServingPlan.disruption_budgets`)."""
+    compute_classes: Sequence[pulumi.Resource] = ()
+    """The GPU tiers' ComputeClasses the workers select: created before the RayService, deleted after."""
 
 
 class LlmService(pulumi.ComponentResource):
@@ -258,6 +260,7 @@ class LlmService(pulumi.ComponentResource):
                     *self.service_accounts,
                     *self.mirror_jobs,
                     args.model_store,
+                    *args.compute_classes,
                 ],
             ),
         )

@@ -15,13 +15,14 @@ from pydantic import BaseModel, ConfigDict
 
 from configcheck.problems import ConfigError, Problem
 from infra.inputs import load_inputs
+from infra.plan.compute_class import compute_class
 from infra.plan.cost import CostEstimate, estimate_cost
 from infra.plan.disruption import disruption_budgets
 from infra.plan.endpoint import serve_address, serve_service
 from infra.plan.model_store import image_via_registry, mirror_job, mirrored_models, model_bucket_name
 from infra.plan.network import NetworkSpec
 from infra.plan.node_fit import PoolFit, fit_problems, pool_fits
-from infra.plan.node_pools import NodePoolSpec, gpu_pool, system_pool
+from infra.plan.node_pools import NodePoolSpec, fallback_pool, gpu_pool, system_pool
 from infra.plan.packing import packed_gpus, whole_gpus
 from infra.plan.ray_service import (
     HF_SECRET_KEY,
@@ -100,7 +101,10 @@ class ServingPlan(BaseModel):
     tier_gpus: tuple[TierGpus, ...]
     serve_config: dict[str, Any]
     system_pool: NodePoolSpec
+    # One per enabled tier: its worker group's pool (spot, or on-demand where the stack says so).
     gpu_pools: tuple[NodePoolSpec, ...]
+    # The on-demand pools behind spot ones (`onDemandFallback`), scaled up only when theirs cannot be.
+    fallback_pools: tuple[NodePoolSpec, ...]
     ray_cluster_config: dict[str, Any]
     network: NetworkSpec
     env_config_map_data: dict[str, str]
@@ -112,7 +116,16 @@ class ServingPlan(BaseModel):
 
     @property
     def node_pools(self) -> tuple[NodePoolSpec, ...]:
-        return (self.system_pool, *self.gpu_pools)
+        return (self.system_pool, *self.gpu_pools, *self.fallback_pools)
+
+    def tier_pools(self, pool: NodePoolSpec) -> tuple[NodePoolSpec, ...]:
+        """A GPU pool and its fallback, in the order the tier's compute class scales them up."""
+        return (pool, *(f for f in self.fallback_pools if f.tier == pool.tier))
+
+    @property
+    def compute_classes(self) -> list[dict[str, Any]]:
+        """One ComputeClass per enabled tier; the tier's workers select it."""
+        return [compute_class(pool.tier, self.tier_pools(pool)) for pool in self.gpu_pools if pool.tier]
 
     @property
     def llm_configs(self) -> list[dict[str, Any]]:
@@ -152,7 +165,7 @@ class ServingPlan(BaseModel):
     @property
     def node_fits(self) -> tuple[PoolFit, ...]:
         """How each pool's pods fit its nodes (the check build_plan already passed)."""
-        return pool_fits(self.ray_cluster_config, self.system_pool, self.gpu_pools)
+        return pool_fits(self.ray_cluster_config, self.system_pool, (*self.gpu_pools, *self.fallback_pools))
 
     @property
     def env_config_map_name(self) -> str:
@@ -316,11 +329,14 @@ def build_plan(catalog: Catalog, settings: StackSettings, *, project: str | None
     scaling = settings.autoscaling
     system = system_pool(settings)
     gpu_pools = tuple(gpu_pool(tier, settings) for tier in settings.enabled_tiers())
+    fallback_pools = tuple(
+        pool for tier in settings.enabled_tiers() if (pool := fallback_pool(tier, settings)) is not None
+    )
     project = settings.project or project
     bucket = model_bucket_name(project, settings.stack)
     image = image_via_registry(settings.region, project, settings.stack)
     cluster_config = ray_cluster_config(system, gpu_pools, image)
-    problems = fit_problems(settings, pool_fits(cluster_config, system, gpu_pools))
+    problems = fit_problems(settings, pool_fits(cluster_config, system, (*gpu_pools, *fallback_pools)))
     if problems:
         raise ConfigError(problems)
     return ServingPlan(
@@ -357,11 +373,12 @@ def build_plan(catalog: Catalog, settings: StackSettings, *, project: str | None
         ),
         system_pool=system,
         gpu_pools=gpu_pools,
+        fallback_pools=fallback_pools,
         ray_cluster_config=cluster_config,
         network=NetworkSpec(region=settings.region),
         env_config_map_data=dict(RAY_POD_ENV),
         cost=estimate_cost(
-            (system, *gpu_pools),
+            (system, *gpu_pools, *fallback_pools),
             warm_gpus={pool.name: _warm_gpus(served, pool.tier, settings) for pool in gpu_pools},
         ),
     )

@@ -75,6 +75,9 @@ def estimate_cost(pools: Sequence[NodePoolSpec], warm_gpus: Mapping[str, int] | 
     ]
     for pool in pools:
         pricing = "spot" if pool.spot else "on-demand"
+        if pool.fallback_for:
+            # Idle 0 like every pool at minNodes 0; at max full, as if spot ran out everywhere.
+            pricing += f" fallback: nodes only while {pool.fallback_for} cannot scale up"
         lines.append(
             CostLine(
                 item=f"{pool.name}: {pool.machine.machine_type} ({pricing})",

@@ -197,3 +197,55 @@ def fit_problems(settings: StackSettings, fits: Sequence[PoolFit]) -> list[Probl
                 )
             )
     return problems
+
+
+# --- can a tier's worker pod be placed on a node of each of its pools? -------------------------
+
+# Taint effects that keep a pod off a node unless it tolerates them (Kubernetes scheduler's
+# TaintToleration filter); PreferNoSchedule only scores.
+_REPELLING_EFFECTS: Final = frozenset({"NoSchedule", "NoExecute"})
+
+
+def _tolerates(toleration: Mapping[str, Any], key: str, value: str, effect: str) -> bool:
+    """Kubernetes' toleration match (core/v1 Toleration.ToleratesTaint): an empty key with Exists
+    tolerates everything; otherwise the key, the effect (empty = any) and, for Equal, the value."""
+    if toleration.get("effect") not in (None, "", effect):
+        return False
+    operator = toleration.get("operator") or "Equal"
+    if operator == "Exists":
+        return toleration.get("key") in (None, "", key)
+    return bool(toleration.get("key") == key and toleration.get("value") == value)
+
+
+def placement_problems(pod_spec: Mapping[str, Any], pool: NodePoolSpec) -> list[str]:
+    """Why the scheduler would not place `pod_spec` on an empty node of `pool`, from what the
+    program writes on the pool (its labels and taints) and what the node can schedule. GKE adds
+    more to real nodes (the `nvidia.com/gpu` taint on GPU nodes, which pods requesting GPUs
+    tolerate through its ExtendedResourceToleration admission; its own labels): only a real
+    cluster shows those."""
+    problems = [
+        f"nodeSelector {key}={value} but {pool.name} nodes have {key}={pool.labels.get(key)}"
+        for key, value in (pod_spec.get("nodeSelector") or {}).items()
+        if pool.labels.get(key) != value
+    ]
+    tolerations = pod_spec.get("tolerations") or []
+    problems += [
+        f"{pool.name} nodes are tainted {taint.key}={taint.value}:{taint.effect}, "
+        "which the pod does not tolerate"
+        for taint in pool.taints
+        if taint.effect in _REPELLING_EFFECTS
+        and not any(_tolerates(t, taint.key, taint.value, taint.effect) for t in tolerations)
+    ]
+    requests = pod_requests(pod_spec)
+    node = schedulable(pool.machine)
+    if not requests.fits_in(node):
+        problems.append(
+            f"requests {_describe(requests)} but a {pool.name} node can schedule {_describe(node)}"
+        )
+    gpus = sum(
+        int((c.get("resources") or {}).get("requests", {}).get("nvidia.com/gpu", 0))
+        for c in pod_spec.get("containers", [])
+    )
+    if gpus > pool.accelerator_count:
+        problems.append(f"requests {gpus} GPUs but a {pool.name} node has {pool.accelerator_count}")
+    return problems

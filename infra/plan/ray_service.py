@@ -17,7 +17,7 @@ import serve.openai_app
 from infra.plan.gke_nodes import schedulable
 from infra.plan.model_store import RAY_KSA
 from infra.plan.mounted_code import PACKAGE, code_volume, content_name, module_files
-from infra.plan.node_pools import NodePoolSpec, worker_tolerations
+from infra.plan.node_pools import NodePoolSpec, worker_node_selector, worker_tolerations
 from infra.plan.worker_readiness import SERVE_PORT_NAME, worker_readiness_probe
 from infra.settings import MAX_NODES_PER_TIER
 from serve.serve_config import (
@@ -219,7 +219,7 @@ def worker_group(pool: NodePoolSpec, image: str = RAY_LLM_IMAGE) -> dict[str, An
             "spec": {
                 # Reads the model bucket as its Google service account (Workload Identity).
                 "serviceAccountName": RAY_KSA,
-                "nodeSelector": dict(pool.labels),
+                "nodeSelector": worker_node_selector(pool.tier),
                 "tolerations": worker_tolerations(pool.tier),
                 "terminationGracePeriodSeconds": WORKER_GRACE_SECONDS,
                 "containers": [container],

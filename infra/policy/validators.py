@@ -2,7 +2,9 @@
 
 Each validator has the `ResourceValidation` signature `(args, report_violation) -> None` and is
 pure: it reads only `args.resource_type` and `args.props` and reports every problem it finds, so
-the tests call it directly with a `ResourceValidationArgs`. `__main__.py` only hands `POLICIES`
+the tests call it directly with a `ResourceValidationArgs`. A rule that needs to see other
+resources (a fallback pool and the spot pool it backs) is a stack rule, `StackValidation`
+`(args, report_violation)` over `args.resources`, each read the same way. `__main__.py` only hands `POLICIES`
 to a `PolicyPack` (which starts a gRPC server and never returns).
 
 What the engine passes, and what that means here:
@@ -21,10 +23,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pulumi_policy import Policy, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy import (
+    Policy,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
 from pulumi_policy.proxy import UnknownValueError
 
 from configcheck.secrets import HF_TOKEN_PATTERN
+from infra.node_labels import FALLBACK_FOR_LABEL, POOL_LABEL
 from infra.resource_types import CLUSTER, NETWORK_POLICY, NODE_POOL, RAY_CLUSTER, RAY_SERVICE, SECRET, SERVICE
 from infra.versions import KUBERAY_NAMESPACE
 
@@ -48,6 +58,7 @@ GATEWAY_ROUTE_KINDS: Final = frozenset({"HTTPRoute", "GRPCRoute", "TCPRoute", "T
 HF_TOKEN_ENV_NAMES: Final = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
 
 Validator = Callable[[ResourceValidationArgs, ReportViolation], None]
+StackValidator = Callable[[StackValidationArgs, ReportViolation], None]
 
 
 def _get(value: Any, *path: str) -> Any:
@@ -114,14 +125,30 @@ class _Pool:
         machine_type = _get(self.node_config, "machineType")
         return isinstance(machine_type, str) and machine_type.startswith(GPU_MACHINE_PREFIXES)
 
+    def node_label(self, key: str) -> Any:
+        return _get(self.node_config, "labels", key)
+
+    @property
+    def fallback_for(self) -> str | None:
+        """The `llm-serving/pool` label of the spot pool this on-demand pool says it backs."""
+        value = self.node_label(FALLBACK_FOR_LABEL)
+        return value if isinstance(value, str) and value else None
+
+    def is_spot(self) -> bool:
+        return _get(self.node_config, "spot") is True
+
 
 def _pools(args: ResourceValidationArgs) -> list[_Pool]:
-    if args.resource_type == NODE_POOL:
-        return [_Pool(f"node pool {args.name}", args.props)]
-    if args.resource_type == CLUSTER:
+    return _pools_of(args.resource_type, args.name, args.props)
+
+
+def _pools_of(resource_type: str, name: str, props: Mapping[str, Any]) -> list[_Pool]:
+    if resource_type == NODE_POOL:
+        return [_Pool(f"node pool {name}", props)]
+    if resource_type == CLUSTER:
         return [
-            _Pool(f"cluster {args.name} node pool {_get(pool, 'name') or index}", pool)
-            for index, pool in enumerate(_items(_get(args.props, "nodePools")))
+            _Pool(f"cluster {name} node pool {_get(pool, 'name') or index}", pool)
+            for index, pool in enumerate(_items(_get(props, "nodePools")))
             if isinstance(pool, Mapping)
         ]
     return []
@@ -130,7 +157,10 @@ def _pools(args: ResourceValidationArgs) -> list[_Pool]:
 def validate_gpu_pool_tainted_and_spot(
     args: ResourceValidationArgs, report_violation: ReportViolation
 ) -> None:
-    """A GPU pool repels pods that do not tolerate it, and runs on spot VMs."""
+    """A GPU pool repels pods that do not tolerate it, and runs on spot VMs, unless it is labelled
+    as the on-demand fallback of a spot pool (`llm-serving/fallback-for`). Whether that spot pool
+    exists in the stack is the stack rule `validate_gpu_fallback_backs_a_spot_pool`: one resource
+    cannot see the others."""
     for pool in _pools(args):
         if not pool.is_gpu():
             continue
@@ -143,8 +173,54 @@ def validate_gpu_pool_tainted_and_spot(
                 f"(nodeConfig.taints), so only GPU workers land on it; {found}",
                 None,
             )
-        if _get(pool.node_config, "spot") is not True:
-            report_violation(f"GPU {pool.label} must run on spot VMs (nodeConfig.spot: true)", None)
+        if not pool.is_spot() and pool.fallback_for is None:
+            report_violation(
+                f"GPU {pool.label} must run on spot VMs (nodeConfig.spot: true), or be the on-demand "
+                f"fallback of a spot pool (node label {FALLBACK_FOR_LABEL}: <that pool's {POOL_LABEL}>)",
+                None,
+            )
+
+
+def validate_gpu_fallback_backs_a_spot_pool(
+    args: StackValidationArgs, report_violation: ReportViolation
+) -> None:
+    """Every GPU pool labelled `llm-serving/fallback-for: <name>` is on-demand and backs a spot GPU
+    pool of the same stack whose `llm-serving/pool` label is <name>: an on-demand GPU pool is
+    allowed only behind spot capacity, never on its own."""
+    pools = [
+        pool
+        for resource in args.resources
+        for pool in _pools_of(resource.resource_type, resource.name, resource.props)
+        if pool.is_gpu()
+    ]
+    by_name: dict[str, list[_Pool]] = {}
+    for pool in pools:
+        name = pool.node_label(POOL_LABEL)
+        if isinstance(name, str):
+            by_name.setdefault(name, []).append(pool)
+    for pool in pools:
+        backed = pool.fallback_for
+        if backed is None:
+            continue
+        targets = [target for target in by_name.get(backed, []) if target is not pool]
+        if not targets:
+            report_violation(
+                f"GPU {pool.label} is labelled the fallback of {backed} ({FALLBACK_FOR_LABEL}), but no GPU "
+                f"pool of the stack has {POOL_LABEL}: {backed}; point the label at the spot pool it backs",
+                None,
+            )
+        elif not any(target.is_spot() for target in targets):
+            report_violation(
+                f"GPU {pool.label} is labelled the fallback of {backed}, which is not a spot pool; a "
+                "fallback backs spot capacity: make that pool spot or remove the fallback",
+                None,
+            )
+        elif pool.is_spot():
+            report_violation(
+                f"GPU {pool.label} is labelled the on-demand fallback of {backed} but runs on spot VMs; "
+                f"remove {FALLBACK_FOR_LABEL} or set nodeConfig.spot: false",
+                None,
+            )
 
 
 def validate_gpu_pool_scales_to_zero(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
@@ -528,10 +604,20 @@ class Rule:
     validate: Validator
 
 
+@dataclass(frozen=True)
+class StackRule:
+    """A rule over every resource of the stack at once (what one resource cannot tell)."""
+
+    name: str
+    description: str
+    validate: StackValidator
+
+
 RULES: Final = (
     Rule(
         "gpu-pool-tainted-and-spot",
-        "Every GPU node pool is tainted (NO_SCHEDULE/NO_EXECUTE) and runs on spot VMs.",
+        "Every GPU node pool is tainted (NO_SCHEDULE/NO_EXECUTE) and runs on spot VMs, or is labelled "
+        "the on-demand fallback of a spot pool.",
         validate_gpu_pool_tainted_and_spot,
     ),
     Rule(
@@ -570,8 +656,25 @@ RULES: Final = (
 )
 
 
+STACK_RULES: Final = (
+    StackRule(
+        "gpu-fallback-backs-a-spot-pool",
+        "An on-demand GPU pool labelled as a fallback backs a spot GPU pool of the same stack.",
+        validate_gpu_fallback_backs_a_spot_pool,
+    ),
+)
+RULE_NAMES: Final = tuple(rule.name for rule in (*RULES, *STACK_RULES))
+
+
 def policies() -> list[Policy]:
-    """One ResourceValidationPolicy per rule; the pack's enforcement level applies to all."""
+    """One policy per rule; the pack's enforcement level applies to all."""
     return [
-        ResourceValidationPolicy(name=r.name, description=r.description, validate=r.validate) for r in RULES
+        *(
+            ResourceValidationPolicy(name=r.name, description=r.description, validate=r.validate)
+            for r in RULES
+        ),
+        *(
+            StackValidationPolicy(name=r.name, description=r.description, validate=r.validate)
+            for r in STACK_RULES
+        ),
     ]

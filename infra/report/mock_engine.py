@@ -81,7 +81,12 @@ class ProgramRun:
 def _mock_state(type_: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """Outputs the real providers compute that the program reads back."""
     state = dict(inputs)
-    if type_ in (resource_types.NETWORK, resource_types.SUBNETWORK, resource_types.ROUTER):
+    if type_ in (
+        resource_types.NETWORK,
+        resource_types.SUBNETWORK,
+        resource_types.ROUTER,
+        resource_types.NODE_POOL,
+    ):
         state.setdefault("name", f"{name}-1a2b3c4")  # the provider's auto-name
     if type_ == resource_types.CLUSTER:
         state.setdefault("name", f"{name}-cluster")

@@ -34,7 +34,7 @@ from serve.paths import REPO_ROOT
 # Stacks may differ only in these (the project's rule; infra/settings.py enforces the keys).
 SCOPED_KEYS: Final = (TIERS_KEY, AUTOSCALING_KEY)
 # Wide enough that no model id or pool name is cut when the output is not a terminal.
-NON_TTY_WIDTH: Final = 160
+NON_TTY_WIDTH: Final = 176
 
 
 def make_console(file: IO[str] | None = None) -> Console:

@@ -31,6 +31,8 @@ def _pool_facts(inputs: Mapping[str, Any]) -> dict[str, Any]:
         "accelerator": (accelerators[0].get("type"), accelerators[0].get("count")) if accelerators else None,
         "min": scaling.get("totalMinNodeCount", inputs.get("nodeCount")),
         "max": scaling.get("totalMaxNodeCount", inputs.get("nodeCount")),
+        "labels": dict(config.get("labels") or {}),
+        "taints": sorted((t.get("key"), t.get("value"), t.get("effect")) for t in config.get("taints") or []),
     }
 
 
@@ -42,6 +44,8 @@ def _plan_pool_facts(pool: NodePoolSpec) -> dict[str, Any]:
         "accelerator": (pool.gke_accelerator, pool.accelerator_count) if pool.gke_accelerator else None,
         "min": pool.min_nodes,
         "max": pool.max_nodes,
+        "labels": dict(pool.labels),
+        "taints": sorted((t.key, t.value, t.gke_effect) for t in pool.taints),
     }
 
 
@@ -110,6 +114,23 @@ def agreement_problems(plan: ServingPlan, run: ProgramRun) -> list[str]:
         program_facts, plan_facts = _pool_facts(registered[name]), _plan_pool_facts(planned[name])
         if program_facts != plan_facts:
             problems.append(f"node pool {name}: program {program_facts}, plan {plan_facts}")
+
+    # The program names each class's pools by their GKE names; map them back to the plan's.
+    plan_names = {
+        r.outputs.get("name"): ((r.inputs.get("nodeConfig") or {}).get("labels") or {}).get(POOL_LABEL)
+        for r in run.of_type(resource_types.NODE_POOL)
+    }
+    classes = []
+    for r in run.of_type(resource_types.COMPUTE_CLASS):
+        document = dict(r.inputs)
+        spec = dict(document.get("spec") or {})
+        spec["priorities"] = [
+            {**priority, "nodepools": [plan_names.get(name, name) for name in priority.get("nodepools", [])]}
+            for priority in spec.get("priorities", [])
+        ]
+        classes.append({**document, "spec": spec})
+    if sorted(classes, key=repr) != sorted(plan.compute_classes, key=repr):
+        problems.append("the registered ComputeClasses differ from the plan's compute_classes")
 
     outputs = run.outputs
     if outputs.get("served_models") != plan.served_model_ids:

@@ -1,7 +1,8 @@
 """The CRDs of what the stack creates in the cluster, as JSON Schema: `crd_errors(kind, obj)`.
 
-KubeRay v1.7.0's RayService and RayCluster, and Google Cloud Managed Service for Prometheus'
-PodMonitoring (`CRDS` says where each is read from); `validate_ray_service(obj)` for short.
+KubeRay v1.7.0's RayService and RayCluster, Google Cloud Managed Service for Prometheus'
+PodMonitoring and GKE's ComputeClass (`CRDS` says where each is read from);
+`validate_ray_service(obj)` for short.
 
 A CRD's `openAPIV3Schema` is a Kubernetes *structural* schema, not plain JSON Schema. The
 API server prunes every field a structural schema does not declare, so a misspelt field
@@ -33,8 +34,9 @@ The root `metadata` is `type: object` with no properties in every CRD (the API s
 validates ObjectMeta itself); it is replaced by a small ObjectMeta schema.
 
 The CRDs are read from `../shared/` next to the repo: `kuberay-v1.7.0/crds/`
-(`helpers.shared_files.kuberay_dir`) and `gmp-crds/` (`helpers.shared_files.gmp_crds_dir`); if
-one is missing the calling test fails (never skips).
+(`helpers.shared_files.kuberay_dir`) and `gmp-crds/` (`helpers.shared_files.gmp_crds_dir`), and
+the ComputeClass CRD from `tests/fixtures/crds/` in the repo; if one is missing the calling test
+fails (never skips).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ import pytest
 import yaml
 
 from helpers.shared_files import gmp_crds_dir, kuberay_dir
+from serve.paths import REPO_ROOT
+
+# CRDs CI has no other copy of, committed with their source (README.md there).
+VENDORED_CRDS_DIR: Final = REPO_ROOT / "tests" / "fixtures" / "crds"
 
 _DROPPED: Final = frozenset(
     {
@@ -74,6 +80,8 @@ _COPIED: Final = frozenset(
         "maximum",
         "minItems",
         "maxItems",
+        "minProperties",
+        "maxProperties",
     }
 )
 _HANDLED: Final = frozenset(
@@ -95,15 +103,25 @@ _HANDLED: Final = frozenset(
 _STRING_KEYWORDS: Final = ("pattern", "minLength", "maxLength", "enum")
 _INT_RANGES: Final = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 _DNS_1123_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_NAME_AND_LABELS: Final = {
+    "name": {"type": "string", "maxLength": 253, "pattern": _DNS_1123_SUBDOMAIN},
+    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+    "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+}
 OBJECT_META_SCHEMA: Final = {
     "type": "object",
     "properties": {
-        "name": {"type": "string", "maxLength": 253, "pattern": _DNS_1123_SUBDOMAIN},
+        **_NAME_AND_LABELS,
         "namespace": {"type": "string", "maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
     },
     "required": ["name", "namespace"],
+}
+# A cluster-scoped object (ComputeClass) has a name and no namespace.
+CLUSTER_OBJECT_META_SCHEMA: Final = {
+    "type": "object",
+    "properties": _NAME_AND_LABELS,
+    "required": ["name"],
+    "not": {"required": ["namespace"]},
 }
 
 
@@ -162,6 +180,7 @@ class Crd:
     group: str
     plural: str
     directory: Callable[[], Path]
+    namespaced: bool = True
 
     @property
     def api_version(self) -> str:
@@ -175,6 +194,8 @@ CRDS: Final = {
     "RayService": Crd("ray.io", "rayservices", lambda: kuberay_dir() / "crds"),
     "RayCluster": Crd("ray.io", "rayclusters", lambda: kuberay_dir() / "crds"),
     "PodMonitoring": Crd("monitoring.googleapis.com", "podmonitorings", gmp_crds_dir),
+    # Not in ../shared: vendored in the repo (tests/fixtures/crds/README.md says from where).
+    "ComputeClass": Crd("cloud.google.com", "computeclasses", lambda: VENDORED_CRDS_DIR, namespaced=False),
 }
 
 
@@ -184,10 +205,11 @@ def crd_json_schema(kind: str) -> tuple[dict[str, Any], tuple[str, ...]]:
     crd_file = CRDS[kind]
     path = crd_file.path()
     if not path.is_file():
-        pytest.fail(f"{path} is missing: the {kind} CRD must be in ../shared")
+        pytest.fail(f"{path} is missing: the {kind} CRD must be in ../shared or {VENDORED_CRDS_DIR}")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     assert crd["spec"]["names"]["kind"] == kind
+    assert crd["spec"]["scope"] == ("Namespaced" if crd_file.namespaced else "Cluster")
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     assert version["served"] and version["storage"]
     structural = copy.deepcopy(version["schema"]["openAPIV3Schema"])
@@ -195,7 +217,9 @@ def crd_json_schema(kind: str) -> tuple[dict[str, Any], tuple[str, ...]]:
     structural["properties"]["metadata"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     cel: list[str] = []
     schema = structural_to_json_schema(structural, cel=cel)
-    schema["properties"]["metadata"] = OBJECT_META_SCHEMA
+    schema["properties"]["metadata"] = (
+        OBJECT_META_SCHEMA if crd_file.namespaced else CLUSTER_OBJECT_META_SCHEMA
+    )
     schema["properties"]["apiVersion"] = {"const": crd_file.api_version}
     schema["properties"]["kind"] = {"const": kind}
     schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata", "spec"})
