@@ -7,7 +7,7 @@ single `build_openai_app` application: an application's status is its worst depl
 (ray/serve/_private/application_state.py `_determine_app_status`), and KubeRay v1.7.0 creates the
 serve Service, or switches it to a new cluster, only when every application is RUNNING
 (ray-operator/controllers/ray/rayservice_controller.go `getAndCheckServeStatus`). With every model
-in one application, one model that cannot start (no GPU capacity, a bad revision) marks the whole
+in one application, one model whose replicas fail to start (a bad revision) marks the whole
 endpoint failed; split, only that model's application is, and its requests get a 503 naming it
 while the others answer. A handle to a deployment of another application is Serve's own API
 (`serve.get_deployment_handle(name, app_name=...)`, ray/serve/api.py), and Ray's ingress takes
@@ -337,7 +337,13 @@ def task_aware_ingress() -> Any:
             async with self._serve_status_lock:
                 read_at, applications = self._serve_status
                 if time.monotonic() - read_at >= UNAVAILABLE_CHECK_EVERY_S:
-                    status = await asyncio.to_thread(serve.status)
+                    try:
+                        # Bounded: a slow or restarting controller must not hold waiting requests.
+                        status = await asyncio.wait_for(
+                            asyncio.to_thread(serve.status), timeout=UNAVAILABLE_CHECK_EVERY_S
+                        )
+                    except TimeoutError:
+                        return applications  # the last answer: no news is not a failure
                     applications = dataclasses.asdict(status)["applications"]
                     self._serve_status = (time.monotonic(), applications)
                 return applications
@@ -475,8 +481,8 @@ def model_gave_up(applications: Mapping[str, Any], application: str, deployment:
 
 def unavailable_message(model: str) -> str:
     return (
-        f"model {model!r} is unavailable: its Serve application failed to start "
-        "(no capacity, or weights that do not load); the other models still answer"
+        f"model {model!r} is unavailable: its replicas failed to start "
+        "(weights that do not load, or an engine error); the other models still answer"
     )
 
 
