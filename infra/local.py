@@ -34,13 +34,13 @@ from serve.localize import (
     API_KEY_ENV,
     DEFAULT_KV_CACHE_GIB,
     MIN_LOCAL_CPUS,
-    llm_configs,
     localize_serve_config,
     needs_reranker,
     needs_transcriber,
     warmup_request,
 )
 from serve.paths import REPO_ROOT
+from serve.serve_config import document_llm_configs
 from serve.supervisor import (
     LocalService,
     LocalServiceError,
@@ -145,7 +145,7 @@ def _ready_message(
     service: LocalService, serve_config: Mapping[str, Any], echo_logs: bool, key_from_env: bool
 ) -> str:
     sources = sorted(
-        {str(llm["model_loading_config"].get("model_source")) for llm in llm_configs(serve_config)}
+        {str(llm["model_loading_config"].get("model_source")) for llm in document_llm_configs(serve_config)}
     )
     logs = "the console" if echo_logs else str(service.log_path)
     serving = service.serving_model_ids

@@ -73,21 +73,16 @@ DROPPED_ENGINE_KWARGS: Final = frozenset(
 DROPPED_ENV_VARS: Final = frozenset({PER_WORKER_GPUS_ENV})
 
 
-def llm_configs(serve_config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every LLM config of the document's model applications, in document order."""
-    return document_llm_configs(serve_config)
-
-
 def served_model_ids(serve_config: Mapping[str, Any]) -> list[str]:
     """The OpenAI model ids a Serve deploy document serves, in document order."""
-    return [llm["model_loading_config"]["model_id"] for llm in llm_configs(serve_config)]
+    return [llm["model_loading_config"]["model_id"] for llm in document_llm_configs(serve_config)]
 
 
 def models_not_on_cpu(serve_config: Mapping[str, Any]) -> list[str]:
     """Ids of the models that are not configured for the CPU backend (not localized)."""
     return [
         llm["model_loading_config"]["model_id"]
-        for llm in llm_configs(serve_config)
+        for llm in document_llm_configs(serve_config)
         if (llm.get("accelerator_config") or {}).get("kind") != "cpu"
     ]
 
@@ -190,11 +185,6 @@ def _selected_models(serve_config: Mapping[str, Any], models: Sequence[str] | No
     return selected
 
 
-def tasks(serve_config: Mapping[str, Any]) -> dict[str, str]:
-    """Each served model's task, as the router application routes it."""
-    return document_tasks(serve_config)
-
-
 def needs_reranker(serve_config: Mapping[str, Any], models: Sequence[str] | None = None) -> bool:
     """Whether a selected model is a `task: rerank` model (so a local cross-encoder is needed)."""
     return _needs(serve_config, models, "rerank")
@@ -207,7 +197,7 @@ def needs_transcriber(serve_config: Mapping[str, Any], models: Sequence[str] | N
 
 def _needs(serve_config: Mapping[str, Any], models: Sequence[str] | None, task: str) -> bool:
     selected = set(_selected_models(serve_config, models))
-    return any(t == task for model_id, t in tasks(serve_config).items() if model_id in selected)
+    return any(t == task for model_id, t in document_tasks(serve_config).items() if model_id in selected)
 
 
 # Which local checkpoint stands in for a model of each task, and how to get it: a chat checkpoint
@@ -263,7 +253,7 @@ def localize_serve_config(
         raise ValueError(f"kv_cache_gib must be at least 1 (vLLM reads {KV_CACHE_ENV} in whole GiB)")
     out = copy.deepcopy(dict(serve_config))
     special = {"rerank": reranker_dir, "transcribe": transcriber_dir}
-    model_tasks = tasks(out)
+    model_tasks = document_tasks(out)
     local_apps: dict[str, dict[str, Any]] = {}
     for app in model_applications(out):
         llm = app["args"][LLM_CONFIG_ARG]
@@ -284,11 +274,8 @@ def localize_serve_config(
             for model_id, entry in entries.items()
             if model_id in local_apps
         }
-    out["applications"] = [
-        app
-        for app in out.get("applications", [])
-        if app.get("import_path") != MODEL_APP_IMPORT_PATH or any(app is kept for kept in local_apps.values())
-    ]
+    dropped = {app["name"] for app in model_applications(out)} - {app["name"] for app in local_apps.values()}
+    out["applications"] = [app for app in out.get("applications", []) if app["name"] not in dropped]
     return out
 
 
@@ -306,7 +293,7 @@ def local_cpus_needed(serve_config: Mapping[str, Any]) -> int:
     (at its capped max) and every ingress replica can be placed at once. They are logical: Ray
     schedules by them, the engines share the machine's real cores."""
     needed = SPARE_LOCAL_CPUS
-    for llm in llm_configs(serve_config):
+    for llm in document_llm_configs(serve_config):
         scaling = (llm.get("deployment_config") or {}).get("autoscaling_config") or {}
         needed += CPUS_PER_LOCAL_REPLICA * int(scaling.get("max_replicas", LOCAL_MAX_REPLICAS))
     for app in router_applications(serve_config):

@@ -42,7 +42,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -78,24 +78,13 @@ ROUTE_METHODS: Final[dict[str, str]] = {
 
 def task_of(engine_kwargs: dict[str, Any] | None) -> str:
     """The task an LLM config's engine kwargs set up, where they tell (the pooling tasks); else
-    generate. `model_tasks` is what the builder uses: generate and transcribe look alike here."""
+    generate. The router's entries declare each model's task from the catalog: generate and
+    transcribe look alike here."""
     kwargs = engine_kwargs or {}
     for task, settings in TASK_ENGINE_KWARGS.items():
         if settings and all(kwargs.get(key) == value for key, value in settings.items()):
             return task
     return "generate"
-
-
-def resolve_tasks(declared: Mapping[str, str], models: Iterable[tuple[str, Any]]) -> dict[str, str]:
-    """Each model's task from `models` (id, engine kwargs): the serve config's `model_tasks`
-    (written from the catalog), else what its engine kwargs tell. An unknown task is a ValueError."""
-    found: dict[str, str] = {}
-    for model_id, engine_kwargs in models:
-        task = declared.get(model_id) or task_of(engine_kwargs)
-        if task not in TASK_ROUTES:
-            raise ValueError(f"model {model_id!r} has task {task!r}; the tasks are {', '.join(TASK_ROUTES)}")
-        found[model_id] = task
-    return found
 
 
 def wrong_task_message(model: str, task: str, route: str) -> str:

@@ -52,13 +52,12 @@ from serve.localize import (
     models_not_on_cpu,
     new_api_key,
     served_model_ids,
-    tasks,
     warmup_request,
     with_api_keys_dir,
 )
 from serve.openai_app import LLM_CONFIG_ARG, MODEL_APP_IMPORT_PATH
 from serve.paths import REPO_ROOT
-from serve.serve_config import model_applications
+from serve.serve_config import document_tasks, model_applications
 
 T = TypeVar("T")
 
@@ -619,7 +618,7 @@ class LocalService:
         tolerate_failed_models: bool = False,
     ) -> None:
         self.model_ids: list[str] = served_model_ids(serve_config)
-        self._tasks = tasks(serve_config)
+        self._tasks = document_tasks(serve_config)
         if not self.model_ids:
             raise ValueError(f"the serve config has no {MODEL_APP_IMPORT_PATH} application")
         # Like the cluster: a model whose application fails is reported and left out, and the

@@ -24,7 +24,6 @@ from serve.localize import (
     KV_CACHE_ENV,
     LOCAL_MAX_REPLICAS,
     custom_resources,
-    llm_configs,
     local_cpus_needed,
     localize_serve_config,
     models_not_on_cpu,
@@ -32,7 +31,7 @@ from serve.localize import (
 )
 from serve.openai_app import task_of
 from serve.paths import REPO_ROOT
-from serve.serve_config import router_applications
+from serve.serve_config import document_llm_configs, router_applications
 
 MODEL_DIR = Path("/models/tiny")
 RERANKER_DIR = Path("/models/tiny-reranker")
@@ -52,7 +51,7 @@ def test_localized_config_keeps_ids_and_serve_settings(stack: str) -> None:
         assert {k: app[k] for k in ("name", "route_prefix", "import_path")} == {
             k: original[k] for k in ("name", "route_prefix", "import_path")
         }
-    for llm, original in zip(llm_configs(local), plan.llm_configs, strict=True):
+    for llm, original in zip(document_llm_configs(local), plan.llm_configs, strict=True):
         weights = RERANKER_DIR if task_of(original["engine_kwargs"]) == "rerank" else MODEL_DIR
         assert llm["model_loading_config"] == {
             "model_id": original["model_loading_config"]["model_id"],
@@ -88,7 +87,7 @@ def test_localized_config_is_still_valid_for_ray(stack: str) -> None:
 
     local = localize(build_plan_for_stack(stack, REPO_ROOT).serve_config)
     ServeDeploySchema.model_validate(copy.deepcopy(local))
-    for llm in llm_configs(local):
+    for llm in document_llm_configs(local):
         LLMConfig(**copy.deepcopy(llm))
 
 
@@ -171,7 +170,7 @@ def test_the_local_head_advertises_a_cpu_for_every_replica_bundle(ray_oracles: M
     The dev stack's four models need 9: a fixed 8 left the fourth replica unscheduled."""
     config = localize(build_plan_for_stack("dev", REPO_ROOT).serve_config)
     demand = 0.0
-    for llm in llm_configs(config):
+    for llm in document_llm_configs(config):
         bundles, _ = ray_oracles.replica_bundles(llm)
         replicas = llm["deployment_config"]["autoscaling_config"]["max_replicas"]
         demand += replicas * sum(bundle.get("CPU", 0) for bundle in bundles)

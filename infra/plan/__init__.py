@@ -143,7 +143,7 @@ class ServingPlan(BaseModel):
         """One PodDisruptionBudget per worker group (infra/plan/disruption.py)."""
         return disruption_budgets(
             self.gpu_pools,
-            {pool.name: _warm_gpus(self.served, pool.tier, self.settings) for pool in self.gpu_pools},
+            _warm_gpus_by_pool(self.served, self.gpu_pools, self.settings),
         )
 
     @property
@@ -226,6 +226,13 @@ def _warm_gpus(served: Sequence[ModelEntry], tier: TierName | None, settings: St
         return 0
     on_tier = [model for model in served if model.tier == tier]
     return packed_tier_gpus(on_tier, settings.autoscaling.min_replicas, settings, tier)
+
+
+def _warm_gpus_by_pool(
+    served: Sequence[ModelEntry], pools: Sequence[NodePoolSpec], settings: StackSettings
+) -> dict[str, int]:
+    """`_warm_gpus` of each pool's tier, by pool name: what the cost and the disruption budgets use."""
+    return {pool.name: _warm_gpus(served, pool.tier, settings) for pool in pools}
 
 
 def tier_gpus(served: Sequence[ModelEntry], settings: StackSettings) -> tuple[TierGpus, ...]:
@@ -379,7 +386,7 @@ def build_plan(catalog: Catalog, settings: StackSettings, *, project: str | None
         env_config_map_data=dict(RAY_POD_ENV),
         cost=estimate_cost(
             (system, *gpu_pools, *fallback_pools),
-            warm_gpus={pool.name: _warm_gpus(served, pool.tier, settings) for pool in gpu_pools},
+            warm_gpus=_warm_gpus_by_pool(served, gpu_pools, settings),
         ),
     )
 
