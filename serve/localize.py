@@ -29,6 +29,7 @@ from serve.serve_config import (
     document_llm_configs,
     document_tasks,
     model_applications,
+    model_deployment_config,
     router_applications,
 )
 from serve.tiny_model import MAX_POSITION_EMBEDDINGS
@@ -263,6 +264,7 @@ def localize_serve_config(
             weights = _local_weights(model_id, task, model_dir, special)
             local = _localize_llm_config(llm, weights, kv_cache_gib, task, keep_model_source)
             app["args"][LLM_CONFIG_ARG] = local
+            app["deployments"] = [_capped_replicas(override) for override in app.get("deployments") or []]
             local_apps[model_id] = app
     for router in router_applications(out):
         # The router's entries follow the localized configs (a context capped at the local model's).
@@ -293,8 +295,8 @@ def local_cpus_needed(serve_config: Mapping[str, Any]) -> int:
     (at its capped max) and every ingress replica can be placed at once. They are logical: Ray
     schedules by them, the engines share the machine's real cores."""
     needed = SPARE_LOCAL_CPUS
-    for llm in document_llm_configs(serve_config):
-        scaling = (llm.get("deployment_config") or {}).get("autoscaling_config") or {}
+    for app in model_applications(serve_config):
+        scaling = model_deployment_config(app).get("autoscaling_config") or {}
         needed += CPUS_PER_LOCAL_REPLICA * int(scaling.get("max_replicas", LOCAL_MAX_REPLICAS))
     for app in router_applications(serve_config):
         ingress = (app.get("args") or {}).get(INGRESS_DEPLOYMENT_CONFIG_ARG) or {}

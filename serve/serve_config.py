@@ -21,6 +21,7 @@ from serve.openai_app import (
     LLM_CONFIG_ARG,
     MODEL_APP_IMPORT_PATH,
     MODELS_ARG,
+    model_deployment_name,
     router_entry,
 )
 from serve.tiers import TierName
@@ -54,6 +55,17 @@ REPLICA_GRACEFUL_SHUTDOWN_WAIT_LOOP_SECONDS: Final = 1
 # (tests/test_faults_local.py). The check reads a flag of vLLM's engine client
 # (LLMServer.check_health, AsyncLLM.check_health), so checking often costs nothing.
 REPLICA_HEALTH_CHECK_PERIOD_SECONDS: Final = 2
+# Replacements start before the replicas they replace stop. Serve's rolling restart (a new
+# code version: a model's LLM config, the router's model list) otherwise stops an old replica
+# first, a cold start of downtime for a model with one replica and cut requests for the one
+# router. With a surge (Serve 2.60 `max_surge_percent`, ray/serve/_private/deployment_state.py
+# `_surge_replicas_to_start`/`_surge_replicas_to_stop`) the old replicas serve until their
+# replacements run; when there is no capacity for a replacement the old ones keep serving while
+# it waits; and when the replacements fail to start (a bad revision) the old ones are kept.
+# The router: one extra replica on the head (HEAD_CPUS holds it). A model: a quarter of its
+# replicas at a time, at least one, so a rollout needs one spare GPU share, not a second fleet.
+ROUTER_MAX_SURGE_PERCENT: Final = 100
+MODEL_MAX_SURGE_PERCENT: Final = 25
 INGRESS_CPUS: Final = 1
 # One ingress replica: Ray's ingress defaults target 1e9 ongoing requests per replica
 # (ray/llm/_internal/serve/core/ingress/ingress.py DEFAULT_INGRESS_OPTIONS), so a higher
@@ -84,12 +96,14 @@ def bucket_model_source(bucket: str, model: ModelEntry) -> str:
 
 def llm_config(
     model: ModelEntry,
-    autoscaling: ReplicaAutoscaling,
     gpus_per_node: int = 1,
     model_bucket: str | None = None,
 ) -> dict[str, Any]:
     """The `ray.serve.llm.LLMConfig` document for one catalog model on nodes of `gpus_per_node`
-    GPUs, as plain data; its weights come from `model_bucket` when given, else from the Hub."""
+    GPUs, as plain data; its weights come from `model_bucket` when given, else from the Hub.
+
+    It holds nothing a stack file sets: the stack's autoscaling is an override of the model's
+    application (`model_deployment_overrides`), so that changing it restarts no replica."""
     engine_kwargs: dict[str, Any] = {
         "tensor_parallel_size": model.tensor_parallel_size,
         "dtype": model.dtype,
@@ -124,10 +138,10 @@ def llm_config(
         "accelerator_type": model.gpu_tier.ray_accelerator_type,
         "engine_kwargs": engine_kwargs,
         "deployment_config": {
-            **autoscaling.serve_deployment_config(),
             "graceful_shutdown_timeout_s": REPLICA_GRACEFUL_SHUTDOWN_SECONDS,
             "graceful_shutdown_wait_loop_s": REPLICA_GRACEFUL_SHUTDOWN_WAIT_LOOP_SECONDS,
             "health_check_period_s": REPLICA_HEALTH_CHECK_PERIOD_SECONDS,
+            "max_surge_percent": MODEL_MAX_SURGE_PERCENT,
         },
     }
     if share is not None:
@@ -156,6 +170,7 @@ def ingress_deployment_config() -> dict[str, Any]:
     return {
         "ray_actor_options": {"num_cpus": INGRESS_CPUS, "resources": {HEAD_NODE_RESOURCE: 0.001}},
         "autoscaling_config": {"min_replicas": INGRESS_REPLICAS, "max_replicas": INGRESS_REPLICAS},
+        "max_surge_percent": ROUTER_MAX_SURGE_PERCENT,
     }
 
 
@@ -163,14 +178,43 @@ def model_app_name(model_id: str) -> str:
     return MODEL_APP_PREFIX + model_id
 
 
-def model_application(llm: dict[str, Any]) -> dict[str, Any]:
-    """One model's Serve application: its LLM config, reachable only through the router."""
+def model_deployment_overrides(model_id: str, autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
+    """The stack's autoscaling for one model's deployment, as an entry of its application's
+    `deployments`.
+
+    Serve hashes an application's `args` into its code version, and a new code version replaces
+    every replica (ray/serve/_private/deploy_utils.py `get_app_code_version`, version.py
+    `requires_actor_restart`): with one replica a cold start of downtime. Options given here
+    instead are applied over the code's (application_state.py `override_deployment_info`), and
+    these two are updated on the running replicas: `autoscaling_config` is a LightWeight option,
+    `max_ongoing_requests` a NeedsActorReconfigure one (ray/serve/_private/config.py)."""
+    return {"name": model_deployment_name(model_id), **autoscaling.serve_deployment_config()}
+
+
+def model_application(llm: dict[str, Any], autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
+    """One model's Serve application: its LLM config, reachable only through the router, scaled
+    as the stack says."""
+    model_id = llm["model_loading_config"]["model_id"]
     return {
-        "name": model_app_name(llm["model_loading_config"]["model_id"]),
+        "name": model_app_name(model_id),
         "route_prefix": None,
         "import_path": MODEL_APP_IMPORT_PATH,
         "args": {LLM_CONFIG_ARG: llm},
+        "deployments": [model_deployment_overrides(model_id, autoscaling)],
     }
+
+
+def model_deployment_config(app: Mapping[str, Any]) -> dict[str, Any]:
+    """A model application's deployment options as Serve applies them: its LLM config's
+    `deployment_config` with each option its deployment's override names replaced whole
+    (`override_deployment_info`: `original_options.update(options)`)."""
+    llm = app["args"][LLM_CONFIG_ARG]
+    name = model_deployment_name(llm["model_loading_config"]["model_id"])
+    merged = dict(llm.get("deployment_config") or {})
+    for override in app.get("deployments") or []:
+        if override.get("name") == name:
+            merged.update({key: value for key, value in override.items() if key != "name"})
+    return merged
 
 
 def router_application(model_apps: Sequence[Mapping[str, Any]], tasks: Mapping[str, str]) -> dict[str, Any]:
@@ -205,7 +249,7 @@ def serve_config(
     bucket the weights are mirrored to (the Hub when None)."""
     per_node = gpus_per_node or {}
     model_apps = [
-        model_application(llm_config(model, autoscaling, per_node.get(model.tier, 1), model_bucket))
+        model_application(llm_config(model, per_node.get(model.tier, 1), model_bucket), autoscaling)
         for model in models
     ]
     # The ingress routes by task; generate and transcribe look alike in engine arguments.

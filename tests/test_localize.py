@@ -31,7 +31,12 @@ from serve.localize import (
 )
 from serve.openai_app import task_of
 from serve.paths import REPO_ROOT
-from serve.serve_config import document_llm_configs, router_applications
+from serve.serve_config import (
+    document_llm_configs,
+    model_applications,
+    model_deployment_config,
+    router_applications,
+)
 
 MODEL_DIR = Path("/models/tiny")
 RERANKER_DIR = Path("/models/tiny-reranker")
@@ -51,7 +56,10 @@ def test_localized_config_keeps_ids_and_serve_settings(stack: str) -> None:
         assert {k: app[k] for k in ("name", "route_prefix", "import_path")} == {
             k: original[k] for k in ("name", "route_prefix", "import_path")
         }
-    for llm, original in zip(document_llm_configs(local), plan.llm_configs, strict=True):
+    for app, original_app in zip(
+        model_applications(local), model_applications(plan.serve_config), strict=True
+    ):
+        llm, original = app["args"]["llm_config"], original_app["args"]["llm_config"]
         weights = RERANKER_DIR if task_of(original["engine_kwargs"]) == "rerank" else MODEL_DIR
         assert llm["model_loading_config"] == {
             "model_id": original["model_loading_config"]["model_id"],
@@ -65,18 +73,19 @@ def test_localized_config_keeps_ids_and_serve_settings(stack: str) -> None:
         kept = {k: v for k, v in original["engine_kwargs"].items() if k not in DROPPED_ENGINE_KWARGS}
         for key in kept.keys() - {"dtype", "tensor_parallel_size", "max_model_len"}:
             assert engine[key] == kept[key], key
+        deployment, original_deployment = model_deployment_config(app), model_deployment_config(original_app)
         scaling, original_scaling = (
-            llm["deployment_config"]["autoscaling_config"],
-            original["deployment_config"]["autoscaling_config"],
+            deployment["autoscaling_config"],
+            original_deployment["autoscaling_config"],
         )
         assert scaling["max_replicas"] == min(original_scaling["max_replicas"], LOCAL_MAX_REPLICAS)
         assert scaling["min_replicas"] == min(original_scaling["min_replicas"], LOCAL_MAX_REPLICAS)
         for key in ("target_ongoing_requests", "upscale_delay_s", "downscale_delay_s"):
             assert scaling[key] == original_scaling[key]
-        assert (
-            llm["deployment_config"]["max_ongoing_requests"]
-            == original["deployment_config"]["max_ongoing_requests"]
-        )
+        assert deployment["max_ongoing_requests"] == original_deployment["max_ongoing_requests"]
+        # The stack's settings stay per-deployment overrides: nothing of them enters the args.
+        assert app["deployments"][0]["name"] == original_app["deployments"][0]["name"]
+        assert "autoscaling_config" not in llm["deployment_config"]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -170,9 +179,9 @@ def test_the_local_head_advertises_a_cpu_for_every_replica_bundle(ray_oracles: M
     The dev stack's four models need 9: a fixed 8 left the fourth replica unscheduled."""
     config = localize(build_plan_for_stack("dev", REPO_ROOT).serve_config)
     demand = 0.0
-    for llm in document_llm_configs(config):
-        bundles, _ = ray_oracles.replica_bundles(llm)
-        replicas = llm["deployment_config"]["autoscaling_config"]["max_replicas"]
+    for app in model_applications(config):
+        bundles, _ = ray_oracles.replica_bundles(app["args"]["llm_config"])
+        replicas = model_deployment_config(app)["autoscaling_config"]["max_replicas"]
         demand += replicas * sum(bundle.get("CPU", 0) for bundle in bundles)
     (app,) = router_applications(config)
     demand += app["args"]["ingress_deployment_config"]["ray_actor_options"]["num_cpus"]

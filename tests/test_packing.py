@@ -23,7 +23,6 @@ from helpers.generated_catalog import mixed_small_catalog
 from configcheck.problems import LineMap
 from infra.plan import ServingPlan
 from infra.plan.packing import pack, packed_gpus, whole_gpus
-from infra.settings import load_stack
 from serve.catalog import ModelEntry, Task, load_catalog, parse_catalog
 from serve.gpu_share import (
     BUNDLE_STEP,
@@ -38,7 +37,6 @@ from serve.paths import REPO_ROOT
 from serve.serve_config import llm_config
 
 SHIPPED = load_catalog(REPO_ROOT / "model_catalog.yaml")
-AUTOSCALING = load_stack("dev", REPO_ROOT).autoscaling
 
 
 def entry(**changes: Any) -> ModelEntry:
@@ -68,7 +66,7 @@ def test_nodes_with_more_than_one_gpu_never_pack() -> None:
     model = SHIPPED.by_id("qwen2-5-1-5b-instruct")
     assert gpu_share(model, gpus_per_node=1) is not None
     assert gpu_share(model, gpus_per_node=2) is None
-    config = llm_config(model, AUTOSCALING, gpus_per_node=2)
+    config = llm_config(model, gpus_per_node=2)
     assert "placement_group_config" not in config and "runtime_env" not in config
 
 
@@ -169,12 +167,12 @@ def test_packed_llm_configs_carry_the_share() -> None:
     model = SHIPPED.by_id("qwen2-5-1-5b-instruct")
     share = gpu_share(model)
     assert share is not None
-    config = llm_config(model, AUTOSCALING)
+    config = llm_config(model)
     assert config["placement_group_config"] == {"bundles": [{"GPU": 0.5}], "strategy": "PACK"}
     assert config["engine_kwargs"]["gpu_memory_utilization"] == share.gpu_memory_utilization
     assert config["engine_kwargs"]["kv_cache_memory_bytes"] == share.kv_cache_memory_bytes
     assert config["runtime_env"] == {"env_vars": {"VLLM_RAY_PER_WORKER_GPUS": "0.5"}}
-    whole = llm_config(SHIPPED.by_id("llama-3-1-8b-instruct"), AUTOSCALING)
+    whole = llm_config(SHIPPED.by_id("llama-3-1-8b-instruct"))
     assert "placement_group_config" not in whole and "runtime_env" not in whole
     assert "kv_cache_memory_bytes" not in whole["engine_kwargs"]
 
@@ -185,7 +183,7 @@ def test_the_gpu_fraction_reaches_the_replica_that_starts_vllm(ray_oracles: Modu
     its helper tasks (ray-project/ray#63875): the replica's actor options, which Ray builds from the
     LLM config, must carry it, and they do only because the LLM config sets it."""
     model = SHIPPED.by_id("qwen2-5-1-5b-instruct")
-    config = llm_config(model, AUTOSCALING)
+    config = llm_config(model)
     with ray_oracles.offline_runtime_context():
         options = ray_oracles.LLMServer.get_deployment_options(ray_oracles.LLMConfig(**config))
     assert options["ray_actor_options"]["runtime_env"]["env_vars"]["VLLM_RAY_PER_WORKER_GPUS"] == "0.5"

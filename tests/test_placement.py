@@ -11,6 +11,7 @@ come from its `LLMConfig`'s engine config.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import pytest
@@ -18,7 +19,13 @@ import yaml
 
 from infra.plan import ServingPlan, build_plan_for_stack
 from serve.openai_app import split_args
-from serve.serve_config import HEAD_NODE_RESOURCE, document_llm_configs, router_applications
+from serve.serve_config import (
+    HEAD_NODE_RESOURCE,
+    document_llm_configs,
+    model_applications,
+    model_deployment_config,
+    router_applications,
+)
 
 STACKS = ("dev", "prod")
 HEAD = "headgroup"
@@ -95,13 +102,32 @@ def test_the_ingress_can_only_run_on_the_head(plan: ServingPlan) -> None:
     assert placeable_on(node_types(plan), demand) == {HEAD}
 
 
+def test_the_head_holds_the_router_and_its_replacement_during_a_rollout(plan: ServingPlan) -> None:
+    """A change of the router's args (a model added or removed) starts the new router replica
+    before the old one stops (Serve's surge): the head must hold both at once."""
+    options = ingress_options(plan)
+    replicas = options["autoscaling_config"]["max_replicas"]
+    surge = math.ceil(options["max_surge_percent"] * replicas / 100)
+    assert surge >= 1
+    head, demand = node_types(plan)[HEAD], ingress_demand(plan)
+    for resource, amount in demand.items():
+        assert head.get(resource, 0) >= amount * (replicas + surge), resource
+
+
 def test_ingress_stays_up_when_every_model_scales_to_zero() -> None:
     # dev scales every model to zero; Ray would then scale the ingress to zero too.
     from ray.llm._internal.serve.core.ingress.ingress import OpenAiIngress
     from ray.serve.llm import LLMConfig
 
     dev = build_plan_for_stack("dev")
-    configs = [LLMConfig(**copy.deepcopy(llm)) for llm in dev.llm_configs]
+    # Ray derives the ingress's default from the models' autoscaling, which Serve applies as each
+    # model application's override.
+    configs = [
+        LLMConfig(
+            **{**copy.deepcopy(app["args"]["llm_config"]), "deployment_config": model_deployment_config(app)}
+        )
+        for app in model_applications(dev.serve_config)
+    ]
     defaults = OpenAiIngress.get_deployment_options(configs)
     assert defaults["autoscaling_config"]["min_replicas"] == 0, "Ray's default changed"
     assert ingress_options(dev)["autoscaling_config"]["min_replicas"] == 1

@@ -31,6 +31,7 @@ from infra.plan import ServingPlan, build_plan, packed_tier_gpus
 from infra.plan.node_fit import placement_problems
 from infra.plan.node_pools import COMPUTE_CLASS_KEY, Taint
 from serve.catalog import ModelEntry
+from serve.serve_config import model_applications, model_deployment_config
 from serve.tiers import RAY_ACCELERATOR_RESOURCE_PREFIX, TIERS, TierName
 
 HEAD = "headgroup"
@@ -153,8 +154,9 @@ def test_min_replicas_of_every_model_fit_together(
     """Every model's minimum (at least one replica, the first request after scale-to-zero) at once."""
     plan = plans[stack]
     gangs = []
-    for _, raw in _served(plan):
-        replicas = max(1, raw["deployment_config"]["autoscaling_config"]["min_replicas"])
+    for app in model_applications(plan.serve_config):
+        raw = app["args"]["llm_config"]
+        replicas = max(1, model_deployment_config(app)["autoscaling_config"]["min_replicas"])
         gangs += [ray_oracles.gang(*ray_oracles.replica_bundles(raw)) for _ in range(replicas)]
     launched, infeasible = ray_oracles.schedule_from_zero(_cluster(plan), gangs)
     assert infeasible == 0, launched

@@ -28,14 +28,19 @@ import yaml
 from helpers.stack_files import STACKS
 
 from infra.plan import ServingPlan
-from serve.openai_app import MODEL_APP_IMPORT_PATH
+from serve.autoscaling import ReplicaAutoscaling
+from serve.openai_app import MODEL_APP_IMPORT_PATH, model_deployment_name
 from serve.serve_config import (
     API_KEYS_MOUNT_PATH,
     APP_NAME,
+    MODEL_MAX_SURGE_PERCENT,
     ROUTE_PREFIX,
+    ROUTER_MAX_SURGE_PERCENT,
     model_app_name,
     model_applications,
+    model_deployment_config,
     router_applications,
+    serve_config,
 )
 from serve.versions import OPENAI_APP_IMPORT_PATH
 
@@ -95,8 +100,8 @@ def test_engine_kwargs_are_accepted_by_vllm_through_ray(
 def test_deployment_configs_use_only_keys_serve_knows(
     plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
 ) -> None:
-    for raw in plans[stack].llm_configs:
-        ray_oracles.AutoscalingConfig(**raw["deployment_config"]["autoscaling_config"])
+    for app in model_applications(plans[stack].serve_config):
+        ray_oracles.AutoscalingConfig(**model_deployment_config(app)["autoscaling_config"])
     assert ray_oracles.strict_key_problems(plans[stack].serve_config) == []
 
 
@@ -201,13 +206,135 @@ def test_the_builders_build_what_rays_build_openai_app_builds(
     assert ray_oracles.deployment_names(built[APP_NAME]) == ["OpenAiIngress"]
     for model_id in plan.served_model_ids:
         assert ray_oracles.deployment_names(built[model_app_name(model_id)]) == [f"LLMServer:{model_id}"]
+    # Ray's builder takes the stack's autoscaling inside each LLM config; ours is an override.
+    with_autoscaling = [
+        {**app["args"]["llm_config"], "deployment_config": model_deployment_config(app)}
+        for app in model_applications(plan.serve_config)
+    ]
     rays = ray_oracles.build_openai_app(
         {
-            "llm_configs": plan.llm_configs,
+            "llm_configs": with_autoscaling,
             "ingress_deployment_config": _app(plan)["args"]["ingress_deployment_config"],
         }
     )
-    assert ray_oracles.document_deployment_options(plan.serve_config) == ray_oracles.deployment_options(rays)
+    # Serve applies the document's overrides (and merges runtime envs) to whatever the code built.
+    overrides = ray_oracles.document_overrides(plan.serve_config)
+    assert ray_oracles.document_deployment_options(plan.serve_config) == ray_oracles.deployment_options(
+        rays, overrides
+    )
+
+
+# --- a stack's autoscaling is applied without restarting a replica ----------------------
+
+
+def _with_autoscaling(plan: ServingPlan, autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
+    """The plan's Serve document with another stack's autoscaling: what `pulumi up` submits after
+    someone edits only the autoscaling block of a stack file."""
+    settings = plan.settings
+    gpus = {tier: settings.tiers[tier].gpus_per_node for tier in settings.enabled_tiers()}
+    return serve_config(plan.served, autoscaling, gpus, model_bucket=plan.model_bucket)
+
+
+def _autoscaling_in_args(document: dict[str, Any]) -> dict[str, Any]:
+    """The first layout: each model's autoscaling inside its LLM config, in the application's args."""
+    inlined = copy.deepcopy(document)
+    for app in model_applications(inlined):
+        app["args"]["llm_config"]["deployment_config"] = model_deployment_config(app)
+        del app["deployments"]
+    return inlined
+
+
+def _other_autoscaling(plans: dict[str, ServingPlan], stack: str) -> ReplicaAutoscaling:
+    (other,) = {name: plan for name, plan in plans.items() if name != stack}.values()
+    autoscaling = other.settings.autoscaling
+    assert autoscaling != plans[stack].settings.autoscaling, "the stacks' autoscaling must differ"
+    return autoscaling
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_document_is_rebuilt_exactly_from_the_plans_settings(
+    plans: dict[str, ServingPlan], stack: str
+) -> None:
+    plan = plans[stack]
+    assert _with_autoscaling(plan, plan.settings.autoscaling) == plan.serve_config
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_changing_the_autoscaling_restarts_no_replica(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    """Serve's own versions (the application's code version and each deployment's options) before
+    and after the other stack's autoscaling: every replica is kept, the new settings reach it."""
+    plan = plans[stack]
+    autoscaling = _other_autoscaling(plans, stack)
+    after_document = _with_autoscaling(plan, autoscaling)
+    for app, changed in zip(plan.serve_config["applications"], after_document["applications"], strict=True):
+        assert changed["args"] == app["args"], f"{app['name']}: the autoscaling reached the args"
+    before = ray_oracles.document_deployment_versions(plan.serve_config)
+    after = ray_oracles.document_deployment_versions(after_document)
+    assert before.keys() == after.keys()
+    restarted = [name for name in before if before[name].requires_actor_restart(after[name])]
+    assert restarted == []
+    for model_id in plan.served_model_ids:
+        config = after[model_deployment_name(model_id)].deployment_config
+        assert config.autoscaling_config is not None
+        assert (config.autoscaling_config.min_replicas, config.autoscaling_config.max_replicas) == (
+            autoscaling.min_replicas,
+            autoscaling.max_replicas,
+        )
+        assert config.autoscaling_config.upscale_delay_s == autoscaling.upscale_delay_seconds
+        assert config.max_ongoing_requests == autoscaling.max_ongoing_requests
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_autoscaling_in_the_args_would_restart_every_model(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    """The failing case: the same change with the autoscaling inside each LLM config replaces
+    every model's replicas (a cold start each; with one replica, downtime)."""
+    plan = plans[stack]
+    before_document = _autoscaling_in_args(plan.serve_config)
+    after_document = _autoscaling_in_args(_with_autoscaling(plan, _other_autoscaling(plans, stack)))
+    # The inlined document configures every deployment as the planned one does ...
+    configs = [
+        {name: option["config"] for name, option in ray_oracles.document_deployment_options(document).items()}
+        for document in (before_document, plan.serve_config)
+    ]
+    assert configs[0] == configs[1]
+    before = ray_oracles.document_deployment_versions(before_document)
+    after = ray_oracles.document_deployment_versions(after_document)
+    models = [model_deployment_name(model_id) for model_id in plan.served_model_ids]
+    # ... but a change of autoscaling restarts each model.
+    assert [name for name in models if before[name].requires_actor_restart(after[name])] == models
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_deployment_starts_its_replacements_before_stopping_a_replica(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    """A new code version (an engine setting, the router's model list) surges instead of
+    stopping the only replica first: Serve's default is 0."""
+    options = ray_oracles.document_deployment_options(plans[stack].serve_config)
+    assert ray_oracles.DeploymentConfig().max_surge_percent == 0, "Serve's default changed"
+    surges = {name: option["config"]["max_surge_percent"] for name, option in options.items()}
+    assert surges == {
+        "OpenAiIngress": ROUTER_MAX_SURGE_PERCENT,
+        **{
+            model_deployment_name(model_id): MODEL_MAX_SURGE_PERCENT
+            for model_id in plans[stack].served_model_ids
+        },
+    }
+    assert min(surges.values()) > 0
+
+
+def test_an_override_of_a_deployment_that_does_not_exist_is_refused_by_serve(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    document = copy.deepcopy(plans["dev"].serve_config)
+    (app, *_) = model_applications(document)
+    app["deployments"][0]["name"] = "LLMServer:not-this-model"
+    with pytest.raises(ValueError, match="does not exist"):
+        ray_oracles.document_deployment_options(document)
 
 
 # --- the checks can fail ----------------------------------------------------------------
@@ -252,14 +379,20 @@ def test_misspelled_autoscaling_key_is_caught_only_by_the_strict_key_check(
     plans: dict[str, ServingPlan], ray_oracles: ModuleType
 ) -> None:
     document = copy.deepcopy(plans["prod"].serve_config)
-    scaling = document["applications"][1]["args"]["llm_config"]["deployment_config"]["autoscaling_config"]
+    scaling = document["applications"][1]["deployments"][0]["autoscaling_config"]
     scaling["min_replica"] = scaling.pop("min_replicas")
     # Ray itself accepts it (and would silently use its default min_replicas) ...
     ray_oracles.ServeDeploySchema.model_validate(document)
-    ray_oracles.build_document(document)
+    options = ray_oracles.document_deployment_options(document)
+    assert (
+        options[model_deployment_name(plans["prod"].served_model_ids[0])]["config"]["autoscaling_config"][
+            "min_replicas"
+        ]
+        == ray_oracles.AutoscalingConfig().min_replicas
+    )
     # ... which is why the strict key check exists.
     assert ray_oracles.strict_key_problems(document) == [
-        "applications[1].args.llm_config.deployment_config.autoscaling_config.min_replica"
+        "applications[1].deployments[0].autoscaling_config.min_replica"
     ]
 
 

@@ -61,7 +61,7 @@ def catalog(*models: dict[str, Any]) -> Any:
 def test_the_task_defaults_to_generate_and_the_shipped_catalog_is_unchanged() -> None:
     (model,) = catalog(entry("chat", None)).models
     assert model.task is Task.GENERATE
-    assert llm_config(model, SCALING)["engine_kwargs"].keys().isdisjoint({"runner", "convert"})
+    assert llm_config(model)["engine_kwargs"].keys().isdisjoint({"runner", "convert"})
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_the_task_defaults_to_generate_and_the_shipped_catalog_is_unchanged() ->
 )
 def test_pooling_tasks_run_on_vllms_pooling_runner(task: str, runner: str, convert: str) -> None:
     (model,) = catalog(entry("m", task)).models
-    kwargs = llm_config(model, SCALING)["engine_kwargs"]
+    kwargs = llm_config(model)["engine_kwargs"]
     assert (kwargs["runner"], kwargs["convert"]) == (runner, convert)
     assert task_of(kwargs) == task
 
@@ -108,7 +108,7 @@ def test_the_pooling_llm_configs_are_valid_for_ray_and_vllm(ray_oracles: ModuleT
     """Ray's LLMConfig accepts them and Ray's engine config hands vLLM `runner` and `convert`."""
     for task in ("embed", "rerank"):
         (model,) = catalog(entry("m", task)).models
-        config = ray_oracles.LLMConfig(**llm_config(model, SCALING))
+        config = ray_oracles.LLMConfig(**llm_config(model))
         kwargs = ray_oracles.ray_vllm_kwargs(config)
         assert (kwargs["runner"], kwargs["convert"]) == tuple(TASK_ENGINE_KWARGS[task].values())
         ray_oracles.vllm_engine_args(config)  # vLLM's own AsyncEngineArgs takes them
@@ -202,7 +202,7 @@ def speech(model_id: str = "whisper", task: str | None = "transcribe", **changes
 def test_a_whisper_model_serves_transcribe_with_room_for_its_audio() -> None:
     (model,) = catalog(speech()).models
     assert model.task is Task.TRANSCRIBE
-    config = llm_config(model, SCALING)
+    config = llm_config(model)
     # One scheduler step holds the encoder's 1500 positions and the decoder's 448 tokens.
     assert config["engine_kwargs"]["max_num_batched_tokens"] == 1500 + 448
     assert config["engine_kwargs"].keys().isdisjoint({"runner", "convert"})
@@ -253,7 +253,7 @@ def test_the_builder_routes_transcriptions_to_speech_models_only(ray_oracles: Mo
     document = serve_config(list(models), SCALING)
     assert ingress_tasks(ray_oracles, document) == {"chat": "generate", "ears": "transcribe"}
     for model in models:
-        config = ray_oracles.LLMConfig(**llm_config(model, SCALING))
+        config = ray_oracles.LLMConfig(**llm_config(model))
         ray_oracles.vllm_engine_args(config)  # vLLM's AsyncEngineArgs take what the catalog sets
 
 

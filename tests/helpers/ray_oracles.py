@@ -37,11 +37,16 @@ from ray.autoscaler.v2.scheduler import ResourceDemandScheduler, SchedulingReque
 from ray.core.generated.autoscaler_pb2 import GangResourceRequest, ResourceRequest
 from ray.llm._internal.serve.core.server.llm_server import LLMServer
 from ray.llm._internal.serve.engines.vllm.vllm_engine import _normalize_vllm_engine_kwargs
+from ray.serve._private.application_state import override_deployment_info
 from ray.serve._private.build_app import build_app as flatten_app
+from ray.serve._private.config import DeploymentConfig
+from ray.serve._private.deploy_utils import get_app_code_version
+from ray.serve._private.deployment_info import DeploymentInfo
+from ray.serve._private.version import DeploymentVersion
 from ray.serve.config import AutoscalingConfig
 from ray.serve.deployment import Application
 from ray.serve.llm import LLMConfig
-from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
+from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 
 from helpers.documents import ray_cluster_document
 
@@ -49,6 +54,7 @@ __all__ = [
     "SERVE_DEPLOYMENT_OPTIONS",
     "Application",
     "AutoscalingConfig",
+    "DeploymentConfig",
     "LLMConfig",
     "ServeDeploySchema",
     "autoscaler_node_types",
@@ -58,6 +64,8 @@ __all__ = [
     "deployment_names",
     "deployment_options",
     "document_deployment_options",
+    "document_deployment_versions",
+    "document_overrides",
     "fits",
     "flatten_app",
     "gang",
@@ -113,6 +121,12 @@ def strict_key_problems(document: Mapping[str, Any]) -> list[str]:
                 deployment.get("autoscaling_config", {}),
                 AutoscalingConfig.model_fields,
             )
+        for d, override in enumerate(app.get("deployments") or []):
+            where = f"applications[{a}].deployments[{d}]"
+            unknown(where, override, DeploymentSchema.model_fields)
+            scaling = override.get("autoscaling_config")
+            if isinstance(scaling, Mapping):
+                unknown(f"{where}.autoscaling_config", scaling, AutoscalingConfig.model_fields)
     return problems
 
 
@@ -170,14 +184,25 @@ def build_document(document: Mapping[str, Any]) -> dict[str, Application]:
 
 
 def document_deployment_options(document: Mapping[str, Any]) -> dict[str, Any]:
-    """`deployment_options` of every application of the document, merged (names are unique:
-    each model's deployment is named after its id)."""
+    """`deployment_options` of every application of the document as Serve deploys it (each
+    application's `deployments` overrides applied by Serve's own `override_deployment_info`),
+    merged (names are unique: each model's deployment is named after its id)."""
     merged: dict[str, Any] = {}
-    for app in build_document(document).values():
-        options = deployment_options(app)
+    for spec in document.get("applications", []):
+        app = build_serve_app(spec["import_path"], spec.get("args", {}))
+        options = deployment_options(app, ServeApplicationSchema.model_validate(spec))
         assert not set(options) & set(merged), f"deployment named twice: {set(options) & set(merged)}"
         merged.update(options)
     return merged
+
+
+def document_overrides(document: Mapping[str, Any]) -> ServeApplicationSchema:
+    """Every application's per-deployment overrides of a deploy document, as one application's:
+    to apply them to another builder's deployments of the same names."""
+    deployments = [
+        override for app in document.get("applications", []) for override in app.get("deployments") or []
+    ]
+    return ServeApplicationSchema.model_validate({"import_path": "check:app", "deployments": deployments})
 
 
 def deployment_names(app: Application) -> list[str]:
@@ -185,19 +210,69 @@ def deployment_names(app: Application) -> list[str]:
     return sorted(deployment.name for deployment in flatten_app(app, name="check").deployments)
 
 
-def deployment_options(app: Application) -> dict[str, Any]:
+def deployment_infos(
+    app: Application, overrides: ServeApplicationSchema | None = None
+) -> dict[str, DeploymentInfo]:
+    """Each deployment of an application as Serve's controller holds it, by name. `overrides`: the
+    application's entry in a deploy document, whose `deployments` Serve applies over the code's
+    options (`override_deployment_info`)."""
+    infos = {
+        deployment.name: DeploymentInfo(
+            deployment_config=deployment._deployment_config,
+            replica_config=deployment._replica_config,
+            start_time_ms=0,
+            deployer_job_id="",
+        )
+        for deployment in flatten_app(app, name="check").deployments
+    }
+    if overrides is not None and overrides.deployments:
+        # Serve deep-copies every deployment it is given, which for an ingress bound to handles
+        # (Ray's own builder's) connects to a running Serve: only the named ones go through it
+        # (a name that is not a deployment is still refused, as Serve refuses it).
+        named = {override.name for override in overrides.deployments}
+        infos |= override_deployment_info({n: info for n, info in infos.items() if n in named}, overrides)
+    return infos
+
+
+def deployment_options(app: Application, overrides: ServeApplicationSchema | None = None) -> dict[str, Any]:
     """Each deployment's Serve options (config, actor options, placement), keyed by name: what
     two builders must agree on when their classes differ."""
     options = {}
-    for deployment in flatten_app(app, name="check").deployments:
-        replica = deployment._replica_config
-        options[deployment.name] = {
-            "config": deployment._deployment_config.model_dump(exclude={"user_config"}),
+    for name, info in deployment_infos(app, overrides).items():
+        replica = info.replica_config
+        options[name] = {
+            "config": info.deployment_config.model_dump(
+                exclude={"user_config", "user_configured_option_names"}
+            ),
             "ray_actor_options": replica.ray_actor_options,
             "placement_group_bundles": replica.placement_group_bundles,
             "placement_group_strategy": replica.placement_group_strategy,
         }
     return options
+
+
+def document_deployment_versions(document: Mapping[str, Any]) -> dict[str, DeploymentVersion]:
+    """The version Serve's controller gives each deployment of a deploy document: the
+    application's code version (its import path and args, `get_app_code_version`) and the
+    deployment's options after the overrides (deployment_state.py `DeploymentTargetState`).
+    Comparing two with `requires_actor_restart` says whether Serve replaces the replicas."""
+    versions: dict[str, DeploymentVersion] = {}
+    for spec in document.get("applications", []):
+        schema = ServeApplicationSchema.model_validate(spec)
+        code_version = get_app_code_version(schema)
+        app = build_serve_app(spec["import_path"], spec.get("args", {}))
+        for name, info in deployment_infos(app, schema).items():
+            replica = info.replica_config
+            versions[name] = DeploymentVersion(
+                code_version,
+                deployment_config=info.deployment_config,
+                ray_actor_options=replica.ray_actor_options,
+                placement_group_bundles=replica.placement_group_bundles,
+                placement_group_strategy=replica.placement_group_strategy,
+                max_replicas_per_node=replica.max_replicas_per_node,
+                route_prefix=info.route_prefix,
+            )
+    return versions
 
 
 def replica_bundles(raw: dict[str, Any]) -> tuple[list[Bundle], str]:
