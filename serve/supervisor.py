@@ -644,12 +644,7 @@ class LocalService:
         self.stop_request = stop_request or StopRequest()
         self.phase = Phase.STOPPED
         self._on_progress = on_progress or (lambda _p: None)
-        self._serve_config = copy.deepcopy(dict(serve_config))
-        self._serve_config["http_options"] = {
-            **dict(self._serve_config.get("http_options") or {}),
-            "host": host,
-            "port": port,
-        }
+        self._serve_config = self._on_this_port(serve_config)
         self._auth_token = secrets.token_hex(32)
         # The key the OpenAI app requires (serve/openai_app.py); one is made up when none is given.
         self.api_key = api_key or new_api_key()
@@ -864,6 +859,85 @@ class LocalService:
         serve_cli = [sys.executable, "-m", "ray.serve.scripts"]
         command = [*serve_cli, "run", "--address", self.gcs_address, str(config_path)]
         self._serve_proc = self._spawn(command, None if self.echo_logs else self.log_path)
+
+    def _on_this_port(self, serve_config: Mapping[str, Any]) -> dict[str, Any]:
+        document = copy.deepcopy(dict(serve_config))
+        document["http_options"] = {
+            **dict(document.get("http_options") or {}),
+            "host": self.host,
+            "port": self.port,
+        }
+        return document
+
+    def redeploy(self, serve_config: Mapping[str, Any], timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S) -> None:
+        """Submit a changed (localized) deploy document to the running Serve the way KubeRay
+        submits a changed serveConfigV2, the whole document PUT to the dashboard's Serve REST API,
+        and return once Serve has applied it: exactly its applications, each RUNNING with the
+        submitted args, every deployment HEALTHY with its target number of replicas, all running
+        (a rolling restart has finished)."""
+        not_cpu = models_not_on_cpu(serve_config)
+        if not_cpu:
+            raise ValueError(f"models {', '.join(not_cpu)} are not configured for CPU")
+        document = self._on_this_port(serve_config)
+        submitted = with_api_keys_dir(document, self.api_keys_dir)
+        response = self._http.put(
+            f"{self.dashboard_url}/api/serve/applications/",
+            json=submitted,
+            headers={"Authorization": f"Bearer {self._auth_token}"},
+            timeout=30.0,
+        )
+        if response.status_code >= 400:
+            raise LocalServiceError(f"Serve refused the document ({response.status_code}): {response.text}")
+        self._serve_config = document
+        self.model_ids = served_model_ids(document)
+        self._tasks = document_tasks(document)
+        self._model_apps = {
+            app["args"][LLM_CONFIG_ARG]["model_loading_config"]["model_id"]: app["name"]
+            for app in model_applications(document)
+        }
+        if self._wait_for(lambda: self._applied(submitted), timeout_s) is None:
+            raise self._failure(f"Serve did not apply the new document within {timeout_s:.0f} s")
+
+    def _applied(self, submitted: Mapping[str, Any]) -> str | None:
+        apps = self._app_statuses()
+        if apps is None:
+            return None
+        wanted = {app["name"]: app for app in submitted["applications"]}
+        if set(apps) != set(wanted):
+            return None
+        for name, app in apps.items():
+            if app.get("status") in FAILED_APP_STATUSES:
+                raise self._failure(f"Serve could not deploy {name}: " + json.dumps(_failure_summary(app)))
+            deployed = app.get("deployed_app_config") or {}
+            if app.get("status") != "RUNNING" or deployed.get("args") != wanted[name].get("args"):
+                return None
+            for deployment in (app.get("deployments") or {}).values():
+                replicas = deployment.get("replicas") or []
+                if (
+                    deployment.get("status") != "HEALTHY"
+                    or len(replicas) != deployment.get("target_num_replicas")
+                    or any(replica.get("state") != "RUNNING" for replica in replicas)
+                ):
+                    return None
+        return f"applied: {', '.join(sorted(apps))}"
+
+    def replicas(self) -> dict[str, list[dict[str, Any]]]:
+        """Each deployment's replicas as Serve reports them (replica_id, pid, state, ...), by
+        `<application>/<deployment>`."""
+        return {
+            f"{name}/{deployment_name}": list(deployment.get("replicas") or [])
+            for name, app in (self._app_statuses() or {}).items()
+            for deployment_name, deployment in (app.get("deployments") or {}).items()
+        }
+
+    def deployment_configs(self) -> dict[str, dict[str, Any]]:
+        """Each deployment's options as Serve applies them (autoscaling, max_ongoing_requests, ...),
+        by `<application>/<deployment>`."""
+        return {
+            f"{name}/{deployment_name}": dict(deployment.get("deployment_config") or {})
+            for name, app in (self._app_statuses() or {}).items()
+            for deployment_name, deployment in (app.get("deployments") or {}).items()
+        }
 
     # ------------------------------------------------------------------ readiness
     def _wait_ready(self) -> None:

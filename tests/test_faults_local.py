@@ -22,16 +22,15 @@ import json
 import shutil
 import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
 import psutil
 import pytest
+from helpers.steady_load import Outcome, SteadyLoad, chat
 from helpers.tiny_catalog import WARM, tiny_entry
 
 from configcheck.problems import LineMap
@@ -48,7 +47,6 @@ pytestmark = pytest.mark.slow
 ALPHA, BETA, BROKEN = "alpha", "beta", "broken"
 CLIENTS_PER_MODEL: Final = 2
 STEADY_S: Final = 15.0
-REQUEST_TIMEOUT_S: Final = 300.0
 RECOVERY_TIMEOUT_S: Final = 420.0
 # Successes in a row, each sent after the kill, that count as recovered.
 RECOVERED_AFTER: Final = 3
@@ -98,15 +96,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
         yield running
 
 
-def _chat(client: httpx.Client, service: LocalService, model: str) -> httpx.Response:
-    return client.post(
-        f"{service.openai_base_url}/chat/completions",
-        json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
-        headers={"Authorization": f"Bearer {service.api_key}"},
-        timeout=REQUEST_TIMEOUT_S,
-    )
-
-
 # =========================================================================== weights that do not load
 def test_a_model_whose_weights_do_not_load_fails_alone(service: LocalService) -> None:
     assert list(service.failed_models) == [BROKEN]
@@ -124,65 +113,17 @@ def test_the_failed_model_gets_a_503_naming_it_and_the_others_answer(service: Lo
         )
         assert sorted(m["id"] for m in listed.json()["data"]) == [ALPHA, BETA, BROKEN]
         started = time.monotonic()
-        refused = _chat(client, service, BROKEN)
+        refused = chat(client, service, BROKEN)
         refused_in = time.monotonic() - started
         assert refused.status_code == UNAVAILABLE_STATUS, refused.text
         assert f"model '{BROKEN}' is unavailable" in refused.text
         for model in (ALPHA, BETA):
-            answer = _chat(client, service, model)
+            answer = chat(client, service, model)
             assert answer.status_code == 200, answer.text
     _record({"broken_weights": {"refused_with": refused.status_code, "refused_in_s": round(refused_in, 2)}})
 
 
 # =========================================================================== an engine killed under load
-@dataclass(frozen=True)
-class Outcome:
-    model: str
-    sent_at: float
-    answered_at: float
-    status: int | None  # None: no HTTP answer (connection error or timeout)
-
-
-class SteadyLoad:
-    """CLIENTS_PER_MODEL threads per model, each sending one short chat after the other."""
-
-    def __init__(self, service: LocalService, models: tuple[str, ...]) -> None:
-        self.service = service
-        self.outcomes: list[Outcome] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._loop, args=(model,), daemon=True)
-            for model in models
-            for _ in range(CLIENTS_PER_MODEL)
-        ]
-
-    def __enter__(self) -> SteadyLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=REQUEST_TIMEOUT_S + 10)
-
-    def _loop(self, model: str) -> None:
-        with httpx.Client(trust_env=False) as client:
-            while not self._stop.is_set():
-                sent = time.monotonic()
-                try:
-                    status: int | None = _chat(client, self.service, model).status_code
-                except httpx.HTTPError:
-                    status = None
-                with self._lock:
-                    self.outcomes.append(Outcome(model, sent, time.monotonic(), status))
-
-    def of(self, model: str) -> list[Outcome]:
-        with self._lock:
-            return [o for o in self.outcomes if o.model == model]
-
-
 def _engine_processes(app: str) -> list[psutil.Process]:
     """The vLLM processes under the Serve replica of `app` (its engine core and what that started)."""
     replicas = [
@@ -208,7 +149,7 @@ def _recovered_at(outcomes: list[Outcome], killed_at: float) -> float | None:
 
 def test_killing_one_models_engine_under_load_costs_the_other_model_nothing(service: LocalService) -> None:
     statuses_seen: dict[str, set[str]] = {}
-    with SteadyLoad(service, (ALPHA, BETA)) as load:
+    with SteadyLoad(service, (ALPHA, BETA), CLIENTS_PER_MODEL) as load:
         time.sleep(STEADY_S)
         before = {model: len(load.of(model)) for model in (ALPHA, BETA)}
         engines = _engine_processes(model_app_name(ALPHA))
