@@ -188,17 +188,25 @@ def stack_configs(draw: st.DrawFn, catalog: dict[str, Any]) -> dict[str, Any]:
     max_replicas = draw(
         st.integers(1, min([MAX_REPLICAS_BOUND, *(most_gpus[t] // widest[t] for t in widest)]))
     )
+    # Twice the warm replicas' whole nodes must fit maxNodes.
+    most_warm_gpus = {name.value: MAX_NODES_PER_TIER // 2 * gpus_per_node[name] for name in TierName}
     min_replicas = draw(
-        st.integers(0, min([max_replicas, *(most_gpus[t] // (2 * total_tp[t]) for t in total_tp)]))
+        st.integers(0, min([max_replicas, *(most_warm_gpus[t] // total_tp[t] for t in total_tp)]))
     )
     tiers: dict[str, Any] = {}
     for name in TierName:
         tier = TIERS[name]
         enabled = name.value == must_enable or draw(st.booleans())
-        gpus_needed = max(
-            max_replicas * widest.get(name.value, 0), 2 * min_replicas * total_tp.get(name.value, 0), 1
+        per_node = gpus_per_node[name]
+        # Each cluster's worker pods take whole nodes: an upgrade's two clusters need twice the warm
+        # replicas' nodes, not twice their GPUs (a generated 8-GPU stack with ten warm GPUs needs
+        # four nodes, not three).
+        nodes_needed = max(
+            -(-max_replicas * widest.get(name.value, 0) // per_node),
+            2 * -(-min_replicas * total_tp.get(name.value, 0) // per_node),
+            1,
         )
-        max_nodes = draw(st.integers(-(-gpus_needed // gpus_per_node[name]), MAX_NODES_PER_TIER))
+        max_nodes = draw(st.integers(nodes_needed, MAX_NODES_PER_TIER))
         zones = draw(st.lists(st.sampled_from(tier.zones_in_price_region), min_size=1, unique=True))
         tiers[name.value] = {
             "enabled": enabled,
