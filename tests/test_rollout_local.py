@@ -104,12 +104,13 @@ def _under_load(
 
 def _figures(outcomes: list[Outcome], submitted: float, applied: float) -> dict[str, Any]:
     during = [o for o in outcomes if o.answered_at > submitted and o.sent_at < applied]
+    longest = max((o.answered_at - o.sent_at for o in during), default=0.0)
     return {
         "requests": len(outcomes),
         "failed": sum(o.status != 200 for o in outcomes),
         "applied_in_s": round(applied - submitted, 1),
         "requests_while_applying": len(during),
-        "longest_answer_while_applying_s": round(max((o.answered_at - o.sent_at for o in during), default=0.0), 2),
+        "longest_answer_while_applying_s": round(longest, 2),
     }
 
 
