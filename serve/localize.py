@@ -296,14 +296,21 @@ def local_cpus_needed(serve_config: Mapping[str, Any]) -> int:
     schedules by them, the engines share the machine's real cores."""
     needed = SPARE_LOCAL_CPUS
     for app in model_applications(serve_config):
-        scaling = model_deployment_config(app).get("autoscaling_config") or {}
-        needed += CPUS_PER_LOCAL_REPLICA * int(scaling.get("max_replicas", LOCAL_MAX_REPLICAS))
+        deployment = model_deployment_config(app)
+        replicas = int((deployment.get("autoscaling_config") or {}).get("max_replicas", LOCAL_MAX_REPLICAS))
+        needed += CPUS_PER_LOCAL_REPLICA * (replicas + _surge_replicas(deployment, replicas))
     for app in router_applications(serve_config):
         ingress = (app.get("args") or {}).get(INGRESS_DEPLOYMENT_CONFIG_ARG) or {}
         cpus = float((ingress.get("ray_actor_options") or {}).get("num_cpus", 1))
         replicas = int((ingress.get("autoscaling_config") or {}).get("max_replicas", 1))
-        needed += math.ceil(cpus * replicas)
+        needed += math.ceil(cpus * (replicas + _surge_replicas(ingress, replicas)))
     return max(MIN_LOCAL_CPUS, needed)
+
+
+def _surge_replicas(options: Mapping[str, Any], replicas: int) -> int:
+    """The extra replicas a rolling restart starts before stopping old ones (Serve's integer
+    ceiling of `max_surge_percent` of the target, deployment_state.py `_surge_replicas_to_start`)."""
+    return (int(options.get("max_surge_percent") or 0) * replicas + 99) // 100
 
 
 API_KEY_ENV: Final = "LLM_SERVING_API_KEY"

@@ -61,7 +61,9 @@ REPLICA_HEALTH_CHECK_PERIOD_SECONDS: Final = 2
 # router. With a surge (Serve 2.60 `max_surge_percent`, ray/serve/_private/deployment_state.py
 # `_surge_replicas_to_start`/`_surge_replicas_to_stop`) the old replicas serve until their
 # replacements run; when there is no capacity for a replacement the old ones keep serving while
-# it waits; and when the replacements fail to start (a bad revision) the old ones are kept.
+# it waits (the application stays DEPLOYING until it is placed); and when the replacements fail
+# to start (a bad revision) the old ones are kept. An old replica is then stopped like any other:
+# requests it still holds get its graceful shutdown (a model's 10 s; the router's, below).
 # The router: one extra replica on the head (HEAD_CPUS holds it). A model: a quarter of its
 # replicas at a time, at least one, so a rollout needs one spare GPU share, not a second fleet.
 ROUTER_MAX_SURGE_PERCENT: Final = 100
@@ -141,7 +143,6 @@ def llm_config(
             "graceful_shutdown_timeout_s": REPLICA_GRACEFUL_SHUTDOWN_SECONDS,
             "graceful_shutdown_wait_loop_s": REPLICA_GRACEFUL_SHUTDOWN_WAIT_LOOP_SECONDS,
             "health_check_period_s": REPLICA_HEALTH_CHECK_PERIOD_SECONDS,
-            "max_surge_percent": MODEL_MAX_SURGE_PERCENT,
         },
     }
     if share is not None:
@@ -171,6 +172,9 @@ def ingress_deployment_config() -> dict[str, Any]:
         "ray_actor_options": {"num_cpus": INGRESS_CPUS, "resources": {HEAD_NODE_RESOURCE: 0.001}},
         "autoscaling_config": {"min_replicas": INGRESS_REPLICAS, "max_replicas": INGRESS_REPLICAS},
         "max_surge_percent": ROUTER_MAX_SURGE_PERCENT,
+        # A replaced router finishes what it holds, requests waiting out a cold start included;
+        # Serve's default (20 s) would cut them when a model is added or removed.
+        "graceful_shutdown_timeout_s": REQUEST_TIMEOUT_SECONDS,
     }
 
 
@@ -179,16 +183,20 @@ def model_app_name(model_id: str) -> str:
 
 
 def model_deployment_overrides(model_id: str, autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
-    """The stack's autoscaling for one model's deployment, as an entry of its application's
-    `deployments`.
+    """The stack's autoscaling and the rollout surge for one model's deployment, as an entry of
+    its application's `deployments`.
 
     Serve hashes an application's `args` into its code version, and a new code version replaces
     every replica (ray/serve/_private/deploy_utils.py `get_app_code_version`, version.py
-    `requires_actor_restart`): with one replica a cold start of downtime. Options given here
-    instead are applied over the code's (application_state.py `override_deployment_info`), and
-    these two are updated on the running replicas: `autoscaling_config` is a LightWeight option,
-    `max_ongoing_requests` a NeedsActorReconfigure one (ray/serve/_private/config.py)."""
-    return {"name": model_deployment_name(model_id), **autoscaling.serve_deployment_config()}
+    `requires_actor_restart`). Options given here instead are applied over the code's
+    (application_state.py `override_deployment_info`) and reach the running replicas without a
+    restart: `autoscaling_config` and `max_ongoing_requests` are NeedsActorReconfigure options,
+    `max_surge_percent` a LightWeight one (ray/serve/_private/config.py)."""
+    return {
+        "name": model_deployment_name(model_id),
+        **autoscaling.serve_deployment_config(),
+        "max_surge_percent": MODEL_MAX_SURGE_PERCENT,
+    }
 
 
 def model_application(llm: dict[str, Any], autoscaling: ReplicaAutoscaling) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from serve.localize import (
     models_not_on_cpu,
     served_model_ids,
 )
-from serve.openai_app import task_of
+from serve.openai_app import model_deployment_name, task_of
 from serve.paths import REPO_ROOT
 from serve.serve_config import (
     document_llm_configs,
@@ -186,4 +186,26 @@ def test_the_local_head_advertises_a_cpu_for_every_replica_bundle(ray_oracles: M
     (app,) = router_applications(config)
     demand += app["args"]["ingress_deployment_config"]["ray_actor_options"]["num_cpus"]
     assert demand == 9
+    assert local_cpus_needed(config) >= demand
+
+
+def test_the_local_head_also_holds_the_replacements_of_a_rollout(ray_oracles: ModuleType) -> None:
+    """A rolling restart starts each deployment's surge replicas before stopping old ones, as
+    Serve applies the document's options (`max_surge_percent`, rounded up as Serve rounds it)."""
+    config = localize(build_plan_for_stack("dev", REPO_ROOT).serve_config)
+    options = ray_oracles.document_deployment_options(config)
+    demand = 0.0
+    for app in model_applications(config):
+        llm = app["args"]["llm_config"]
+        bundles, _ = ray_oracles.replica_bundles(llm)
+        applied = options[model_deployment_name(llm["model_loading_config"]["model_id"])]["config"]
+        replicas = applied["autoscaling_config"]["max_replicas"]
+        surge = -(-applied["max_surge_percent"] * replicas // 100)
+        assert surge >= 1
+        demand += (replicas + surge) * sum(bundle.get("CPU", 0) for bundle in bundles)
+    ingress = options["OpenAiIngress"]
+    replicas = ingress["config"]["autoscaling_config"]["max_replicas"]
+    surge = -(-ingress["config"]["max_surge_percent"] * replicas // 100)
+    demand += (replicas + surge) * ingress["ray_actor_options"]["num_cpus"]
+    assert demand > 9
     assert local_cpus_needed(config) >= demand

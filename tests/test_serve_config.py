@@ -27,7 +27,7 @@ import pytest
 import yaml
 from helpers.stack_files import STACKS
 
-from infra.plan import ServingPlan
+from infra.plan import ServingPlan, packed_tier_gpus
 from serve.autoscaling import ReplicaAutoscaling
 from serve.openai_app import MODEL_APP_IMPORT_PATH, model_deployment_name
 from serve.serve_config import (
@@ -275,6 +275,9 @@ def test_changing_the_autoscaling_restarts_no_replica(
     assert before.keys() == after.keys()
     restarted = [name for name in before if before[name].requires_actor_restart(after[name])]
     assert restarted == []
+    # The running replicas are reconfigured in place with the new options.
+    models = [model_deployment_name(model_id) for model_id in plan.served_model_ids]
+    assert all(before[name].requires_actor_reconfigure(after[name]) for name in models)
     for model_id in plan.served_model_ids:
         config = after[model_deployment_name(model_id)].deployment_config
         assert config.autoscaling_config is not None
@@ -325,6 +328,22 @@ def test_every_deployment_starts_its_replacements_before_stopping_a_replica(
         },
     }
     assert min(surges.values()) > 0
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_tier_holds_its_warm_replicas_and_their_surge_replacements_at_once(
+    plans: dict[str, ServingPlan], stack: str
+) -> None:
+    """Replacing every model at once (this layout's first deploy, an engine-wide change) at
+    minReplicas: the warm replicas plus each one's surge replacement fit the tier's pool."""
+    plan = plans[stack]
+    warm = plan.settings.autoscaling.min_replicas
+    with_surge = warm + (MODEL_MAX_SURGE_PERCENT * warm + 99) // 100
+    for tier in plan.settings.enabled_tiers():
+        on_tier = [model for model in plan.served if model.tier == tier]
+        pool = plan.settings.tiers[tier]
+        gpus = packed_tier_gpus(on_tier, with_surge, plan.settings, tier)
+        assert gpus <= pool.max_nodes * pool.gpus_per_node, (tier, gpus)
 
 
 def test_an_override_of_a_deployment_that_does_not_exist_is_refused_by_serve(
