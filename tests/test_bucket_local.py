@@ -7,13 +7,13 @@ off, then answers an `openai` client chat request. Slow: it starts Ray and vLLM.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.gcs_emulator import EMULATOR_ENV, GcsEmulator, fake_service_account_key, running_emulator
+from helpers.local_run import free_port
 from openai import OpenAI
 
 from infra.plan import ServingPlan
@@ -24,12 +24,6 @@ from serve.supervisor import LocalService
 from serve.tiny_model import ensure_tiny_model
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +70,7 @@ def served_from_bucket(
     os.environ.pop("HF_TOKEN", None)
     try:
         started = time.monotonic()
-        with LocalService(config, port=_free_port(), startup_timeout_s=900.0) as running:
+        with LocalService(config, port=free_port(), startup_timeout_s=900.0) as running:
             timings["start_to_first_answer_s"] = time.monotonic() - started
             yield running, home, timings
     finally:

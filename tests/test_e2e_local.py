@@ -19,7 +19,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from typing import Literal, TypeVar
 import httpx
 import openai
 import pytest
+from helpers.local_run import free_port
 from openai import OpenAI
 
 from infra.plan import build_plan_for_stack
@@ -60,13 +60,6 @@ _PARENT = (
     "import subprocess, sys; p = subprocess.Popen(sys.argv[1:]); print(p.pid, flush=True); sys.exit(p.wait())"
 )
 _BACKGROUND = '"$@" & echo $!; wait $!'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _pids() -> list[int]:
@@ -236,7 +229,7 @@ def _pump(stream: object, sink: list[str], lines: queue.Queue[str]) -> None:
 def start_cli(*args: str, launch: Launch = "direct") -> CliRun:
     """Start `python -m infra.local --stack dev` the way make does, optionally under a wrapper."""
     marker = uuid.uuid4().hex
-    command = [sys.executable, "-m", "infra.local", "--stack", "dev", "--port", str(_free_port()), *args]
+    command = [sys.executable, "-m", "infra.local", "--stack", "dev", "--port", str(free_port()), *args]
     wrapped = {
         "direct": command,
         "parent": [sys.executable, "-c", _PARENT, *command],

@@ -18,18 +18,17 @@ assertion is on time except that recovery happens at all within RECOVERY_TIMEOUT
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import httpx
 import psutil
 import pytest
+from helpers.local_run import free_port, record_figures
 from helpers.steady_load import Outcome, SteadyLoad, chat
 from helpers.tiny_catalog import WARM, tiny_entry
 
@@ -51,13 +50,6 @@ RECOVERY_TIMEOUT_S: Final = 420.0
 # Successes in a row, each sent after the kill, that count as recovered.
 RECOVERED_AFTER: Final = 3
 FIGURES_FILE: Final = REPO_ROOT / "build" / "fault-local.json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _broken_copy(model_dir: Path, into: Path) -> Path:
@@ -91,7 +83,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
         if loading["model_id"] == BROKEN:
             loading["model_source"] = str(broken_dir)
     with LocalService(
-        config, port=_free_port(), startup_timeout_s=900.0, tolerate_failed_models=True
+        config, port=free_port(), startup_timeout_s=900.0, tolerate_failed_models=True
     ) as running:
         yield running
 
@@ -120,7 +112,10 @@ def test_the_failed_model_gets_a_503_naming_it_and_the_others_answer(service: Lo
         for model in (ALPHA, BETA):
             answer = chat(client, service, model)
             assert answer.status_code == 200, answer.text
-    _record({"broken_weights": {"refused_with": refused.status_code, "refused_in_s": round(refused_in, 2)}})
+    record_figures(
+        FIGURES_FILE,
+        {"broken_weights": {"refused_with": refused.status_code, "refused_in_s": round(refused_in, 2)}},
+    )
 
 
 # =========================================================================== an engine killed under load
@@ -197,15 +192,7 @@ def test_killing_one_models_engine_under_load_costs_the_other_model_nothing(serv
             "statuses_seen": {name: sorted(seen) for name, seen in sorted(statuses_seen.items())},
         }
     }
-    _record(figures)
+    record_figures(FIGURES_FILE, figures)
     assert beta_failed == [], f"{BETA} failed {len(beta_failed)} requests while {ALPHA} recovered"
     assert beta_during_outage, f"{BETA} answered nothing while {ALPHA} was down"
     assert statuses_seen[APP_NAME] == {"RUNNING"} and statuses_seen[model_app_name(BETA)] == {"RUNNING"}
-
-
-def _record(figures: dict[str, Any]) -> None:
-    FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
-    recorded = json.loads(FIGURES_FILE.read_text()) if FIGURES_FILE.exists() else {}
-    recorded.update(figures)
-    FIGURES_FILE.write_text(json.dumps(recorded, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))

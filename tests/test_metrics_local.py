@@ -16,12 +16,12 @@ the labels Managed Prometheus adds at ingestion (`cluster`, `namespace`, ...:
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from helpers.local_run import free_port
 from openai import APIStatusError, OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -43,18 +43,11 @@ EXPORT_TIMEOUT_S = 120.0
 Labels = dict[str, set[str]]  # series name -> label names seen
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def service() -> Iterator[LocalService]:
     plan = build_plan_for_stack("dev", REPO_ROOT)
     config = localize_serve_config(plan.serve_config, ensure_tiny_model(), [ONE_MODEL])
-    with LocalService(config, port=_free_port(), startup_timeout_s=900.0) as running:
+    with LocalService(config, port=free_port(), startup_timeout_s=900.0) as running:
         yield running
 
 

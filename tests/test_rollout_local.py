@@ -18,13 +18,12 @@ and written to build/rollout-local.json; the README records a run. No assertion 
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any, Final
 
 import pytest
+from helpers.local_run import free_port, record_figures
 from helpers.steady_load import Outcome, SteadyLoad
 from helpers.tiny_catalog import WARM, tiny_entry
 
@@ -57,13 +56,6 @@ RESCALED: Final = ReplicaAutoscaling(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _document(model_ids: list[str], autoscaling: ReplicaAutoscaling) -> dict[str, Any]:
     models = parse_catalog(
         {"models": [tiny_entry(model_id, "generate") for model_id in model_ids]}, "rollout.yaml", LineMap()
@@ -77,7 +69,7 @@ def _model_key(model_id: str) -> str:
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[LocalService]:
-    with LocalService(_document([ALPHA, BETA], WARM), port=_free_port(), startup_timeout_s=900.0) as running:
+    with LocalService(_document([ALPHA, BETA], WARM), port=free_port(), startup_timeout_s=900.0) as running:
         yield running
 
 
@@ -127,7 +119,7 @@ def test_an_autoscaling_change_keeps_every_replica_and_reaches_them(service: Loc
         assert scaling["upscale_delay_s"] == RESCALED.upscale_delay_seconds
         assert scaling["downscale_delay_s"] == RESCALED.downscale_delay_seconds
     figures = _figures(outcomes, submitted, applied)
-    _record({"autoscaling_changed": figures})
+    record_figures(FIGURES_FILE, {"autoscaling_changed": figures})
     assert figures["failed"] == 0 and figures["requests_while_applying"] > 0
 
 
@@ -139,13 +131,5 @@ def test_removing_a_model_replaces_the_router_before_stopping_it(service: LocalS
     assert after[ROUTER] and after[ROUTER].isdisjoint(before[ROUTER]), "the router was not replaced"
     assert after[_model_key(ALPHA)] == before[_model_key(ALPHA)], f"{ALPHA}'s replica was replaced"
     figures = _figures(outcomes, submitted, applied)
-    _record({"model_removed": figures})
+    record_figures(FIGURES_FILE, {"model_removed": figures})
     assert figures["failed"] == 0 and figures["requests_while_applying"] > 0
-
-
-def _record(figures: dict[str, Any]) -> None:
-    FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
-    recorded = json.loads(FIGURES_FILE.read_text()) if FIGURES_FILE.exists() else {}
-    recorded.update(figures)
-    FIGURES_FILE.write_text(json.dumps(recorded, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))

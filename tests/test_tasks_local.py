@@ -10,13 +10,13 @@ for a task a model does not serve gets a 400 that names what it serves.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from helpers.local_run import free_port
 from helpers.tiny_catalog import WARM, tiny_entry
 from openai import OpenAI
 
@@ -50,13 +50,6 @@ def _speech_model() -> dict[str, Any]:
     return model
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def service() -> Iterator[LocalService]:
     models = parse_catalog(
@@ -77,7 +70,7 @@ def service() -> Iterator[LocalService]:
         reranker_dir=ensure_tiny_reranker(),
         transcriber_dir=ensure_tiny_whisper(),
     )
-    with LocalService(config, port=_free_port(), startup_timeout_s=900.0) as running:
+    with LocalService(config, port=free_port(), startup_timeout_s=900.0) as running:
         yield running
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from helpers.local_run import free_port
 
 EMULATOR_ENV = "CLOUD_STORAGE_EMULATOR_ENDPOINT"
 _PR_SET_PDEATHSIG = 1
@@ -54,12 +55,6 @@ class GcsEmulator:
         return GcsFileSystem(anonymous=True, scheme="http", endpoint_override=self.endpoint)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -67,7 +62,7 @@ def _die_with_parent() -> None:
 @contextmanager
 def running_emulator(bucket: str) -> Iterator[GcsEmulator]:
     """An empty, in-memory emulator holding `bucket`, stopped on exit."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--in-memory", "--default-bucket", bucket, "-q"]
     proc = subprocess.Popen(
