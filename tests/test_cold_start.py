@@ -262,3 +262,15 @@ def test_the_plan_report_prints_the_cold_start_table(plans: dict[str, ServingPla
     cold = _by_id(cold_start_budget(plans["prod"]), LLAMA_8B)
     line = next(line for line in text.splitlines() if LLAMA_8B in line and "->" in line)
     assert f"{cold.baseline_seconds:.0f} -> {cold.design_seconds:.0f}" in line
+
+
+def test_the_docs_give_the_spare_nodes_cost_from_the_cost_model(plans: dict[str, ServingPlan]) -> None:
+    """The prose's hourly figure for prod's spare L4 is the cost model's idle difference it makes."""
+    prod = plans["prod"]
+    spare_cost = prod.cost.idle_usd_per_hour - _without_spare_nodes(prod).cost.idle_usd_per_hour
+    figure = f"${spare_cost:.4f} an hour"
+    doc = DOC.read_text(encoding="utf-8")
+    section = doc[doc.index("## The 5-minute target") : doc.index("## Sources")]
+    assert figure in " ".join(section.split())
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert figure in " ".join(readme[readme.index("### The 5-minute target") :].split())

@@ -451,3 +451,13 @@ def test_an_upgrade_needs_nodes_of_its_own_even_for_packed_replicas(tmp_path: Pa
     assert "an upgrade's two Ray clusters, each with the 2 t4 model(s) at minReplicas 1, need 2 GPUs" in (
         problem.message
     )
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_readmes_stack_table_has_the_cost_models_figures(
+    plans: dict[str, ServingPlan], stack: str
+) -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith(f"| {stack} | ")]
+    idle, max_ = (float(cell) for cell in row.strip(" |").split(" | ")[-2:])
+    assert (idle, max_) == (plans[stack].cost.idle_usd_per_hour, plans[stack].cost.max_usd_per_hour)
