@@ -195,9 +195,9 @@ def stack_configs(draw: st.DrawFn, catalog: dict[str, Any]) -> dict[str, Any]:
     for name in TierName:
         tier = TIERS[name]
         enabled = name.value == must_enable or draw(st.booleans())
-        gpus_needed = max(
-            max_replicas * widest.get(name.value, 0), 2 * min_replicas * total_tp.get(name.value, 0), 1
-        )
+        # An upgrade's two clusters each take whole nodes for their warm replicas (the plan's rule).
+        warm_nodes = -(-min_replicas * total_tp.get(name.value, 0) // gpus_per_node[name])
+        gpus_needed = max(max_replicas * widest.get(name.value, 0), 2 * warm_nodes * gpus_per_node[name], 1)
         max_nodes = draw(st.integers(-(-gpus_needed // gpus_per_node[name]), MAX_NODES_PER_TIER))
         zones = draw(st.lists(st.sampled_from(tier.zones_in_price_region), min_size=1, unique=True))
         tiers[name.value] = {

@@ -11,8 +11,10 @@ placeholder, pending again, makes GKE add a node for it.
 Two rules of the cluster autoscaler decide the priority:
 - pods with a priority below `--expendable-pods-priority-cutoff` (default -10) are expendable:
   they "don't cause scale up" (kubernetes/autoscaler cluster-autoscaler/main.go, the flag's help
-  text; GKE's cluster autoscaler page: "Nodes won't scale up if Pods have a PriorityClass value
-  below -10"). A placeholder below it would never get its spare node;
+  text; GKE's "About GKE cluster autoscaling",
+  https://cloud.google.com/kubernetes-engine/docs/concepts/cluster-autoscaler, limitations: "Nodes
+  won't scale up if Pods have a PriorityClass value below -10"). A placeholder below it would
+  never get its spare node;
 - the FAQ's "How can I configure overprovisioning with Cluster Autoscaler?"
   (kubernetes/autoscaler cluster-autoscaler/FAQ.md, read 2026-11-27): "Priority -10 will be
   reserved for overprovisioning pods as it is the lowest priority that triggers scaling clusters.
