@@ -1,4 +1,4 @@
-"""Strict pydantic bases for input files, and the one ordering rule they share."""
+"""Strict pydantic bases for input files, and the ordering rules they share."""
 
 from __future__ import annotations
 
@@ -32,6 +32,20 @@ def not_below(field: str, lower: str, *, fix: str, camel: bool = True) -> Any:
         bound = info.data.get(lower)
         if bound is not None and value < bound:
             raise ValueError(f"{label(field)} {value:g} is below {label(lower)} {bound:g}; {fix}")
+        return value
+
+    return field_validator(field)(check)
+
+
+def not_above(field: str, upper: str, *, fix: str, camel: bool = True) -> Any:
+    """A validator on `field` refusing a value above the (earlier-declared) field `upper`: the mirror
+    of `not_below`, for a field that is the later of the two (its line is the one to change)."""
+    label = to_camel if camel else str
+
+    def check(cls: type[BaseModel], value: float, info: ValidationInfo) -> float:
+        bound = info.data.get(upper)
+        if bound is not None and value > bound:
+            raise ValueError(f"{label(field)} {value:g} is above {label(upper)} {bound:g}; {fix}")
         return value
 
     return field_validator(field)(check)

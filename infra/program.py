@@ -125,6 +125,8 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
             model_store=model_store,
             disruption_budgets=plan.disruption_budgets,
             compute_classes=cluster.compute_classes,
+            spare_priority_class=plan.spare_priority_class,
+            spare_deployments=plan.spare_deployments,
         ),
         opts=in_cluster,
     )

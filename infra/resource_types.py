@@ -38,6 +38,8 @@ SERVICE_ACCOUNT_IAM_MEMBER: Final = "gcp:serviceaccount/iAMMember:IAMMember"
 ARTIFACT_REPOSITORY: Final = "gcp:artifactregistry/repository:Repository"
 KUBERNETES_SERVICE_ACCOUNT: Final = "kubernetes:core/v1:ServiceAccount"
 JOB: Final = "kubernetes:batch/v1:Job"
+DEPLOYMENT: Final = "kubernetes:apps/v1:Deployment"
+PRIORITY_CLASS: Final = "kubernetes:scheduling.k8s.io/v1:PriorityClass"
 # Data sources the program calls (invokes), not resources.
 GET_PROJECT: Final = "gcp:organizations/getProject:getProject"
 

@@ -26,7 +26,7 @@ from pydantic import (
     field_validator,
 )
 
-from configcheck.models import CamelStrict, not_below
+from configcheck.models import CamelStrict, not_above, not_below
 from configcheck.problems import ConfigError, LineMap, Path_, Problem, locate
 from configcheck.pydantic_errors import (
     allowed_keys,
@@ -67,7 +67,9 @@ ALLOWED_KEYS: Final = (
 PULUMI_STACK_FILE_KEYS: Final = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
 
 MAX_NODES_PER_TIER: Final = 32
-_TIER_FIELDS: Final = "enabled, spot, gpusPerNode, minNodes, maxNodes and zones (onDemandFallback optional)"
+_TIER_FIELDS: Final = (
+    "enabled, spot, gpusPerNode, minNodes, maxNodes and zones (onDemandFallback and spareNodes optional)"
+)
 _ZONE: Final = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION: Final = re.compile(r"^[a-z]+-[a-z]+\d+$")
 _PROJECT: Final = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -125,7 +127,25 @@ class TierSettings(CamelStrict):
         ),
     )
 
+    spare_nodes: Annotated[
+        StrictInt,
+        Field(
+            default=0,
+            ge=0,
+            le=MAX_NODES_PER_TIER,
+            description=(
+                "Nodes of the tier's spot pool kept free for the next worker: placeholder pods at the "
+                "lowest priority that still makes GKE add a node, preempted by any worker (a new "
+                "replica skips node creation and the driver install); each costs a node around the clock."
+            ),
+        ),
+    ]
+
     _nodes_ordered = not_below("max_nodes", "min_nodes", fix="make minNodes <= maxNodes")
+    # On spareNodes' own line: the spare nodes are nodes of the pool, which never grows past maxNodes.
+    _spare_within_pool = not_above(
+        "spare_nodes", "max_nodes", fix="set spareNodes <= maxNodes (or raise maxNodes)"
+    )
 
     @field_validator("on_demand_fallback")
     @classmethod

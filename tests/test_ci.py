@@ -33,8 +33,14 @@ DRY_RUN_WRITE_VERBS = frozenset({"create", "patch"})
 NOT_CLUSTER_OBJECTS = frozenset({resource_types.HELM_RELEASE, resource_types.KUBERNETES_PROVIDER})
 # The cluster-scoped objects the program creates: the only ones a preview may dry-run outside the
 # program's namespace.
-CLUSTER_SCOPED = frozenset({resource_types.NAMESPACE, resource_types.COMPUTE_CLASS})
-CLUSTER_SCOPED_WRITES = ([""], ["namespaces"]), (["cloud.google.com"], ["computeclasses"])
+CLUSTER_SCOPED = frozenset(
+    {resource_types.NAMESPACE, resource_types.COMPUTE_CLASS, resource_types.PRIORITY_CLASS}
+)
+CLUSTER_SCOPED_WRITES = (
+    ([""], ["namespaces"]),
+    (["cloud.google.com"], ["computeclasses"]),
+    (["scheduling.k8s.io"], ["priorityclasses"]),
+)
 
 
 def documents() -> list[dict[str, Any]]:

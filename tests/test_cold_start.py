@@ -7,15 +7,18 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers.settings_edits import with_tier
 from helpers.stack_files import STACKS
 
-from infra.plan import ServingPlan
+from infra.plan import ServingPlan, build_plan
 from infra.plan.cold_start import (
     BOOT_DISK_TYPE,
     GCS_STREAM_MIBPS,
+    NO_SPARE_NODE_LABEL,
     PHASES,
     PYARROW_IO_THREADS,
     TARGET_SECONDS,
+    WARM_NODE_LABEL,
     WHAT_IFS,
     ColdStart,
     Design,
@@ -126,9 +129,12 @@ def test_the_design_beats_the_baseline_for_every_model(plans: dict[str, ServingP
         assert cold.design_seconds < cold.baseline_seconds, cold.model_id
         for phase in cold.phases:
             assert phase.design_seconds <= phase.baseline_seconds, (cold.model_id, phase.name)
-        # What this design changes: the image and the weights; node, driver, engine are as before.
-        for name in ("node", "driver", "engine"):
-            assert cold.phase(name).design_seconds == cold.phase(name).baseline_seconds
+        # What this design changes: the image and the weights, and node and driver only where the
+        # tier keeps a spare node; the engine is as before.
+        spare = plans[stack].spare_nodes[TierName(cold.tier)] > 0
+        for name in ("node", "driver"):
+            assert cold.phase(name).design_seconds == (0 if spare else cold.phase(name).baseline_seconds)
+        assert cold.phase("engine").design_seconds == cold.phase("engine").baseline_seconds
         assert cold.phase("image").design_seconds < cold.phase("image").baseline_seconds
         assert cold.phase("weights").design_seconds < cold.phase("weights").baseline_seconds
 
@@ -141,26 +147,59 @@ def test_the_image_is_streamed_only_from_artifact_registry(plans: dict[str, Serv
         assert cold.phase("image").design_seconds == cold.phase("image").baseline_seconds
 
 
-def test_the_8b_model_on_l4_misses_the_5_minute_target(plans: dict[str, ServingPlan]) -> None:
-    """OVER TARGET, asserted as it is: with the figures in infra/plan/cold_start.py the design takes
-    the 8B model on an L4 from about 14.4 min to about 8.7 min, not to issue #11's 5 min. The node
-    and driver phases (270 s), which this design does not change, nearly fill the budget alone."""
-    cold = _by_id(cold_start_budget(plans["prod"]), LLAMA_8B)
+def _without_spare_nodes(plan: ServingPlan) -> ServingPlan:
+    return build_plan(plan.catalog, with_tier(TierName.L4, spare_nodes=0)(plan.settings))
+
+
+def test_the_8b_model_on_l4_meets_the_5_minute_target_in_prod_by_its_spare_node(
+    plans: dict[str, ServingPlan],
+) -> None:
+    """Prod keeps one spare L4 (`spareNodes: 1`): the replica skips the node and driver phases
+    (270 s) and is modelled at about 4.2 min, within issue #11's 5 min. The image, weights and
+    engine phases stay."""
+    prod = plans["prod"]
+    assert prod.spare_nodes[TierName.L4] == 1
+    cold = _by_id(cold_start_budget(prod), LLAMA_8B)
     assert (cold.tier, cold.machine_type) == ("l4", "g2-standard-8")
     assert cold.baseline_seconds == pytest.approx(865, abs=1)
-    assert cold.design_seconds == pytest.approx(523, abs=1)
-    assert cold.design_seconds > TARGET_SECONDS
-    assert cold.phase("node").design_seconds + cold.phase("driver").design_seconds == pytest.approx(270)
+    assert cold.design_seconds == pytest.approx(253, abs=1)
+    assert cold.design_seconds <= TARGET_SECONDS
+    assert cold.phase("node").design_seconds == cold.phase("driver").design_seconds == 0
+    assert "spareNodes" in cold.phase("node").what_changes
+    assert cold.phase("image").design_seconds > 0, "a spare node has not read the whole image"
+
+
+def test_without_the_spare_node_the_8b_model_misses_the_target(plans: dict[str, ServingPlan]) -> None:
+    """OVER TARGET, asserted as it is: with no spare node (prod with `spareNodes: 0`, and dev, which
+    scales to zero) the design takes the 8B model on an L4 from about 14.4 min to about 8.7 min.
+    The node and driver phases (270 s) nearly fill the budget alone."""
+    for plan in (_without_spare_nodes(plans["prod"]), plans["dev"]):
+        cold = _by_id(cold_start_budget(plan), LLAMA_8B)
+        assert cold.design_seconds == pytest.approx(523, abs=1)
+        assert cold.design_seconds > TARGET_SECONDS
+        assert cold.phase("node").design_seconds + cold.phase("driver").design_seconds == pytest.approx(270)
 
 
 def test_only_a_warm_node_brings_the_8b_model_under_the_target(plans: dict[str, ServingPlan]) -> None:
-    plan = plans["prod"]
+    plan = _without_spare_nodes(plans["prod"])
     model = next(m for m in plan.served if m.id == LLAMA_8B)
     totals = {label: model_cold_start(plan, model, design).design_seconds for label, design in WHAT_IFS}
     meets = [label for label, total in totals.items() if total <= TARGET_SECONDS]
     assert meets == [label for label, design in WHAT_IFS if design.warm_node]
     shipped = model_cold_start(plan, model).design_seconds
     assert all(total < shipped for total in totals.values())
+    # The warm node of the what-if is exactly what prod's spare node gives.
+    assert totals[WARM_NODE_LABEL] == model_cold_start(plans["prod"], model).design_seconds
+
+
+def test_the_what_ifs_say_when_the_warm_node_is_shipped(plans: dict[str, ServingPlan]) -> None:
+    prod = markdown_what_ifs(plans["prod"], LLAMA_8B)
+    assert "| none (the design, with spareNodes: 1) | 253 s (4.2 min) | 0 s | yes |" in prod
+    assert f"| {WARM_NODE_LABEL}: shipped, spareNodes: 1 |" in prod
+    assert f"| {NO_SPARE_NODE_LABEL} | 523 s (8.7 min) | +270 s | no |" in prod
+    dev = markdown_what_ifs(plans["dev"], LLAMA_8B)
+    assert "| none (the design) | 523 s (8.7 min) | 0 s | no |" in dev
+    assert NO_SPARE_NODE_LABEL not in dev and "shipped" not in dev
 
 
 def test_the_largest_modelled_cold_start_and_timeouts_against_it(plans: dict[str, ServingPlan]) -> None:
@@ -204,7 +243,7 @@ def test_the_docs_tables_are_what_the_code_renders_for_prod(plans: dict[str, Ser
 
 def test_every_phase_source_is_listed_in_the_docs(plans: dict[str, ServingPlan]) -> None:
     listed = markdown_sources()
-    for design in (Design(), *(design for _, design in WHAT_IFS)):
+    for design in (Design(), Design(warm_node=False), *(design for _, design in WHAT_IFS)):
         for cold in cold_start_budget(plans["prod"], design):
             for phase in cold.phases:
                 for source in phase.source.split("; "):
@@ -223,3 +262,15 @@ def test_the_plan_report_prints_the_cold_start_table(plans: dict[str, ServingPla
     cold = _by_id(cold_start_budget(plans["prod"]), LLAMA_8B)
     line = next(line for line in text.splitlines() if LLAMA_8B in line and "->" in line)
     assert f"{cold.baseline_seconds:.0f} -> {cold.design_seconds:.0f}" in line
+
+
+def test_the_docs_give_the_spare_nodes_cost_from_the_cost_model(plans: dict[str, ServingPlan]) -> None:
+    """The prose's hourly figure for prod's spare L4 is the cost model's idle difference it makes."""
+    prod = plans["prod"]
+    spare_cost = prod.cost.idle_usd_per_hour - _without_spare_nodes(prod).cost.idle_usd_per_hour
+    figure = f"${spare_cost:.4f} an hour"
+    doc = DOC.read_text(encoding="utf-8")
+    section = doc[doc.index("## The 5-minute target") : doc.index("## Sources")]
+    assert figure in " ".join(section.split())
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert figure in " ".join(readme[readme.index("### The 5-minute target") :].split())

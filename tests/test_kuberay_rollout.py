@@ -150,6 +150,9 @@ SETTING_CHANGES: list[tuple[str, str, Edit, ClusterAction]] = [
         with_tier(TierName.T4, on_demand_fallback=True),
         ClusterAction.NOTHING,
     ),
+    # Spare nodes are placeholder pods beside the RayService, never in it.
+    ("prod", "l4 spareNodes 1 -> 0", with_tier(TierName.L4, spare_nodes=0), ClusterAction.NOTHING),
+    ("dev", "t4 spareNodes 0 -> 2", with_tier(TierName.T4, spare_nodes=2), ClusterAction.NOTHING),
     ("prod", "l4 zones 3 -> 1", with_tier(TierName.L4, zones=["us-central1-a"]), ClusterAction.NOTHING),
     ("prod", "l4 gpusPerNode 1 -> 2", with_tier(TierName.L4, gpus_per_node=2), ClusterAction.NEW_CLUSTER),
     ("prod", "disable a100", with_tier(TierName.A100, enabled=False), ClusterAction.NEW_CLUSTER),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers.located_cases import TIERS, Case, E, S, check_case, ids, written
+from helpers.settings_edits import with_tier
 from helpers.stack_files import (
     STACKS,
     chain,
@@ -25,7 +26,7 @@ from helpers.stack_files import (
 )
 
 from configcheck.problems import ConfigError
-from infra.plan import ServingPlan, build_plan_for_stack
+from infra.plan import ServingPlan, build_plan, build_plan_for_stack
 from infra.plan.cost import idle_nodes
 from infra.plan.node_pools import SPOT_TAINT_KEY, TIER_LABEL, NodePoolSpec
 from infra.settings import TIERS_KEY, stack_file
@@ -337,7 +338,8 @@ COST_LINES = {
         ("GKE cluster fee", 0.10, 1, 1),
         ("system: e2-standard-8 (on-demand)", 0.2681, 1, 2),
         ("gpu-t4: n1-standard-8 (spot)", 0.2363, 1, 4),
-        ("gpu-l4: g2-standard-8 (spot)", 0.3406, 1, 6),
+        # One node holds the 8B model's warm replica, one more is l4's spare node (spareNodes: 1).
+        ("gpu-l4: g2-standard-8 (spot, 1 spare node(s) kept free)", 0.3406, 2, 6),
         ("gpu-a100: a2-ultragpu-2g (spot)", 4.0550, 1, 4),
         # l4's onDemandFallback: the same machine at the on-demand price, no node at idle (no warm
         # replica is placed there while spot has capacity), all 6 at max as if spot ran out.
@@ -347,7 +349,7 @@ COST_LINES = {
             0,
             6,
         ),
-        ("Cloud NAT: per node (private nodes reach the internet through it)", 0.0014, 4, 22),
+        ("Cloud NAT: per node (private nodes reach the internet through it)", 0.0014, 5, 22),
         ("Cloud NAT: external IP", 0.005, 1, 1),
     ],
 }
@@ -366,12 +368,13 @@ def test_cost_in_dollars(plans: dict[str, ServingPlan]) -> None:
     # dev idle: $0.10 fee + $0.2681 e2-standard-8 + NAT $0.0014 x 1 node + $0.005 IP = 0.3745;
     # at max 2 x $0.2681 + 2 x $0.2363 (n1-standard-8 + T4, spot) + 2 x $0.3406 (g2-standard-8,
     # spot) + NAT 6 x $0.0014 + $0.005 = 1.8034. prod idle: one node of each GPU tier holds the
-    # warm replicas: 0.10 + 0.2681 + 0.2363 + 0.3406 + 4.0550 + 4 x 0.0014 + 0.005 = 5.0106;
+    # warm replicas, and l4 keeps one spare node besides (spareNodes: 1):
+    # 0.10 + 0.2681 + 0.2363 + 2 x 0.3406 + 4.0550 + 5 x 0.0014 + 0.005 = 5.3526;
     # at max 2 system, 4 T4, 6 L4 and 4 a2-ultragpu-2g nodes (19.8724 with NAT for 16) plus the
     # L4 fallback's 6 on-demand g2-standard-8 at $0.8536 and their NAT: 25.0024.
     dev, prod = plans["dev"].cost, plans["prod"].cost
     assert (dev.idle_usd_per_hour, dev.max_usd_per_hour) == (0.3745, 1.8034)
-    assert (prod.idle_usd_per_hour, prod.max_usd_per_hour) == (5.0106, 25.0024)
+    assert (prod.idle_usd_per_hour, prod.max_usd_per_hour) == (5.3526, 25.0024)
     assert (dev.prices_read_on, dev.prices_region) == ("2026-11-01", "us-central1")
 
 
@@ -387,6 +390,33 @@ def test_idle_nodes_hold_the_warm_replicas(
     pool: NodePoolSpec = a100.model_copy(update={"min_nodes": min_nodes})
     assert (pool.accelerator_count, pool.max_nodes) == (2, 4)
     assert idle_nodes(pool, warm_gpus) == nodes
+
+
+@pytest.mark.parametrize(
+    ("min_nodes", "warm_gpus", "spare", "nodes"),
+    [(0, 0, 1, 1), (0, 2, 1, 2), (0, 3, 1, 3), (0, 7, 1, 4), (3, 2, 1, 3), (3, 4, 2, 4), (0, 0, 4, 4)],
+)
+def test_spare_nodes_run_beside_the_warm_ones_within_the_pool(
+    plans: dict[str, ServingPlan], min_nodes: int, warm_gpus: int, spare: int, nodes: int
+) -> None:
+    """A placeholder takes a whole node of its own: spare nodes add to the warm replicas' nodes, and
+    minNodes' empty nodes hold them first; never more than maxNodes."""
+    (a100,) = [pool for pool in plans["prod"].gpu_pools if pool.tier is TierName.A100]
+    pool: NodePoolSpec = a100.model_copy(update={"min_nodes": min_nodes})
+    assert idle_nodes(pool, warm_gpus, spare) == nodes
+
+
+def test_a_spare_node_costs_its_pools_price_at_idle_and_nothing_at_max(plans: dict[str, ServingPlan]) -> None:
+    prod = plans["prod"]
+    without = build_plan(prod.catalog, with_tier(TierName.L4, spare_nodes=0)(prod.settings))
+    l4 = next(pool for pool in prod.gpu_pools if pool.tier is TierName.L4)
+    assert l4.spot
+    nat = next(line for line in prod.cost.lines if line.item.startswith("Cloud NAT: per node"))
+    assert prod.cost.idle_usd_per_hour - without.cost.idle_usd_per_hour == pytest.approx(
+        l4.usd_per_node_hour + nat.usd_per_unit_hour
+    )
+    # At max the pool's maxNodes bounds it either way: workers have preempted every placeholder.
+    assert prod.cost.max_usd_per_hour == without.cost.max_usd_per_hour
 
 
 # --- determinism -----------------------------------------------------------------------------
@@ -421,3 +451,13 @@ def test_an_upgrade_needs_nodes_of_its_own_even_for_packed_replicas(tmp_path: Pa
     assert "an upgrade's two Ray clusters, each with the 2 t4 model(s) at minReplicas 1, need 2 GPUs" in (
         problem.message
     )
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_readmes_stack_table_has_the_cost_models_figures(
+    plans: dict[str, ServingPlan], stack: str
+) -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith(f"| {stack} | ")]
+    idle, max_ = (float(cell) for cell in row.strip(" |").split(" | ")[-2:])
+    assert (idle, max_) == (plans[stack].cost.idle_usd_per_hour, plans[stack].cost.max_usd_per_hour)

@@ -33,6 +33,7 @@ from infra.plan.node_pools import (
     compute_class_name,
 )
 from infra.plan.ray_service import HF_SECRET_KEY, HF_SECRET_NAME
+from infra.plan.spare_capacity import AUTOSCALER_EXPENDABLE_PRIORITY_CUTOFF
 from infra.report.mock_engine import (
     TEST_GCP_PROJECT,
     TEST_HF_TOKEN,
@@ -265,6 +266,49 @@ def test_worker_groups_tolerate_and_select_their_registered_pools(run: ProgramRu
         assert pod["nodeSelector"] == {COMPUTE_CLASS_KEY: compute_class_name(TierName(group["groupName"]))}
 
 
+def test_spare_nodes_are_placeholders_only_where_the_stack_keeps_them(
+    program_runs: dict[str, ProgramRun],
+) -> None:
+    """Dev keeps no spare node: nothing is created, not even the PriorityClass. Prod keeps one L4."""
+    dev, prod = program_runs["dev"], program_runs["prod"]
+    assert dev.of_type(resource_types.DEPLOYMENT) == [] and dev.of_type(resource_types.PRIORITY_CLASS) == []
+    (priority_class,) = prod.of_type(resource_types.PRIORITY_CLASS)
+    assert priority_class.inputs["value"] >= AUTOSCALER_EXPENDABLE_PRIORITY_CUTOFF
+    assert priority_class.inputs["preemptionPolicy"] == "Never"
+    assert priority_class.inputs["globalDefault"] is False
+    assert "namespace" not in priority_class.inputs["metadata"], "a PriorityClass is cluster-scoped"
+    (deployment,) = prod.of_type(resource_types.DEPLOYMENT)
+    assert deployment.inputs["metadata"]["name"] == "spare-l4"
+    assert deployment.inputs["metadata"]["namespace"] == prod.one(NAMESPACE).inputs["metadata"]["name"]
+    assert deployment.inputs["spec"]["replicas"] == 1
+    pod = deployment.inputs["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == priority_class.inputs["metadata"]["name"]
+
+
+def test_the_spare_l4_placeholder_is_an_l4_workers_room_on_the_registered_spot_pool(
+    program_runs: dict[str, ProgramRun],
+) -> None:
+    """Against what the program registers: the RayService's l4 worker and the GKE pools."""
+    prod = program_runs["prod"]
+    (deployment,) = prod.of_type(resource_types.DEPLOYMENT)
+    pod = deployment.inputs["spec"]["template"]["spec"]
+    (group,) = [
+        g for g in ray_service_spec(prod)["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == "l4"
+    ]
+    (worker,) = group["template"]["spec"]["containers"]
+    (placeholder,) = pod["containers"]
+    assert placeholder["resources"] == worker["resources"] and placeholder["image"] == worker["image"]
+    assert pod["tolerations"] == group["template"]["spec"]["tolerations"]
+    l4_pools = [p for p in gpu_pools(prod) if p.inputs["nodeConfig"]["labels"][TIER_LABEL] == "l4"]
+    (spot,) = [p for p in l4_pools if not is_fallback(p)]
+    (fallback,) = [p for p in l4_pools if is_fallback(p)]
+    assert spot.inputs["nodeConfig"]["spot"] is True
+    assert pod["nodeSelector"].items() <= spot.inputs["nodeConfig"]["labels"].items()
+    assert not pod["nodeSelector"].items() <= fallback.inputs["nodeConfig"]["labels"].items()
+    # The pools keep scaling to zero: the spare node is the placeholder's doing, not minNodes.
+    assert all(p.inputs["autoscaling"]["totalMinNodeCount"] == 0 for p in l4_pools)
+
+
 def test_operator_release_is_pinned_on_the_system_pool(run: ProgramRun) -> None:
     release = run.one(RELEASE).inputs
     assert release["chart"] == KUBERAY_CHART and release["version"] == KUBERAY_VERSION
@@ -318,6 +362,8 @@ def test_the_agreement_check_has_teeth(
         "cost",
         "disruption budgets",
         "ComputeClasses",
+        "spare Deployments",
+        "spare PriorityClass",
     ):
         assert topic in joined
 
@@ -361,6 +407,11 @@ def test_teardown_order(run: ProgramRun) -> None:
     for in_cluster in run.resources:
         if in_cluster.type_.startswith("kubernetes:"):
             assert _reaches(graph, in_cluster.urn, provider), in_cluster.name
+    # The placeholders go before their PriorityClass and their namespace; they need no RayService.
+    for deployment in run.of_type(resource_types.DEPLOYMENT):
+        assert _reaches(graph, deployment.urn, run.one(resource_types.PRIORITY_CLASS).urn)
+        assert _reaches(graph, deployment.urn, run.one(NAMESPACE).urn)
+        assert not _reaches(graph, deployment.urn, ray_service)
     # The classes go after the RayService whose workers select them, and before the pools they name.
     for compute_class in run.of_type(COMPUTE_CLASS):
         assert _reaches(graph, ray_service, compute_class.urn), compute_class.name
@@ -442,6 +493,10 @@ ALLOWED_STACK_DIFFERENCES = (
     # One disruption budget per worker group; how many nodes it keeps follows the warm replicas
     # (minReplicas) and the tier's gpusPerNode.
     rf"^{resource_types.POD_DISRUPTION_BUDGET}/llm-pdb-ray-worker-\w+:(<exists>|spec\.minAvailable)$",
+    # A tier's spare nodes (`spareNodes`): its placeholder Deployment exists or not, and so does the
+    # placeholders' PriorityClass (only while some tier keeps spare nodes).
+    rf"^{resource_types.DEPLOYMENT}/llm-spare-\w+:(<exists>|spec\.replicas)$",
+    rf"^{resource_types.PRIORITY_CLASS}/llm-spare-priority-class:<exists>$",
     # The system pool sits in the first zone of the first enabled tier.
     rf"^{NODE_POOL}/gke-system:nodeLocations.*$",
     # The one optional key that is neither: `llm-serving:alertEmail` adds an email notification

@@ -216,6 +216,8 @@ def stack_configs(draw: st.DrawFn, catalog: dict[str, Any]) -> dict[str, Any]:
             "maxNodes": max_nodes,
             "zones": zones,
         }
+        if draw(st.booleans()):  # optional, like onDemandFallback: absent means 0
+            tiers[name.value]["spareNodes"] = draw(st.integers(0, max_nodes))
     max_ongoing = draw(st.integers(1, 4096))
     config: dict[str, Any] = {
         "gcp:region": PRICES_REGION,
@@ -306,6 +308,8 @@ TIER_BAD_VALUES: dict[Path_, BadValues] = {
     ("gpusPerNode",): [0, 17, 3, "1", 1.0, None, 5],
     ("minNodes",): [-1, 33, "0", None, 0.5],
     ("maxNodes",): [0, 33, "2", -5, None, 1000],
+    # 7: above every shipped tier's maxNodes (at most 6), so refused on spareNodes' own line.
+    ("spareNodes",): [-1, "1", 1.5, None, 33, 7],
     ("zones",): [[], "us-central1-a", [1], ["europe-west4-a"], ["nowhere"], None, ["us-central1-z"]],
 }
 SCALING_BAD_VALUES: dict[Path_, BadValues] = {

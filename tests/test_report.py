@@ -233,6 +233,9 @@ def test_kubernetes_objects_are_written_in_apply_order(
             "10-namespace-llm-serving.yaml",
             # Cluster-scoped, one per tier: the order GKE scales the tier's pools up in.
             *[f"10-computeclass-{document['metadata']['name']}.yaml" for document in plan.compute_classes],
+            # Cluster-scoped too, only with spare nodes; the placeholders after it and the namespace.
+            *[f"10-priorityclass-{c['metadata']['name']}.yaml" for c in [plan.spare_priority_class] if c],
+            *[f"20-deployment-{d['metadata']['name']}.yaml" for d in plan.spare_deployments],
             f"20-configmap-{app_code_config_map_name()}.yaml",
             f"20-configmap-{mirror_code_config_map_name()}.yaml",
             "20-serviceaccount-model-mirror.yaml",

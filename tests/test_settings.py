@@ -224,6 +224,42 @@ STACK_CASES: list[Case] = [
         E(f"{TIERS}.l4.onDemandFallback", "true or false", at='onDemandFallback: "yes"'),
     ),
     S(
+        "stack-spare-nodes-above-max-nodes",
+        tier_block("l4", "spareNodes", "spareNodes: 3"),
+        E(
+            f"{TIERS}.l4.spareNodes",
+            "spareNodes 3 is above maxNodes 2",
+            "set spareNodes <= maxNodes",
+            at="spareNodes: 3",
+        ),
+    ),
+    S(
+        "stack-spare-nodes-above-max-nodes-in-prod",
+        tier_block("l4", "spareNodes", "spareNodes: 7"),
+        E(f"{TIERS}.l4.spareNodes", "spareNodes 7 is above maxNodes 6", at="spareNodes: 7"),
+        stack="prod",
+    ),
+    S(
+        "stack-negative-spare-nodes",
+        tier_block("t4", "spareNodes", "spareNodes: -1"),
+        E(f"{TIERS}.t4.spareNodes", "greater than or equal to 0", "-1", at="spareNodes: -1"),
+    ),
+    S(
+        "stack-spare-nodes-string",
+        tier_block("a100", "spareNodes", 'spareNodes: "1"'),
+        E(f"{TIERS}.a100.spareNodes", "whole number", "remove the quotes", at='spareNodes: "1"'),
+    ),
+    S(
+        "stack-spare-nodes-fraction",
+        tier_block("t4", "spareNodes", "spareNodes: 1.5"),
+        E(f"{TIERS}.t4.spareNodes", "whole number", at="spareNodes: 1.5"),
+    ),
+    S(
+        "stack-spare-nodes-empty",
+        tier_block("l4", "spareNodes", "spareNodes:"),
+        E(f"{TIERS}.l4.spareNodes", "whole number", "got nothing", at="spareNodes:", nth=2),
+    ),
+    S(
         "stack-max-nodes-string",
         tier_block("t4", "maxNodes", 'maxNodes: "2"'),
         E(f"{TIERS}.t4.maxNodes", "whole number", "remove the quotes", at='maxNodes: "2"'),

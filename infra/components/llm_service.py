@@ -1,6 +1,6 @@
 """The serving objects in the cluster: namespace, HF token Secret, API keys Secret, env and app
 ConfigMaps, NetworkPolicies, KServe-style alias Services, the worker groups' disruption budgets,
-RayService."""
+the spare GPU nodes' PriorityClass and placeholder Deployments, RayService."""
 
 from __future__ import annotations
 
@@ -71,6 +71,10 @@ class LlmServiceArgs:
     """One PodDisruptionBudget document per worker group (`ServingPlan.disruption_budgets`)."""
     compute_classes: Sequence[pulumi.Resource] = ()
     """The GPU tiers' ComputeClasses the workers select: created before the RayService, deleted after."""
+    spare_priority_class: Mapping[str, Any] | None = None
+    """The placeholders' PriorityClass (`ServingPlan.spare_priority_class`); None without spare nodes."""
+    spare_deployments: Sequence[Mapping[str, Any]] = ()
+    """One placeholder Deployment document per tier with spare nodes (`ServingPlan.spare_deployments`)."""
 
 
 class LlmService(pulumi.ComponentResource):
@@ -236,6 +240,42 @@ class LlmService(pulumi.ComponentResource):
             for alias in args.aliases
             if alias.service is not None
             for document in [alias_service(alias)]
+        ]
+        # Cluster-scoped, so not under the namespace; only when some tier keeps spare nodes.
+        self.spare_priority_class = (
+            k8s.scheduling.v1.PriorityClass(
+                f"{name}-spare-priority-class",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=args.spare_priority_class["metadata"]["name"], labels=MANAGED_BY
+                ),
+                value=args.spare_priority_class["value"],
+                preemption_policy=args.spare_priority_class["preemptionPolicy"],
+                global_default=args.spare_priority_class["globalDefault"],
+                description=args.spare_priority_class["description"],
+                opts=child,
+            )
+            if args.spare_priority_class is not None
+            else None
+        )
+        # The placeholders need nothing from the RayService: they hold nodes before any worker asks.
+        # The API server refuses a pod whose PriorityClass does not exist, so the class comes first
+        # (and goes last).
+        self.spare_deployments = [
+            k8s.apps.v1.Deployment(
+                f"{name}-{deployment['metadata']['name']}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=deployment["metadata"]["name"],
+                    namespace=namespace,
+                    labels={**MANAGED_BY, **deployment["metadata"]["labels"]},
+                    annotations=deployment["metadata"]["annotations"],
+                ),
+                spec=deployment["spec"],
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=[self.spare_priority_class] if self.spare_priority_class else [],
+                ),
+            )
+            for deployment in args.spare_deployments
         ]
         self.ray_service = k8s.apiextensions.CustomResource(
             f"{name}-rayservice",

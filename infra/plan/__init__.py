@@ -34,6 +34,7 @@ from infra.plan.ray_service import (
     ray_service_spec,
     worker_container_resources,
 )
+from infra.plan.spare_capacity import spare_deployments, spare_priority_class
 from infra.settings import AUTOSCALING_KEY, TIERS_KEY, EngineConfig, StackSettings
 from serve.catalog import Catalog, ModelEntry
 from serve.gpu_share import gpu_share
@@ -145,6 +146,21 @@ class ServingPlan(BaseModel):
             self.gpu_pools,
             _warm_gpus_by_pool(self.served, self.gpu_pools, self.settings),
         )
+
+    @property
+    def spare_nodes(self) -> dict[TierName, int]:
+        """`spareNodes` of every enabled tier: nodes of its pool kept free for the next worker."""
+        return {tier: self.settings.tiers[tier].spare_nodes for tier in self.settings.enabled_tiers()}
+
+    @property
+    def spare_deployments(self) -> list[dict[str, Any]]:
+        """One placeholder Deployment per tier with spare nodes (infra/plan/spare_capacity.py)."""
+        return spare_deployments(self.gpu_pools, self.spare_nodes, self.ray_cluster_config, NAMESPACE)
+
+    @property
+    def spare_priority_class(self) -> dict[str, Any] | None:
+        """The placeholders' PriorityClass, only when some tier keeps spare nodes."""
+        return spare_priority_class() if self.spare_deployments else None
 
     @property
     def mirror_jobs(self) -> list[dict[str, Any]]:
@@ -387,6 +403,7 @@ def build_plan(catalog: Catalog, settings: StackSettings, *, project: str | None
         cost=estimate_cost(
             (system, *gpu_pools, *fallback_pools),
             warm_gpus=_warm_gpus_by_pool(served, gpu_pools, settings),
+            spare_nodes={pool.name: settings.tiers[pool.tier].spare_nodes for pool in gpu_pools if pool.tier},
         ),
     )
 

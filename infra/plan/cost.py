@@ -1,8 +1,9 @@
 """Hourly cost of a stack at idle and at max (every pool full).
 
 Idle means no traffic: each pool runs its minNodes, or as many nodes as the models' warm
-replicas (minReplicas) need, whichever is more. A stack whose models keep a warm replica pays
-for that GPU node around the clock, and the estimate says so.
+replicas (minReplicas) need plus the tier's spare nodes (`spareNodes`, held by placeholder pods,
+infra/plan/spare_capacity.py), whichever is more. A stack whose models keep a warm replica, or
+whose tier keeps a spare node, pays for that GPU node around the clock, and the estimate says so.
 """
 
 from __future__ import annotations
@@ -59,15 +60,24 @@ class CostEstimate(BaseModel):
         return round(sum(line.max_usd_per_hour for line in self.lines), 4)
 
 
-def idle_nodes(pool: NodePoolSpec, warm_gpus: int) -> int:
-    """Nodes a pool runs with no traffic: its minimum, or what `warm_gpus` GPUs need."""
+def idle_nodes(pool: NodePoolSpec, warm_gpus: int, spare_nodes: int = 0) -> int:
+    """Nodes a pool runs with no traffic: its minimum, or what `warm_gpus` GPUs need plus the
+    spare nodes beside them (a placeholder takes a whole node, never one a warm replica uses)."""
     per_node = max(pool.accelerator_count, 1)
-    return min(pool.max_nodes, max(pool.min_nodes, -(-warm_gpus // per_node)))
+    return min(pool.max_nodes, max(pool.min_nodes, -(-warm_gpus // per_node) + spare_nodes))
 
 
-def estimate_cost(pools: Sequence[NodePoolSpec], warm_gpus: Mapping[str, int] | None = None) -> CostEstimate:
-    """`warm_gpus`: per pool name, the GPUs the warm replicas (minReplicas) hold at idle."""
-    warm = warm_gpus or {}
+def estimate_cost(
+    pools: Sequence[NodePoolSpec],
+    warm_gpus: Mapping[str, int] | None = None,
+    spare_nodes: Mapping[str, int] | None = None,
+) -> CostEstimate:
+    """`warm_gpus`: per pool name, the GPUs the warm replicas (minReplicas) hold at idle;
+    `spare_nodes`: per pool name, the nodes its placeholders keep free (`spareNodes`).
+
+    At max nothing changes: the placeholders only sit on nodes of the pool, whose maxNodes still
+    bounds it, and a full pool has evicted them (workers preempt them), never grown past it."""
+    warm, spare = warm_gpus or {}, spare_nodes or {}
     lines = [
         CostLine(
             item="GKE cluster fee", usd_per_unit_hour=GKE_CLUSTER_FEE_USD_PER_HOUR, units_idle=1, units_max=1
@@ -75,6 +85,8 @@ def estimate_cost(pools: Sequence[NodePoolSpec], warm_gpus: Mapping[str, int] | 
     ]
     for pool in pools:
         pricing = "spot" if pool.spot else "on-demand"
+        if spare.get(pool.name, 0):
+            pricing += f", {spare[pool.name]} spare node(s) kept free"
         if pool.fallback_for:
             # Idle 0 like every pool at minNodes 0; at max full, as if spot ran out everywhere.
             pricing += f" fallback: nodes only while {pool.fallback_for} cannot scale up"
@@ -82,7 +94,7 @@ def estimate_cost(pools: Sequence[NodePoolSpec], warm_gpus: Mapping[str, int] | 
             CostLine(
                 item=f"{pool.name}: {pool.machine.machine_type} ({pricing})",
                 usd_per_unit_hour=pool.usd_per_node_hour,
-                units_idle=idle_nodes(pool, warm.get(pool.name, 0)),
+                units_idle=idle_nodes(pool, warm.get(pool.name, 0), spare.get(pool.name, 0)),
                 units_max=pool.max_nodes,
             )
         )

@@ -91,6 +91,36 @@ def agreement_problems(plan: ServingPlan, run: ProgramRun) -> list[str]:
             problems.append("the registered env ConfigMap data differs from the plan's")
         if config_maps[app_code_config_map_name()].get("data") != app_code_files():
             problems.append("the registered app code ConfigMap differs from serve/openai_app.py")
+    deployments = {
+        (r.inputs.get("metadata") or {}).get("name"): r.inputs for r in run.of_type(resource_types.DEPLOYMENT)
+    }
+    planned_deployments = {d["metadata"]["name"]: d for d in plan.spare_deployments}
+    if set(deployments) != set(planned_deployments) or any(
+        deployments[name].get("spec") != planned_deployments[name]["spec"]
+        or (deployments[name].get("metadata") or {}).get("annotations")
+        != planned_deployments[name]["metadata"]["annotations"]
+        for name in deployments
+    ):
+        problems.append(
+            f"spare Deployments: program {sorted(deployments)}, plan {sorted(planned_deployments)} "
+            "(or their specs differ)"
+        )
+    classes_ = [
+        {key: r.inputs.get(key) for key in ("value", "preemptionPolicy", "globalDefault", "description")}
+        | {"name": (r.inputs.get("metadata") or {}).get("name")}
+        for r in run.of_type(resource_types.PRIORITY_CLASS)
+    ]
+    planned_class = plan.spare_priority_class
+    expected_classes = (
+        []
+        if planned_class is None
+        else [
+            {key: planned_class[key] for key in ("value", "preemptionPolicy", "globalDefault", "description")}
+            | {"name": planned_class["metadata"]["name"]}
+        ]
+    )
+    if classes_ != expected_classes:
+        problems.append(f"spare PriorityClass: program {classes_}, plan {expected_classes}")
     secrets = sorted((r.inputs.get("metadata") or {}).get("name") for r in run.of_type(resource_types.SECRET))
     if secrets != sorted([HF_SECRET_NAME, API_KEYS_SECRET_NAME]):
         problems.append(f"Secrets: program {secrets}")
