@@ -134,7 +134,8 @@ class TierSettings(CamelStrict):
             ge=0,
             le=MAX_NODES_PER_TIER,
             description=(
-                "Nodes of the tier's spot pool kept free for the next worker: placeholder pods at the "
+                "Nodes of the tier's own pool (never the on-demand fallback) kept free for the next "
+                "worker: placeholder pods at the "
                 "lowest priority that still makes GKE add a node, preempted by any worker (a new "
                 "replica skips node creation and the driver install); each costs a node around the clock."
             ),

@@ -252,7 +252,16 @@ class LlmService(pulumi.ComponentResource):
                 preemption_policy=args.spare_priority_class["preemptionPolicy"],
                 global_default=args.spare_priority_class["globalDefault"],
                 description=args.spare_priority_class["description"],
-                opts=child,
+                # The API server refuses to change a PriorityClass's value or preemption policy
+                # (both immutable: kubernetes pkg/apis/scheduling/validation
+                # ValidatePriorityClassUpdate), so a change replaces it, the old one first (the
+                # name is fixed; running placeholders keep their priority meanwhile).
+                opts=pulumi.ResourceOptions.merge(
+                    child,
+                    pulumi.ResourceOptions(
+                        replace_on_changes=["value", "preemptionPolicy"], delete_before_replace=True
+                    ),
+                ),
             )
             if args.spare_priority_class is not None
             else None

@@ -25,7 +25,8 @@ Each placeholder is one Ray worker pod's shape: the worker's requests and limits
 the pool can schedule, so one placeholder takes a node and its eviction frees room for exactly
 one worker), its tolerations, its node selector narrowed to the tier's own pool (never the
 on-demand fallback: a spare node there would cost the on-demand price around the clock), and its
-image, so the node has pulled the image before a worker needs it.
+image, which starts the image's pull (streamed: `sleep` reads a few files; vLLM's start still reads
+most of it, so the cold-start model keeps the image phase).
 
 Pure: no Pulumi (tests/test_plan.py imports every module of infra.plan).
 """
