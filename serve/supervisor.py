@@ -617,24 +617,11 @@ class LocalService:
         api_key: str | None = None,
         tolerate_failed_models: bool = False,
     ) -> None:
-        self.model_ids: list[str] = served_model_ids(serve_config)
-        self._tasks = document_tasks(serve_config)
-        if not self.model_ids:
-            raise ValueError(f"the serve config has no {MODEL_APP_IMPORT_PATH} application")
+        self._adopt(serve_config)
         # Like the cluster: a model whose application fails is reported and left out, and the
         # endpoint serves the others (its requests get a 503). Off, any failure stops the start.
         self.tolerate_failed_models = tolerate_failed_models
         self.failed_models: dict[str, dict[str, Any]] = {}
-        self._model_apps = {
-            app["args"][LLM_CONFIG_ARG]["model_loading_config"]["model_id"]: app["name"]
-            for app in model_applications(serve_config)
-        }
-        not_cpu = models_not_on_cpu(serve_config)
-        if not_cpu:
-            raise ValueError(
-                f"models {', '.join(not_cpu)} are not configured for CPU; pass the config through "
-                "serve.localize.localize_serve_config() first"
-            )
         self.host, self.port = host, port
         self.num_cpus = num_cpus if num_cpus is not None else local_cpus_needed(serve_config)
         self.startup_timeout_s = startup_timeout_s
@@ -860,6 +847,25 @@ class LocalService:
         command = [*serve_cli, "run", "--address", self.gcs_address, str(config_path)]
         self._serve_proc = self._spawn(command, None if self.echo_logs else self.log_path)
 
+    def _adopt(self, serve_config: Mapping[str, Any]) -> None:
+        """Take the document's models as the ones this service serves; ValueError when it serves
+        none or one not localized for the CPU."""
+        model_ids = served_model_ids(serve_config)
+        if not model_ids:
+            raise ValueError(f"the serve config has no {MODEL_APP_IMPORT_PATH} application")
+        not_cpu = models_not_on_cpu(serve_config)
+        if not_cpu:
+            raise ValueError(
+                f"models {', '.join(not_cpu)} are not configured for CPU; pass the config through "
+                "serve.localize.localize_serve_config() first"
+            )
+        self.model_ids: list[str] = model_ids
+        self._tasks = document_tasks(serve_config)
+        self._model_apps = {
+            app["args"][LLM_CONFIG_ARG]["model_loading_config"]["model_id"]: app["name"]
+            for app in model_applications(serve_config)
+        }
+
     def _on_this_port(self, serve_config: Mapping[str, Any]) -> dict[str, Any]:
         document = copy.deepcopy(dict(serve_config))
         document["http_options"] = {
@@ -875,9 +881,7 @@ class LocalService:
         and return once Serve has applied it: exactly its applications, each RUNNING with the
         submitted args, every deployment HEALTHY with its target number of replicas, all running
         (a rolling restart has finished)."""
-        not_cpu = models_not_on_cpu(serve_config)
-        if not_cpu:
-            raise ValueError(f"models {', '.join(not_cpu)} are not configured for CPU")
+        self._adopt(serve_config)
         document = self._on_this_port(serve_config)
         submitted = with_api_keys_dir(document, self.api_keys_dir)
         response = self._http.put(
@@ -889,12 +893,6 @@ class LocalService:
         if response.status_code >= 400:
             raise LocalServiceError(f"Serve refused the document ({response.status_code}): {response.text}")
         self._serve_config = document
-        self.model_ids = served_model_ids(document)
-        self._tasks = document_tasks(document)
-        self._model_apps = {
-            app["args"][LLM_CONFIG_ARG]["model_loading_config"]["model_id"]: app["name"]
-            for app in model_applications(document)
-        }
         if self._wait_for(lambda: self._applied(submitted), timeout_s) is None:
             raise self._failure(f"Serve did not apply the new document within {timeout_s:.0f} s")
 
@@ -924,17 +922,19 @@ class LocalService:
     def replicas(self) -> dict[str, list[dict[str, Any]]]:
         """Each deployment's replicas as Serve reports them (replica_id, pid, state, ...), by
         `<application>/<deployment>`."""
-        return {
-            f"{name}/{deployment_name}": list(deployment.get("replicas") or [])
-            for name, app in (self._app_statuses() or {}).items()
-            for deployment_name, deployment in (app.get("deployments") or {}).items()
-        }
+        return {key: list(details.get("replicas") or []) for key, details in self._deployments().items()}
 
     def deployment_configs(self) -> dict[str, dict[str, Any]]:
         """Each deployment's options as Serve applies them (autoscaling, max_ongoing_requests, ...),
         by `<application>/<deployment>`."""
         return {
-            f"{name}/{deployment_name}": dict(deployment.get("deployment_config") or {})
+            key: dict(details.get("deployment_config") or {}) for key, details in self._deployments().items()
+        }
+
+    def _deployments(self) -> dict[str, Mapping[str, Any]]:
+        """Serve's details of every deployment, by `<application>/<deployment>`."""
+        return {
+            f"{name}/{deployment_name}": deployment
             for name, app in (self._app_statuses() or {}).items()
             for deployment_name, deployment in (app.get("deployments") or {}).items()
         }

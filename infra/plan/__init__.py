@@ -150,7 +150,7 @@ class ServingPlan(BaseModel):
     @property
     def spare_nodes(self) -> dict[TierName, int]:
         """`spareNodes` of every enabled tier: nodes of its pool kept free for the next worker."""
-        return {tier: self.settings.tiers[tier].spare_nodes for tier in self.settings.enabled_tiers()}
+        return _spare_nodes(self.settings)
 
     @property
     def spare_deployments(self) -> list[dict[str, Any]]:
@@ -160,7 +160,7 @@ class ServingPlan(BaseModel):
     @property
     def spare_priority_class(self) -> dict[str, Any] | None:
         """The placeholders' PriorityClass, only when some tier keeps spare nodes."""
-        return spare_priority_class() if self.spare_deployments else None
+        return spare_priority_class() if any(self.spare_nodes.values()) else None
 
     @property
     def mirror_jobs(self) -> list[dict[str, Any]]:
@@ -242,6 +242,11 @@ def _warm_gpus(served: Sequence[ModelEntry], tier: TierName | None, settings: St
         return 0
     on_tier = [model for model in served if model.tier == tier]
     return packed_tier_gpus(on_tier, settings.autoscaling.min_replicas, settings, tier)
+
+
+def _spare_nodes(settings: StackSettings) -> dict[TierName, int]:
+    """`spareNodes` of every enabled tier: nodes of its pool kept free for the next worker."""
+    return {tier: settings.tiers[tier].spare_nodes for tier in settings.enabled_tiers()}
 
 
 def _warm_gpus_by_pool(
@@ -352,6 +357,7 @@ def build_plan(catalog: Catalog, settings: StackSettings, *, project: str | None
     scaling = settings.autoscaling
     system = system_pool(settings)
     gpu_pools = tuple(gpu_pool(tier, settings) for tier in settings.enabled_tiers())
+    spare = _spare_nodes(settings)
     fallback_pools = tuple(
         pool for tier in settings.enabled_tiers() if (pool := fallback_pool(tier, settings)) is not None
     )
@@ -403,7 +409,7 @@ def build_plan(catalog: Catalog, settings: StackSettings, *, project: str | None
         cost=estimate_cost(
             (system, *gpu_pools, *fallback_pools),
             warm_gpus=_warm_gpus_by_pool(served, gpu_pools, settings),
-            spare_nodes={pool.name: settings.tiers[pool.tier].spare_nodes for pool in gpu_pools if pool.tier},
+            spare_nodes={pool.name: spare[pool.tier] for pool in gpu_pools if pool.tier},
         ),
     )
 

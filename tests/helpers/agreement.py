@@ -105,20 +105,9 @@ def agreement_problems(plan: ServingPlan, run: ProgramRun) -> list[str]:
             f"spare Deployments: program {sorted(deployments)}, plan {sorted(planned_deployments)} "
             "(or their specs differ)"
         )
-    classes_ = [
-        {key: r.inputs.get(key) for key in ("value", "preemptionPolicy", "globalDefault", "description")}
-        | {"name": (r.inputs.get("metadata") or {}).get("name")}
-        for r in run.of_type(resource_types.PRIORITY_CLASS)
-    ]
+    classes_ = [_priority_class_fields(r.inputs) for r in run.of_type(resource_types.PRIORITY_CLASS)]
     planned_class = plan.spare_priority_class
-    expected_classes = (
-        []
-        if planned_class is None
-        else [
-            {key: planned_class[key] for key in ("value", "preemptionPolicy", "globalDefault", "description")}
-            | {"name": planned_class["metadata"]["name"]}
-        ]
-    )
+    expected_classes = [] if planned_class is None else [_priority_class_fields(planned_class)]
     if classes_ != expected_classes:
         problems.append(f"spare PriorityClass: program {classes_}, plan {expected_classes}")
     secrets = sorted((r.inputs.get("metadata") or {}).get("name") for r in run.of_type(resource_types.SECRET))
@@ -172,3 +161,9 @@ def agreement_problems(plan: ServingPlan, run: ProgramRun) -> list[str]:
     if {key: cost.get(key) for key in expected} != expected:
         problems.append(f"cost: program {cost}, plan {expected}")
     return problems
+
+
+def _priority_class_fields(document: Mapping[str, Any]) -> dict[str, Any]:
+    """What a PriorityClass decides, from a registered resource's inputs or a planned document."""
+    fields = {key: document.get(key) for key in ("value", "preemptionPolicy", "globalDefault", "description")}
+    return fields | {"name": (document.get("metadata") or {}).get("name")}
