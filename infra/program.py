@@ -120,6 +120,7 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
             extra_api_keys=extra_api_keys(),
             aliases=kserve_aliases(plan.served_model_ids),
             endpoint_address=network.openai_address,
+            serve_service=plan.serve_service,
             service_accounts={ksa: model_store.accounts[ksa].email for ksa in (RAY_KSA, MIRROR_KSA)},
             mirror_jobs=plan.mirror_jobs,
             model_store=model_store,

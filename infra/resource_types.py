@@ -1,4 +1,5 @@
-"""Pulumi type tokens of the resources the program registers, as the engine (and policies) see them.
+"""Pulumi type tokens of the resources the program registers, as the engine (and policies) see them,
+and the metadata annotations the program writes and the policy pack reads back.
 
 No imports: the policy pack reads these too and must not load the program's modules. A test
 checks that every resource the program registers has its token here.
@@ -44,3 +45,12 @@ PRIORITY_CLASS: Final = "kubernetes:scheduling.k8s.io/v1:PriorityClass"
 GET_PROJECT: Final = "gcp:organizations/getProject:getProject"
 
 PROVIDER_PREFIX: Final = "pulumi:providers:"
+
+# Metadata annotation: pulumi-kubernetes registers the object without its await logic (readiness of
+# a Deployment's pods, a Service's endpoints and load balancer address; 10 min by default)
+# (pulumi/pulumi-kubernetes#417, "Create pulumi.com/skipAwait annotation", read 2026-11-27).
+SKIP_AWAIT_ANNOTATION: Final = "pulumi.com/skipAwait"
+# GKE's annotation that makes a LoadBalancer Service an internal passthrough Network Load Balancer;
+# without it GKE gives the Service an external address (GKE "LoadBalancer Service parameters").
+GKE_LOAD_BALANCER_TYPE_ANNOTATION: Final = "networking.gke.io/load-balancer-type"
+GKE_INTERNAL_LOAD_BALANCER: Final = "Internal"

@@ -7,24 +7,43 @@ The key check itself is tests/test_openai_app.py (ASGI) and tests/test_e2e_local
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import re
 from typing import Any
 
 import pytest
+from helpers import kuberay_services as kuberay
 from helpers.stack_files import STACKS
 
 from infra import resource_types
 from infra.plan import ServingPlan
 from infra.plan import endpoint as ep
 from infra.plan.network import NODE_CIDR
-from infra.plan.ray_service import API_KEYS_SECRET_NAME, APP_CODE_MOUNT_PATH, PORTS
-from infra.report.mock_engine import TEST_HF_TOKEN, ProgramRun, run_program, stack_config
+from infra.plan.ray_service import (
+    API_KEYS_SECRET_NAME,
+    APP_CODE_MOUNT_PATH,
+    NAMESPACE,
+    PORTS,
+    RAY_SERVICE_NAME,
+)
+from infra.report.mock_engine import (
+    TEST_HF_TOKEN,
+    ProgramRun,
+    RegisteredResource,
+    run_program,
+    stack_config,
+)
+from infra.resource_types import SKIP_AWAIT_ANNOTATION
 from infra.settings import API_KEYS_KEY, HF_TOKEN_KEY
-from serve.serve_config import API_KEYS_MOUNT_PATH, SERVE_HTTP_PORT
+from serve.serve_config import API_KEYS_MOUNT_PATH, APP_NAME, SERVE_HTTP_PORT
 
 EXTRA_KEYS = ["sk-team-a-0123456789abcdef", "sk-team-b-0123456789abcdef"]
+
+
+def _serve_services(run: ProgramRun) -> list[RegisteredResource]:
+    return [r for r in run.of_type(resource_types.SERVICE) if r.inputs["spec"]["type"] != "ExternalName"]
 
 
 def _spec(run: ProgramRun) -> dict[str, Any]:
@@ -68,10 +87,149 @@ def test_the_serve_service_is_an_internal_load_balancer_on_the_reserved_address(
     assert port == {"name": "serve", "port": 80, "targetPort": "serve"}
     # Not part of rayClusterConfig: changing it never starts a new cluster.
     assert "serveService" not in json.dumps(_spec(run)["rayClusterConfig"])
-    assert address.urn in run.one(resource_types.RAY_SERVICE).dependencies
+    # The stack's serve Service claims the address; the RayService comes after that Service.
+    (service,) = _serve_services(run)
+    assert address.urn in service.dependencies
+    assert service.urn in run.one(resource_types.RAY_SERVICE).dependencies
     # Destroyed after the namespace, whose deletion waits for the load balancer's cleanup.
     assert address.urn in run.one(resource_types.NAMESPACE).dependencies
     assert run.outputs["openai_internal_url"] == f"http://{ep.serve_address()}/v1"
+
+
+# --- the serve Service exists before every model runs ------------------------------------------
+
+CLUSTER = "llm-x7k2p"  # a name of KubeRay's GenerateRayClusterName form
+NEXT_CLUSTER = "llm-q9w4m"
+CLUSTER_IP = "10.30.0.17"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_stack_creates_the_serve_service_under_kuberays_name_before_the_ray_service(
+    program_runs: dict[str, ProgramRun], stack: str
+) -> None:
+    run = program_runs[stack]
+    (service,) = _serve_services(run)
+    metadata, spec = service.inputs["metadata"], service.inputs["spec"]
+    # The name KubeRay looks up: it then updates this Service instead of creating its own.
+    assert metadata["name"] == kuberay.serve_service_name(RAY_SERVICE_NAME) == ep.SERVE_SERVICE_NAME
+    assert metadata["namespace"] == NAMESPACE
+    serve_service = _spec(run)["serveService"]
+    # KubeRay copies the RayService's serveService spec on every switch: equal but the selector.
+    assert {k: v for k, v in spec.items() if k != "selector"} == serve_service["spec"]
+    assert spec["selector"] == {"ray.io/node-type": "head", "ray.io/serve": "true"}
+    assert metadata["annotations"] == {
+        **serve_service["metadata"]["annotations"],
+        SKIP_AWAIT_ANNOTATION: "true",
+    }
+    # Not KubeRay's: no association labels (its suspend deletes Services by them), no owner.
+    assert not set(kuberay.ORIGIN_LABELS) & set(metadata.get("labels", {}))
+    assert "ownerReferences" not in metadata
+    # The selector is KubeRay's once it has switched; Pulumi must never write it back.
+    assert service.ignore_changes == ["spec.selector"]
+    assert service.urn in run.one(resource_types.RAY_SERVICE).dependencies
+
+
+def _pods(plan: ServingPlan, cluster: str, head_proxy_healthy: bool) -> dict[str, dict[str, str]]:
+    spec = plan.ray_service_spec["rayClusterConfig"]
+    pods = {
+        "head": kuberay.pod_labels(
+            spec["headGroupSpec"]["template"], "head", "headgroup", cluster, head_proxy_healthy
+        )
+    }
+    for group in spec["workerGroupSpecs"]:
+        pods[group["groupName"]] = kuberay.pod_labels(
+            group["template"], "worker", group["groupName"], cluster
+        )
+    for deployment in plan.spare_deployments:
+        pods[deployment["metadata"]["name"]] = dict(deployment["spec"]["template"]["metadata"]["labels"])
+    for job in plan.mirror_jobs:
+        pods[job["metadata"]["name"]] = dict(job["spec"]["template"]["metadata"].get("labels", {}))
+    return pods
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_before_kuberay_switches_the_service_selects_only_a_head_whose_proxy_answers(
+    plans: dict[str, ServingPlan], stack: str
+) -> None:
+    plan = plans[stack]
+    selector = plan.serve_service["spec"]["selector"]
+    serving = _pods(plan, CLUSTER, head_proxy_healthy=True)
+    assert len(serving) > 1
+    assert [name for name, labels in serving.items() if kuberay.selects(selector, labels)] == ["head"]
+    # A new head starts with ray.io/serve "false" (BuildPod); no endpoint until its proxy answers.
+    starting = _pods(plan, CLUSTER, head_proxy_healthy=False)
+    assert not any(kuberay.selects(selector, labels) for labels in starting.values())
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kuberay_takes_the_service_over_at_first_readiness_keeping_address_and_annotations(
+    plans: dict[str, ServingPlan], stack: str
+) -> None:
+    plan = plans[stack]
+    ours = copy.deepcopy(plan.serve_service)
+    ours["spec"]["clusterIP"] = CLUSTER_IP
+    taken, action = kuberay.reconcile_serve_service(ours, RAY_SERVICE_NAME, plan.ray_service_spec, CLUSTER)
+    assert action == "updated"
+    assert taken["spec"]["selector"] == {"ray.io/cluster": CLUSTER, "ray.io/serve": "true"}
+    # Everything else the load balancer depends on is unchanged.
+    assert taken["metadata"] == ours["metadata"]
+    unchanged = ("selector",)
+    assert {k: v for k, v in taken["spec"].items() if k not in unchanged} == {
+        k: v for k, v in ours["spec"].items() if k not in unchanged
+    }
+    # Later reconciles of the same cluster write nothing; an upgrade moves only the selector.
+    assert kuberay.reconcile_serve_service(taken, RAY_SERVICE_NAME, plan.ray_service_spec, CLUSTER) == (
+        taken,
+        "kept",
+    )
+    moved, action = kuberay.reconcile_serve_service(
+        taken, RAY_SERVICE_NAME, plan.ray_service_spec, NEXT_CLUSTER
+    )
+    assert action == "updated" and moved["spec"]["selector"][kuberay.CLUSTER_LABEL] == NEXT_CLUSTER
+    assert {k: v for k, v in moved["spec"].items() if k != "selector"} == {
+        k: v for k, v in taken["spec"].items() if k != "selector"
+    }
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_one_model_that_cannot_start_no_longer_keeps_the_endpoint_from_existing(
+    plans: dict[str, ServingPlan], stack: str
+) -> None:
+    """KubeRay creates or switches the Service only for a cluster whose every application is
+    RUNNING. Without the stack's own Service, a warm model stuck DEPLOYING (no capacity) or
+    DEPLOY_FAILED (a bad revision) leaves no Service at all; with it, the head answers for the
+    router and every model that runs."""
+    plan = plans[stack]
+    apps = {app["name"]: "RUNNING" for app in plan.serve_config["applications"]}
+    stuck_model = next(name for name in apps if name != APP_NAME)
+    for status in ("DEPLOYING", "DEPLOY_FAILED"):
+        apps[stuck_model] = status
+        assert not kuberay.cluster_is_ready(apps)
+
+        def endpoint_pods(service: dict[str, Any] | None) -> list[str]:
+            if service is None:
+                return []
+            pods = _pods(plan, CLUSTER, head_proxy_healthy=True)
+            return [
+                name for name, labels in pods.items() if kuberay.selects(service["spec"]["selector"], labels)
+            ]
+
+        # KubeRay alone: reconcileServices never runs, so nothing exists to send requests to.
+        kuberay_alone = None
+        assert endpoint_pods(kuberay_alone) == []
+        # With the stack's Service: the live head is its endpoint.
+        assert endpoint_pods(plan.serve_service) == ["head"]
+    # Once every application runs, KubeRay adopts the stack's Service instead of creating one.
+    apps[stuck_model] = "RUNNING"
+    assert kuberay.cluster_is_ready(apps)
+    _, action = kuberay.reconcile_serve_service(
+        plan.serve_service, RAY_SERVICE_NAME, plan.ray_service_spec, CLUSTER
+    )
+    assert action == "updated"
+    assert (
+        kuberay.reconcile_serve_service(None, RAY_SERVICE_NAME, plan.ray_service_spec, CLUSTER)[1]
+        == "created"
+    )
 
 
 # --- keys ------------------------------------------------------------------------------------

@@ -498,6 +498,43 @@ def test_ray_cluster_head_is_checked_too() -> None:
     assert message.startswith("RayCluster rc sets headGroupSpec.serviceType: NodePort")
 
 
+# --- a private endpoint ------------------------------------------------------------------------
+
+INTERNAL = {"networking.gke.io/load-balancer-type": "Internal"}
+
+
+@pytest.mark.parametrize("service_type", ["ClusterIP", "ExternalName", "NodePort"])
+def test_services_that_are_no_load_balancer_need_no_annotation(service_type: str) -> None:
+    props = service(service_type, [{"name": "serve", "port": 80}])
+    assert violations(v.validate_load_balancers_internal, SERVICE, props) == []
+
+
+def test_an_internal_load_balancer_passes_and_every_other_one_is_a_violation() -> None:
+    internal = service("LoadBalancer", [{"name": "serve", "port": 80}])
+    internal["metadata"]["annotations"] = INTERNAL
+    assert violations(v.validate_load_balancers_internal, SERVICE, internal) == []
+    for wrong in (None, {}, {"networking.gke.io/load-balancer-type": "External"}):
+        props = copy.deepcopy(internal)
+        props["metadata"]["annotations"] = wrong
+        message = one_violation(v.validate_load_balancers_internal, SERVICE, props, "llm-serve-svc")
+        assert message == (
+            "Service llm-serve-svc is a LoadBalancer without the annotation "
+            "networking.gke.io/load-balancer-type: Internal, so GKE gives it an external address; "
+            "add the annotation or use ClusterIP"
+        )
+
+
+def test_the_ray_service_s_serve_service_must_be_internal_too() -> None:
+    props = ray_service()
+    props["spec"]["serveService"] = {
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "serve", "port": 80}]}
+    }
+    message = one_violation(v.validate_load_balancers_internal, RAY_SERVICE, props, "llm")
+    assert message.startswith("RayService llm serveService is a LoadBalancer without the annotation")
+    props["spec"]["serveService"]["metadata"] = {"annotations": INTERNAL}
+    assert violations(v.validate_load_balancers_internal, RAY_SERVICE, props) == []
+
+
 INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
 HTTP_ROUTE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
 GRPC_ROUTE = "kubernetes:gateway.networking.k8s.io/v1:GRPCRoute"

@@ -118,8 +118,10 @@ def test_registers_every_component(run: ProgramRun, plan: ServingPlan) -> None:
     assert types.count(resource_types.JOB) == len(plan.mirror_jobs)
     assert len(run.of_type(NODE_POOL)) == 1 + len(plan.gpu_pools) + len(plan.fallback_pools)
     assert len(run.of_type(COMPUTE_CLASS)) == len(plan.gpu_pools)
-    # The only Services the program makes are the KServe-style names; KubeRay makes the rest.
-    assert {s.inputs["spec"]["type"] for s in run.of_type(SERVICE)} <= {"ExternalName"}
+    # The program makes the serve Service (KubeRay adopts it) and the KServe-style names; KubeRay
+    # makes the head Services.
+    service_types = sorted(s.inputs["spec"]["type"] for s in run.of_type(SERVICE))
+    assert service_types == ["ExternalName"] * (len(service_types) - 1) + ["LoadBalancer"]
 
 
 def test_cluster_is_hardened_and_destroyable(run: ProgramRun) -> None:
@@ -407,6 +409,13 @@ def test_teardown_order(run: ProgramRun) -> None:
     for in_cluster in run.resources:
         if in_cluster.type_.startswith("kubernetes:"):
             assert _reaches(graph, in_cluster.urn, provider), in_cluster.name
+    # The serve Service goes after the RayService (so KubeRay cannot make it again), before its
+    # namespace, and the reserved address its load balancer held goes last.
+    (serve_service,) = [s for s in run.of_type(SERVICE) if s.inputs["spec"]["type"] == "LoadBalancer"]
+    address = run.one(resource_types.ADDRESS).urn
+    assert _reaches(graph, ray_service, serve_service.urn)
+    assert _reaches(graph, serve_service.urn, run.one(NAMESPACE).urn)
+    assert _reaches(graph, run.one(NAMESPACE).urn, address)
     # The placeholders go before their PriorityClass and their namespace; they need no RayService.
     for deployment in run.of_type(resource_types.DEPLOYMENT):
         assert _reaches(graph, deployment.urn, run.one(resource_types.PRIORITY_CLASS).urn)

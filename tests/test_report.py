@@ -250,6 +250,8 @@ def test_kubernetes_objects_are_written_in_apply_order(
             "20-secret-hf-token.yaml",
             "20-secret-openai-api-keys.yaml",
             *aliases,
+            # Before the RayService: KubeRay finds it and adopts it.
+            f"20-service-{plan.serve_service['metadata']['name']}.yaml",
             "40-rayservice-llm.yaml",
         ]
     )

@@ -17,12 +17,12 @@ from infra.plan.gke_nodes import schedulable
 from infra.plan.ray_service import NAMESPACE
 from infra.plan.spare_capacity import (
     AUTOSCALER_EXPENDABLE_PRIORITY_CUTOFF,
-    SKIP_AWAIT_ANNOTATION,
     SPARE_PRIORITY_CLASS,
     spare_deployment,
     spare_name,
     spare_priority_class,
 )
+from infra.resource_types import SKIP_AWAIT_ANNOTATION
 from serve.tiers import TierName
 
 

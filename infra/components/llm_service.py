@@ -1,6 +1,6 @@
 """The serving objects in the cluster: namespace, HF token Secret, API keys Secret, env and app
-ConfigMaps, NetworkPolicies, KServe-style alias Services, the worker groups' disruption budgets,
-the spare GPU nodes' PriorityClass and placeholder Deployments, RayService."""
+ConfigMaps, NetworkPolicies, the serve Service, KServe-style alias Services, the worker groups'
+disruption budgets, the spare GPU nodes' PriorityClass and placeholder Deployments, RayService."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pulumi_random as random
 
 from infra.plan.endpoint import (
     GENERATED_KEY_LENGTH,
+    KUBERAY_OWNED_SERVICE_FIELDS,
     Alias,
     alias_service,
     api_key_names,
@@ -61,6 +62,8 @@ class LlmServiceArgs:
     """KServe-style `<id>-predictor` names for the served models."""
     endpoint_address: pulumi.Resource
     """The reserved internal address the serve Service's load balancer takes."""
+    serve_service: Mapping[str, Any]
+    """The serve Service document (`ServingPlan.serve_service`), created before the RayService."""
     service_accounts: Mapping[str, pulumi.Input[str]]
     """Kubernetes service account -> the Google service account it acts as (Workload Identity)."""
     mirror_jobs: Sequence[Mapping[str, Any]]
@@ -286,6 +289,24 @@ class LlmService(pulumi.ComponentResource):
             )
             for deployment in args.spare_deployments
         ]
+        # Before the RayService, under KubeRay's name, so the endpoint exists while a model still
+        # deploys; KubeRay takes its selector over at the first readiness (infra/plan/endpoint.py).
+        # After the RayService on destroy: its deletion waits for the load balancer's cleanup.
+        self.serve_service = k8s.core.v1.Service(
+            f"{name}-serve-service",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=args.serve_service["metadata"]["name"],
+                namespace=namespace,
+                labels=MANAGED_BY,
+                annotations=args.serve_service["metadata"]["annotations"],
+            ),
+            spec=args.serve_service["spec"],
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[args.endpoint_address],
+                ignore_changes=list(KUBERAY_OWNED_SERVICE_FIELDS),
+            ),
+        )
         self.ray_service = k8s.apiextensions.CustomResource(
             f"{name}-rayservice",
             api_version="ray.io/v1",
@@ -294,8 +315,8 @@ class LlmService(pulumi.ComponentResource):
                 name=RAY_SERVICE_NAME, namespace=namespace, labels=MANAGED_BY
             ),
             spec=dict(args.ray_service_spec),
-            # The pods read the Secrets and ConfigMaps by name, which Pulumi cannot see; the serve
-            # Service's load balancer claims the reserved address; the policies are in place first.
+            # The pods read the Secrets and ConfigMaps by name, which Pulumi cannot see; KubeRay must
+            # find the serve Service rather than create it; the policies are in place first.
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[
@@ -304,7 +325,7 @@ class LlmService(pulumi.ComponentResource):
                     self.api_keys_secret,
                     self.env_config_map,
                     self.app_code_config_map,
-                    args.endpoint_address,
+                    self.serve_service,
                     *self.network_policies,
                     *self.service_accounts,
                     *self.mirror_jobs,

@@ -18,7 +18,7 @@ from infra.inputs import load_inputs
 from infra.plan.compute_class import compute_class
 from infra.plan.cost import CostEstimate, estimate_cost
 from infra.plan.disruption import disruption_budgets
-from infra.plan.endpoint import serve_address, serve_service
+from infra.plan.endpoint import serve_address, serve_service, serve_service_object
 from infra.plan.model_store import image_via_registry, mirror_job, mirrored_models, model_bucket_name
 from infra.plan.network import NetworkSpec
 from infra.plan.node_fit import PoolFit, fit_problems, pool_fits
@@ -138,6 +138,11 @@ class ServingPlan(BaseModel):
         return ray_service_spec(
             self.serve_config, self.ray_cluster_config, serve_service(serve_address(self.network.node_cidr))
         )
+
+    @property
+    def serve_service(self) -> dict[str, Any]:
+        """The serve Service the stack creates before KubeRay could (infra/plan/endpoint.py)."""
+        return serve_service_object(serve_address(self.network.node_cidr))
 
     @property
     def disruption_budgets(self) -> list[dict[str, Any]]:

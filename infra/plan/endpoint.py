@@ -8,21 +8,43 @@
   rewrites the Secret, the kubelet updates the mounted files when it next syncs the pod
   (typically within one to two minutes: a removed key works that long), and the ingress reads
   them again every few seconds. No new Ray cluster.
-- **One internal address.** KubeRay builds the serve Service from `spec.serveService`, keeping
-  its type, annotations and `loadBalancerIP`, replacing the selector with the active cluster's
-  and merging ports by name (`common/service.go` `BuildServeService`, v1.7.0). It does so only
-  when it creates the Service; later it copies just the spec, and only when it switches clusters
-  (`rayservice_controller.go` `reconcileServices`), so these values are chosen once, here. It is a
-  GKE internal passthrough Network Load Balancer (`networking.gke.io/load-balancer-type:
-  Internal`, with global access; GKE "LoadBalancer Service parameters") on a static internal
-  address the stack reserves in the node subnetwork, so the URL is known at preview and survives
-  every upgrade. Chosen over a Gateway of class `gke-l7-rilb`: that needs a proxy-only subnet,
-  the Gateway API on the cluster and an HTTPRoute KubeRay's NewCluster switch would not move
-  (KubeRay moves only the serve Service's selector); an L4 load balancer adds no hop and no idle
-  proxy cost, and authentication is the app's job either way. Port 80 on the Service, Serve's
-  8000 on the pod. KubeRay creates the serve Service only once every Serve application is
-  RUNNING (`rayservice_controller.go` `reconcileServicesToReadyCluster`), so the address answers
-  from then on.
+- **One internal address.** A GKE internal passthrough Network Load Balancer
+  (`networking.gke.io/load-balancer-type: Internal`, with global access; GKE "LoadBalancer Service
+  parameters") on a static internal address the stack reserves in the node subnetwork, so the URL
+  is known at preview and survives every upgrade. Chosen over a Gateway of class `gke-l7-rilb`:
+  that needs a proxy-only subnet, the Gateway API on the cluster and an HTTPRoute KubeRay's
+  NewCluster switch would not move (KubeRay moves only the serve Service's selector); an L4 load
+  balancer adds no hop and no idle proxy cost, and authentication is the app's job either way.
+  Port 80 on the Service, Serve's 8000 on the pod.
+- **It exists before the models do.** KubeRay v1.7.0 creates the serve Service only once every
+  Serve application is RUNNING (`rayservice_controller.go` `getAndCheckServeStatus` sets `isReady`
+  false for any other status; `reconcileServicesToReadyCluster` runs only when a cluster is
+  ready), so one warm model that cannot start (no capacity, a bad revision) would keep the
+  endpoint from existing at all. So the stack creates the Service itself, before the RayService,
+  under the name KubeRay uses (`serve_service_object`). KubeRay finds it and, at the first
+  readiness, rewrites only its spec, keeping its ClusterIP and metadata (`reconcileServices`: an
+  existing Service is updated when its selector's `ray.io/cluster` differs, else left alone).
+  Until then it selects the head by labels KubeRay sets itself: `ray.io/node-type: head`
+  (`common/pod.go` `labelPod`, not overridable) and `ray.io/serve: "true"`, which KubeRay gives
+  the head once its Serve proxy answers (`updateHeadPodServeLabel`, for the active and the
+  pending cluster; `BuildPod` starts it at "false"). The head proxy answers as soon as it has a
+  route (ray/serve/_private/proxy_router.py `ready_for_traffic`: the head is ready with no
+  replica), so the router and every model that runs answer while another model still deploys.
+  KubeRay then copies the spec from `spec.serveService` on every cluster switch, so the two are
+  built here from one function and must stay equal except for the selector. The selector is
+  KubeRay's from then on: Pulumi ignores it (`ignore_changes`), and pulumi-kubernetes' server-side
+  apply sends the live selector for an ignored field (provider `handleSSAIgnoreFields`), so a later
+  `pulumi up` never points it back at both clusters. Without the cluster label, during a
+  NewCluster upgrade it would select both heads, so the label-only selector is right only before
+  KubeRay's first switch, when there is one cluster (or, after a cluster-spec change made before
+  any readiness, the old pending cluster for KubeRay's deletion delay). Pulumi does not wait for
+  it (`pulumi.com/skipAwait`): its await wants endpoints and the load balancer's address
+  (pulumi-kubernetes `core/v1` Service), and the head only exists after the RayService, which
+  waits for the Service. On destroy Pulumi deletes it after the RayService and waits until GKE's
+  Service finalizer has removed the load balancer, before the namespace and the address. The
+  Service carries none of KubeRay's association labels, so KubeRay's suspend (which deletes
+  Services by those labels: `deleteRayServiceOwnedResources`) leaves it, and no owner reference,
+  so deleting the RayService does not garbage-collect it.
 - **Network policies** (enforced by Dataplane V2): every pod of the namespace refuses ingress
   except what these allow: Ray pods to each other on any port (GCS, raylet, object manager,
   workers); the KubeRay operator to the dashboard (it reads Serve's status there:
@@ -48,6 +70,11 @@ from typing import Any, Final
 from infra.plan.network import NODE_CIDR
 from infra.plan.ray_service import NAMESPACE, PORTS, RAY_SERVICE_NAME
 from infra.plan.worker_readiness import SERVE_PORT_NAME
+from infra.resource_types import (
+    GKE_INTERNAL_LOAD_BALANCER,
+    GKE_LOAD_BALANCER_TYPE_ANNOTATION,
+    SKIP_AWAIT_ANNOTATION,
+)
 from infra.versions import KUBERAY_NAMESPACE
 from serve.serve_config import SERVE_HTTP_PORT
 
@@ -60,9 +87,16 @@ SERVE_SERVICE_PORT: Final = 80
 # Internal, and reachable from the VPC's other regions too (GKE "LoadBalancer Service parameters":
 # global access). KubeRay copies annotations only when it first creates the Service.
 INTERNAL_LB_ANNOTATIONS: Final = {
-    "networking.gke.io/load-balancer-type": "Internal",
+    GKE_LOAD_BALANCER_TYPE_ANNOTATION: GKE_INTERNAL_LOAD_BALANCER,
     "networking.gke.io/internal-load-balancer-allow-global-access": "true",
 }
+
+# The serve Service's selector until KubeRay's first switch: the head of whichever cluster has a
+# live Serve proxy. Both labels are KubeRay's own (module docstring), v1.7.0 `utils/constant.go`
+# RayNodeTypeLabelKey and RayClusterServingServiceLabelKey.
+HEAD_SERVE_SELECTOR: Final = {"ray.io/node-type": "head", "ray.io/serve": "true"}
+# What Pulumi leaves to KubeRay once it has taken the Service over.
+KUBERAY_OWNED_SERVICE_FIELDS: Final = ("spec.selector",)
 
 KSERVE_SUFFIX: Final = "-predictor"
 _DNS_1035: Final = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -107,6 +141,19 @@ def serve_service(address: str) -> dict[str, Any]:
             # workers carry the Service's selector labels too (infra/plan/worker_readiness.py).
             "ports": [{"name": SERVE_PORT_NAME, "port": SERVE_SERVICE_PORT, "targetPort": SERVE_PORT_NAME}],
         },
+    }
+
+
+def serve_service_object(address: str) -> dict[str, Any]:
+    """The serve Service the stack creates before the RayService (metadata.name and spec): the
+    RayService's `serveService` under KubeRay's name, selecting the live head by labels."""
+    document = serve_service(address)
+    return {
+        "metadata": {
+            "name": SERVE_SERVICE_NAME,
+            "annotations": {**document["metadata"]["annotations"], SKIP_AWAIT_ANNOTATION: "true"},
+        },
+        "spec": {**document["spec"], "selector": dict(HEAD_SERVE_SELECTOR)},
     }
 
 

@@ -255,7 +255,7 @@ def ray_service_spec(
     serve_config: dict[str, Any], cluster_config: dict[str, Any], serve_service: dict[str, Any]
 ) -> dict[str, Any]:
     """`serveService` sits outside `rayClusterConfig`: changing it never starts a new cluster. KubeRay
-    applies it in full only when it creates the serve Service (infra/plan/endpoint.py)."""
+    copies its spec onto the stack's serve Service on every cluster switch (infra/plan/endpoint.py)."""
     return {
         "upgradeStrategy": {"type": UPGRADE_STRATEGY},
         "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False),

@@ -39,6 +39,7 @@ from typing import Any, Final
 
 from infra.node_labels import POOL_LABEL
 from infra.plan.node_pools import NodePoolSpec
+from infra.resource_types import SKIP_AWAIT_ANNOTATION
 from serve.tiers import TierName
 
 # kubernetes/autoscaler cluster-autoscaler/main.go: `expendable-pods-priority-cutoff`, default -10
@@ -51,11 +52,10 @@ SPARE_PRIORITY_CLASS: Final = "llm-serving-spare-gpu"
 # The placeholder does nothing; the image's own `sleep` keeps it running without a second image.
 SPARE_COMMAND: Final = ("sleep", "infinity")
 SPARE_CONTAINER: Final = "placeholder"
-# pulumi-kubernetes waits for a Deployment's pods to be ready (10 min by default) unless this is set
-# (pulumi/pulumi-kubernetes#417, "Create pulumi.com/skipAwait annotation", read 2026-11-27). A spare
-# node is best effort: a spot stockout or a reclaim leaves the placeholder pending, and that must
-# not fail `pulumi up` (the worker it would have sped up starts the slow way).
-SKIP_AWAIT_ANNOTATION: Final = "pulumi.com/skipAwait"
+# Not awaited (SKIP_AWAIT_ANNOTATION): pulumi-kubernetes waits for a Deployment's pods to be ready
+# (10 min by default). A spare node is best effort: a spot stockout or a reclaim leaves the
+# placeholder pending, and that must not fail `pulumi up` (the worker it would have sped up starts
+# the slow way).
 
 
 def spare_name(tier: TierName) -> str:

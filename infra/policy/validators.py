@@ -35,7 +35,17 @@ from pulumi_policy.proxy import UnknownValueError
 
 from configcheck.secrets import HF_TOKEN_PATTERN
 from infra.node_labels import FALLBACK_FOR_LABEL, POOL_LABEL
-from infra.resource_types import CLUSTER, NETWORK_POLICY, NODE_POOL, RAY_CLUSTER, RAY_SERVICE, SECRET, SERVICE
+from infra.resource_types import (
+    CLUSTER,
+    GKE_INTERNAL_LOAD_BALANCER,
+    GKE_LOAD_BALANCER_TYPE_ANNOTATION,
+    NETWORK_POLICY,
+    NODE_POOL,
+    RAY_CLUSTER,
+    RAY_SERVICE,
+    SECRET,
+    SERVICE,
+)
 from infra.versions import KUBERAY_NAMESPACE
 
 # Taint effects that keep pods without a matching toleration off a node (PREFER_NO_SCHEDULE does not).
@@ -473,6 +483,27 @@ RAY_POD_LABEL_PREFIX: Final = "ray.io/"
 OPERATOR_DASHBOARD_PORT: Final = RAY_INTERNAL_PORTS["dashboard"]
 
 
+def validate_load_balancers_internal(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type == SERVICE:
+        service, where = args.props, f"Service {args.name}"
+    elif args.resource_type == RAY_SERVICE:
+        service, where = _get(args.props, "spec", "serveService"), f"RayService {args.name} serveService"
+    else:
+        return
+    if _get(service, "spec", "type") != "LoadBalancer":
+        return
+    annotations = _get(service, "metadata", "annotations")
+    if not isinstance(annotations, Mapping) or (
+        annotations.get(GKE_LOAD_BALANCER_TYPE_ANNOTATION) != GKE_INTERNAL_LOAD_BALANCER
+    ):
+        report_violation(
+            f"{where} is a LoadBalancer without the annotation {GKE_LOAD_BALANCER_TYPE_ANNOTATION}: "
+            f"{GKE_INTERNAL_LOAD_BALANCER}, so GKE gives it an external address; add the annotation "
+            "or use ClusterIP",
+            None,
+        )
+
+
 def _selects_ray_pods(pod_selector: Any) -> bool:
     labels = _get(pod_selector, "matchLabels")
     expressions = _items(_get(pod_selector, "matchExpressions"))
@@ -641,6 +672,12 @@ RULES: Final = (
         "No LoadBalancer or NodePort Service, Ingress or Gateway API route exposes Ray's dashboard, GCS "
         "or client port or the Ray head Service.",
         validate_ray_ports_not_exposed,
+    ),
+    Rule(
+        "load-balancers-internal",
+        "Every LoadBalancer Service, the RayService's serveService included, is a GKE internal load "
+        "balancer: the endpoint is reachable from the VPC only.",
+        validate_load_balancers_internal,
     ),
     Rule(
         "ray-control-ports-closed",
