@@ -51,6 +51,10 @@ PROVIDER_PREFIX: Final = "pulumi:providers:"
 # (pulumi/pulumi-kubernetes#417, "Create pulumi.com/skipAwait annotation", read 2026-11-27).
 SKIP_AWAIT_ANNOTATION: Final = "pulumi.com/skipAwait"
 # GKE's annotation that makes a LoadBalancer Service an internal passthrough Network Load Balancer;
-# without it GKE gives the Service an external address (GKE "LoadBalancer Service parameters").
+# without it (or one of the two other ways below) GKE gives the Service an external address (GKE
+# "LoadBalancer Service parameters"; "Internal passthrough Network Load Balancer" concepts).
 GKE_LOAD_BALANCER_TYPE_ANNOTATION: Final = "networking.gke.io/load-balancer-type"
 GKE_INTERNAL_LOAD_BALANCER: Final = "Internal"
+# The same request in the older annotation, and as GKE's load balancer class.
+GKE_LEGACY_LOAD_BALANCER_TYPE_ANNOTATION: Final = "cloud.google.com/load-balancer-type"
+GKE_INTERNAL_LOAD_BALANCER_CLASS: Final = "networking.gke.io/l4-regional-internal"

@@ -37,7 +37,7 @@ from infra.report.mock_engine import (
 )
 from infra.resource_types import SKIP_AWAIT_ANNOTATION
 from infra.settings import API_KEYS_KEY, HF_TOKEN_KEY
-from serve.serve_config import API_KEYS_MOUNT_PATH, APP_NAME, SERVE_HTTP_PORT
+from serve.serve_config import API_KEYS_MOUNT_PATH, APP_NAME, ROUTE_PREFIX, SERVE_HTTP_PORT
 
 EXTRA_KEYS = ["sk-team-a-0123456789abcdef", "sk-team-b-0123456789abcdef"]
 
@@ -191,34 +191,57 @@ def test_kuberay_takes_the_service_over_at_first_readiness_keeping_address_and_a
     }
 
 
+def _proxy_ready(routes: dict[str, str], is_head: bool) -> bool:
+    """Ray 2.60's own `ProxyRouter.ready_for_traffic` (what the proxy's `/-/healthz`, which
+    KubeRay's `updateHeadPodServeLabel` calls, answers from), after Serve's controller has sent
+    it `routes` (application -> route prefix) and no replica of any of them runs yet."""
+    from ray.serve._private.common import DeploymentID, EndpointInfo
+    from ray.serve._private.proxy_router import ProxyRouter
+
+    class NoReplicaYet:
+        def running_replicas_populated(self) -> bool:
+            return False
+
+    router = ProxyRouter(lambda endpoint, info: NoReplicaYet())  # type: ignore[arg-type,return-value]
+    router.update_routes(
+        {
+            DeploymentID(name="OpenAiIngress", app_name=app): EndpointInfo(route=route)
+            for app, route in routes.items()
+        }
+    )
+    ready, _ = router.ready_for_traffic(is_head)
+    return ready
+
+
+def test_the_head_proxy_answers_once_the_router_has_a_route_though_no_model_runs() -> None:
+    """Serve registers an application's route when it deploys it (application_state.py), before any
+    replica runs, so the head's proxy is ready while a model application still deploys or has
+    failed. A worker's proxy would wait for replicas; ours run on the head only."""
+    routes = {APP_NAME: ROUTE_PREFIX}
+    assert _proxy_ready(routes, is_head=True)
+    assert not _proxy_ready({}, is_head=True)
+    assert not _proxy_ready(routes, is_head=False)
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_one_model_that_cannot_start_no_longer_keeps_the_endpoint_from_existing(
     plans: dict[str, ServingPlan], stack: str
 ) -> None:
     """KubeRay creates or switches the Service only for a cluster whose every application is
-    RUNNING. Without the stack's own Service, a warm model stuck DEPLOYING (no capacity) or
-    DEPLOY_FAILED (a bad revision) leaves no Service at all; with it, the head answers for the
-    router and every model that runs."""
+    RUNNING. With one warm model stuck DEPLOYING (no capacity) or DEPLOY_FAILED (a bad revision),
+    KubeRay alone never reaches `reconcileServices`; the stack's Service already selects the head,
+    whose proxy answers for the router (above)."""
     plan = plans[stack]
     apps = {app["name"]: "RUNNING" for app in plan.serve_config["applications"]}
+    router = next(app for app in plan.serve_config["applications"] if app["name"] == APP_NAME)
+    head_serves = _proxy_ready({APP_NAME: router["route_prefix"]}, is_head=True)
+    pods = _pods(plan, CLUSTER, head_proxy_healthy=head_serves)
+    selector = plan.serve_service["spec"]["selector"]
     stuck_model = next(name for name in apps if name != APP_NAME)
     for status in ("DEPLOYING", "DEPLOY_FAILED"):
         apps[stuck_model] = status
         assert not kuberay.cluster_is_ready(apps)
-
-        def endpoint_pods(service: dict[str, Any] | None) -> list[str]:
-            if service is None:
-                return []
-            pods = _pods(plan, CLUSTER, head_proxy_healthy=True)
-            return [
-                name for name, labels in pods.items() if kuberay.selects(service["spec"]["selector"], labels)
-            ]
-
-        # KubeRay alone: reconcileServices never runs, so nothing exists to send requests to.
-        kuberay_alone = None
-        assert endpoint_pods(kuberay_alone) == []
-        # With the stack's Service: the live head is its endpoint.
-        assert endpoint_pods(plan.serve_service) == ["head"]
+        assert [name for name, labels in pods.items() if kuberay.selects(selector, labels)] == ["head"]
     # Once every application runs, KubeRay adopts the stack's Service instead of creating one.
     apps[stuck_model] = "RUNNING"
     assert kuberay.cluster_is_ready(apps)
@@ -226,10 +249,19 @@ def test_one_model_that_cannot_start_no_longer_keeps_the_endpoint_from_existing(
         plan.serve_service, RAY_SERVICE_NAME, plan.ray_service_spec, CLUSTER
     )
     assert action == "updated"
-    assert (
-        kuberay.reconcile_serve_service(None, RAY_SERVICE_NAME, plan.ray_service_spec, CLUSTER)[1]
-        == "created"
-    )
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_nothing_in_the_ray_service_keeps_the_head_out_or_fails_it_early(
+    plans: dict[str, ServingPlan], program_runs: dict[str, ProgramRun], stack: str
+) -> None:
+    """`excludeHeadPodFromServeSvc` pins the head's ray.io/serve label to "false"
+    (`updateHeadPodServeLabel`): the Service would never get an endpoint. And KubeRay's
+    `ray.io/initializing-timeout` counts on zero endpoints until every application runs
+    (`calculateConditions`), which the stack's Service ends early: it could no longer fire."""
+    assert "excludeHeadPodFromServeSvc" not in plans[stack].ray_service_spec
+    metadata = program_runs[stack].one(resource_types.RAY_SERVICE).inputs["metadata"]
+    assert "ray.io/initializing-timeout" not in (metadata.get("annotations") or {})
 
 
 # --- keys ------------------------------------------------------------------------------------

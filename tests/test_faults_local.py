@@ -96,6 +96,9 @@ def test_a_model_whose_weights_do_not_load_fails_alone(service: LocalService) ->
     assert {statuses[APP_NAME], statuses[model_app_name(ALPHA)], statuses[model_app_name(BETA)]} == {
         "RUNNING"
     }
+    # What KubeRay asks the head's proxy before it labels the head ray.io/serve=true, and so puts
+    # it behind the stack's serve Service (infra/plan/endpoint.py): healthy, failed model or not.
+    assert httpx.get(f"{service.base_url}/-/healthz", timeout=10).status_code == 200
 
 
 def test_the_failed_model_gets_a_503_naming_it_and_the_others_answer(service: LocalService) -> None:

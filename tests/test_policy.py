@@ -519,9 +519,21 @@ def test_an_internal_load_balancer_passes_and_every_other_one_is_a_violation() -
         message = one_violation(v.validate_load_balancers_internal, SERVICE, props, "llm-serve-svc")
         assert message == (
             "Service llm-serve-svc is a LoadBalancer without the annotation "
-            "networking.gke.io/load-balancer-type: Internal, so GKE gives it an external address; "
+            "networking.gke.io/load-balancer-type: Internal (or loadBalancerClass "
+            "networking.gke.io/l4-regional-internal), so GKE gives it an external address; "
             "add the annotation or use ClusterIP"
         )
+
+
+def test_gkes_other_two_ways_of_asking_for_an_internal_load_balancer_pass() -> None:
+    legacy = service("LoadBalancer", [{"name": "serve", "port": 80}])
+    legacy["metadata"]["annotations"] = {"cloud.google.com/load-balancer-type": "Internal"}
+    assert violations(v.validate_load_balancers_internal, SERVICE, legacy) == []
+    by_class = service("LoadBalancer", [{"name": "serve", "port": 80}])
+    by_class["spec"]["loadBalancerClass"] = "networking.gke.io/l4-regional-internal"
+    assert violations(v.validate_load_balancers_internal, SERVICE, by_class) == []
+    by_class["spec"]["loadBalancerClass"] = "networking.gke.io/l4-regional-external"
+    assert len(violations(v.validate_load_balancers_internal, SERVICE, by_class)) == 1
 
 
 def test_the_ray_service_s_serve_service_must_be_internal_too() -> None:

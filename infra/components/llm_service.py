@@ -39,6 +39,7 @@ MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "pulumi", "app.kubernetes.i
 # model from the Hub is the longest wait of a first `pulumi up`. Longer than the Job's own deadline
 # (MIRROR_DEADLINE_SECONDS), so the Job's failure, not Pulumi's timeout, says what went wrong.
 MIRROR_TIMEOUT: Final = "150m"
+SERVE_SERVICE_DELETE_TIMEOUT: Final = "20m"
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,9 @@ class LlmService(pulumi.ComponentResource):
                 parent=self,
                 depends_on=[args.endpoint_address],
                 ignore_changes=list(KUBERAY_OWNED_SERVICE_FIELDS),
+                # Deleting waits for GKE's finalizer to remove the load balancer (Pulumi's default
+                # wait is 10 minutes).
+                custom_timeouts=pulumi.CustomTimeouts(delete=SERVE_SERVICE_DELETE_TIMEOUT),
             ),
         )
         self.ray_service = k8s.apiextensions.CustomResource(

@@ -32,9 +32,10 @@
   replica), so the router and every model that runs answer while another model still deploys.
   KubeRay then copies the spec from `spec.serveService` on every cluster switch, so the two are
   built here from one function and must stay equal except for the selector. The selector is
-  KubeRay's from then on: Pulumi ignores it (`ignore_changes`), and pulumi-kubernetes' server-side
-  apply sends the live selector for an ignored field (provider `handleSSAIgnoreFields`), so a later
-  `pulumi up` never points it back at both clusters. Without the cluster label, during a
+  KubeRay's from then on: Pulumi ignores it (`ignore_changes`), and since KubeRay's update owns the
+  (atomic) selector, pulumi-kubernetes' server-side apply leaves an ignored field another manager
+  owns out of its patch (provider `handleSSAIgnoreFields`), so a later `pulumi up` never points
+  it back at both clusters. Without the cluster label, during a
   NewCluster upgrade it would select both heads, so the label-only selector is right only before
   KubeRay's first switch, when there is one cluster (or, after a cluster-spec change made before
   any readiness, the old pending cluster for KubeRay's deletion delay). Pulumi does not wait for
@@ -85,7 +86,7 @@ EXTRA_KEY_PREFIX: Final = "extra-"
 SERVE_SERVICE_NAME: Final = f"{RAY_SERVICE_NAME}-serve-svc"  # KubeRay's GenerateServeServiceName
 SERVE_SERVICE_PORT: Final = 80
 # Internal, and reachable from the VPC's other regions too (GKE "LoadBalancer Service parameters":
-# global access). KubeRay copies annotations only when it first creates the Service.
+# global access). On the stack's Service from its creation; KubeRay never rewrites metadata.
 INTERNAL_LB_ANNOTATIONS: Final = {
     GKE_LOAD_BALANCER_TYPE_ANNOTATION: GKE_INTERNAL_LOAD_BALANCER,
     "networking.gke.io/internal-load-balancer-allow-global-access": "true",

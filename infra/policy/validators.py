@@ -38,6 +38,8 @@ from infra.node_labels import FALLBACK_FOR_LABEL, POOL_LABEL
 from infra.resource_types import (
     CLUSTER,
     GKE_INTERNAL_LOAD_BALANCER,
+    GKE_INTERNAL_LOAD_BALANCER_CLASS,
+    GKE_LEGACY_LOAD_BALANCER_TYPE_ANNOTATION,
     GKE_LOAD_BALANCER_TYPE_ANNOTATION,
     NETWORK_POLICY,
     NODE_POOL,
@@ -493,13 +495,17 @@ def validate_load_balancers_internal(args: ResourceValidationArgs, report_violat
     if _get(service, "spec", "type") != "LoadBalancer":
         return
     annotations = _get(service, "metadata", "annotations")
-    if not isinstance(annotations, Mapping) or (
-        annotations.get(GKE_LOAD_BALANCER_TYPE_ANNOTATION) != GKE_INTERNAL_LOAD_BALANCER
-    ):
+    annotations = annotations if isinstance(annotations, Mapping) else {}
+    internal = (
+        annotations.get(GKE_LOAD_BALANCER_TYPE_ANNOTATION) == GKE_INTERNAL_LOAD_BALANCER
+        or annotations.get(GKE_LEGACY_LOAD_BALANCER_TYPE_ANNOTATION) == GKE_INTERNAL_LOAD_BALANCER
+        or _get(service, "spec", "loadBalancerClass") == GKE_INTERNAL_LOAD_BALANCER_CLASS
+    )
+    if not internal:
         report_violation(
             f"{where} is a LoadBalancer without the annotation {GKE_LOAD_BALANCER_TYPE_ANNOTATION}: "
-            f"{GKE_INTERNAL_LOAD_BALANCER}, so GKE gives it an external address; add the annotation "
-            "or use ClusterIP",
+            f"{GKE_INTERNAL_LOAD_BALANCER} (or loadBalancerClass {GKE_INTERNAL_LOAD_BALANCER_CLASS}), "
+            "so GKE gives it an external address; add the annotation or use ClusterIP",
             None,
         )
 
