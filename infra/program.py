@@ -138,6 +138,7 @@ def define_stack(root: Path = REPO_ROOT) -> dict[str, Any]:
             cluster_name=cluster.cluster.name,
             namespace=service.namespace.metadata.name,
             kubernetes_provider=cluster.provider,
+            operator=operator.release,
             alert_email=settings.alert_email,
         ),
     )

@@ -20,6 +20,7 @@ from packaging.version import Version
 from infra import resource_types
 from infra.plan.ray_service import NAMESPACE
 from infra.report.mock_engine import ProgramRun
+from infra.versions import KUBERAY_NAMESPACE
 from serve.paths import REPO_ROOT
 
 PREVIEW_ACCESS = REPO_ROOT / "ci" / "k8s" / "preview-access.yaml"
@@ -52,13 +53,18 @@ def one(kind: str) -> dict[str, Any]:
     return found
 
 
+def roles() -> dict[str, dict[str, Any]]:
+    """The Roles by namespace: the program's namespace and the KubeRay operator's."""
+    return {d["metadata"]["namespace"]: d for d in documents() if d["kind"] == "Role"}
+
+
 def rules() -> Iterable[tuple[str | None, dict[str, Any]]]:
-    """(namespace or None for cluster-wide, rule) of the ClusterRole and the Role."""
+    """(namespace or None for cluster-wide, rule) of the ClusterRole and the Roles."""
     for rule in one("ClusterRole")["rules"]:
         yield None, rule
-    role = one("Role")
-    for rule in role["rules"]:
-        yield role["metadata"]["namespace"], rule
+    for namespace, role in roles().items():
+        for rule in role["rules"]:
+            yield namespace, rule
 
 
 def allowed(verb: str, group: str, resource: str, namespace: str | None) -> bool:
@@ -93,11 +99,13 @@ def test_the_file_holds_the_roles_and_the_dry_run_policy() -> None:
     assert sorted(d["kind"] for d in documents()) == [
         "ClusterRole",
         "Role",
+        "Role",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     ]
-    assert one("Role")["metadata"]["namespace"] == NAMESPACE
-    assert one("ClusterRole")["metadata"]["name"] == one("Role")["metadata"]["name"] == "llm-serving-preview"
+    assert set(roles()) == {NAMESPACE, KUBERAY_NAMESPACE}
+    names = {one("ClusterRole")["metadata"]["name"], *(r["metadata"]["name"] for r in roles().values())}
+    assert names == {"llm-serving-preview"}
 
 
 def test_no_verb_beyond_reads_and_dry_run_writes() -> None:
@@ -128,16 +136,19 @@ def test_the_rules_cover_every_kubernetes_object_the_program_creates(
     """A preview that adds any of the program's objects is a dry-run create (and, with
     server-side apply, a patch) of it: pulumi-kubernetes#2521 fails the preview otherwise."""
     objects = {
-        r.type_
+        (r.type_, None if r.type_ in CLUSTER_SCOPED else r.inputs["metadata"]["namespace"])
         for r in program_runs[stack].resources
         if r.type_.startswith("kubernetes:") and r.type_ not in NOT_CLUSTER_OBJECTS
     }
-    assert {resource_types.NAMESPACE, resource_types.SECRET, resource_types.RAY_SERVICE} <= objects
-    for type_ in sorted(objects):
+    types = {type_ for type_, _ in objects}
+    assert {resource_types.NAMESPACE, resource_types.SECRET, resource_types.RAY_SERVICE} <= types
+    assert {namespace for _, namespace in objects} == {None, NAMESPACE, KUBERAY_NAMESPACE}
+    for type_, namespace in sorted(objects, key=str):
         group, plural = group_and_plural(type_)
-        namespace = None if type_ in CLUSTER_SCOPED else NAMESPACE
         for verb in sorted(DRY_RUN_WRITE_VERBS):
-            assert allowed(verb, group, plural, namespace), f"{type_}: no `{verb}` on {group}/{plural}"
+            assert allowed(verb, group, plural, namespace), (
+                f"{type_} in {namespace}: no `{verb}` on {group}/{plural}"
+            )
 
 
 def test_every_write_of_a_preview_identity_must_be_a_dry_run() -> None:

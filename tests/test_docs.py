@@ -709,14 +709,31 @@ def test_each_cluster_binds_its_own_preview_identity(calls: list[Call]) -> None:
     files = {call.argv[call.argv.index("-f") + 1] for call in applied}
     assert files == {"ci/k8s/preview-access.yaml", "-"}
     bindings = {
-        (call.flag("kubeconfig"), call.argv[call.argv.index("create") + 1], call.flag("user"))
+        (
+            call.flag("kubeconfig"),
+            call.argv[call.argv.index("-n") + 1] if "-n" in call.argv else None,
+            call.argv[call.argv.index("create") + 1],
+            call.flag("user"),
+        )
         for call in of(calls, "kubectl")
         if "create" in call.argv
     }
+    # Every Role of the file is bound in its namespace, the ClusterRole cluster-wide.
+    role_namespaces = [
+        d["metadata"]["namespace"]
+        for d in yaml.safe_load_all((REPO_ROOT / "ci" / "k8s" / "preview-access.yaml").read_text())
+        if d and d["kind"] == "Role"
+    ]
+    assert len(role_namespaces) == 2
     assert bindings == {
-        (f"kubeconfig-{stack}", kind, f"{preview_account(stack)}@my-llm-project.iam.gserviceaccount.com")
+        (
+            f"kubeconfig-{stack}",
+            namespace,
+            kind,
+            f"{preview_account(stack)}@my-llm-project.iam.gserviceaccount.com",
+        )
         for stack in STACKS
-        for kind in ("clusterrolebinding", "rolebinding")
+        for namespace, kind in [(None, "clusterrolebinding"), *((n, "rolebinding") for n in role_namespaces)]
     }
 
 

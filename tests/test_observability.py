@@ -15,17 +15,22 @@ import re
 from typing import Any
 
 import pytest
+import yaml
 from helpers.crd_schema import crd_errors, crd_json_schema
 from helpers.promql import query_uses
+from helpers.shared_files import kuberay_dir
 from helpers.stack_files import STACKS
 
 from infra import resource_types
+from infra.plan import ServingPlan
 from infra.plan import observability as obs
+from infra.plan.cold_start import model_cold_start
 from infra.plan.ray_service import NAMESPACE
 from infra.report import dashboard_picture
 from infra.report.mock_engine import ProgramRun, run_program, stack_config
 from infra.report.tables import make_console, print_plan
 from infra.settings import ALERT_EMAIL_KEY
+from infra.versions import KUBERAY_NAMESPACE
 
 MOCK_CLUSTER = "gke-cluster"  # the name the mock engine gives the cluster
 SCOPE = obs.Scope(MOCK_CLUSTER)
@@ -53,23 +58,39 @@ def _all_queries() -> list[tuple[str, str]]:
 # --- the scrape ----------------------------------------------------------------------------
 
 
+def _pod_monitorings(run: ProgramRun) -> dict[str, dict[str, Any]]:
+    """The program's PodMonitorings by name, as documents."""
+    return {
+        resource.inputs["metadata"]["name"]: {
+            key: resource.inputs[key] for key in ("apiVersion", "kind", "metadata", "spec")
+        }
+        for resource in run.of_type(resource_types.POD_MONITORING)
+    }
+
+
 def _pod_monitoring(run: ProgramRun) -> dict[str, Any]:
-    resource = run.one(resource_types.POD_MONITORING)
-    return {key: resource.inputs[key] for key in ("apiVersion", "kind", "metadata", "spec")}
+    return _pod_monitorings(run)[obs.POD_MONITORING_NAME]
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_pod_monitoring_validates_against_the_managed_prometheus_crd(
+def test_pod_monitorings_validate_against_the_managed_prometheus_crd(
     program_runs: dict[str, ProgramRun], stack: str
 ) -> None:
-    document = _pod_monitoring(program_runs[stack])
-    assert crd_errors("PodMonitoring", document) == []
-    assert document["metadata"]["namespace"] == NAMESPACE
+    documents = _pod_monitorings(program_runs[stack])
+    assert {name: d["metadata"]["namespace"] for name, d in documents.items()} == {
+        obs.POD_MONITORING_NAME: NAMESPACE,
+        obs.OPERATOR_POD_MONITORING_NAME: KUBERAY_NAMESPACE,
+    }
     # The CRD's CEL rules (not evaluated by the JSON Schema) that touch what the spec sets.
     _, cel = crd_json_schema("PodMonitoring")
     assert ".spec.targetLabels.fromPod[].to" in cel and ".spec.endpoints[]" in cel
-    spec = document["spec"]
-    for mapping in spec["targetLabels"]["fromPod"]:
+    for document in documents.values():
+        assert crd_errors("PodMonitoring", document) == []
+        _check_cel_rules(document["spec"])
+
+
+def _check_cel_rules(spec: dict[str, Any]) -> None:
+    for mapping in spec.get("targetLabels", {}).get("fromPod", []):
         assert mapping["to"] not in PROTECTED
     for endpoint in spec["endpoints"]:
         assert endpoint["port"] not in (0, "0") and "timeout" not in endpoint
@@ -112,11 +133,67 @@ def test_pod_monitoring_selects_kuberays_ray_pods_on_their_metrics_port() -> Non
 
 
 @pytest.mark.parametrize("stack", STACKS)
+def test_the_operator_pod_monitoring_selects_the_released_operator_pod(
+    program_runs: dict[str, ProgramRun], stack: str
+) -> None:
+    """The chart's deployment.yaml (kuberay-helm v1.7.0) labels the pod `app.kubernetes.io/name:`
+    its `kuberay-operator.name` (the values' `nameOverride`) and `app.kubernetes.io/instance:` the
+    release's name, serves /metrics on the container port `http`, and emits the metrics while
+    `metrics.enabled` (values.yaml, in ../shared as the release's operator-values.yaml)."""
+    values = yaml.safe_load((kuberay_dir() / "operator-values.yaml").read_text())
+    release = program_runs[stack].one(resource_types.HELM_RELEASE).inputs
+    assert values["metrics"]["enabled"] is True
+    assert {"nameOverride", "metrics"}.isdisjoint(release.get("values", {}))
+    spec = obs.operator_pod_monitoring_spec()
+    assert spec["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": values["nameOverride"],
+        "app.kubernetes.io/instance": release["name"],
+    }
+    (endpoint,) = spec["endpoints"]
+    assert endpoint["port"] == "http"
+    (keep,) = endpoint["metricRelabeling"]
+    kept = re.compile(f"^(?:{keep['regex']})$")
+    assert kept.match("kuberay_service_condition_upgrade_in_progress")
+    assert not kept.match("kuberay_cluster_info") and not kept.match("ray_serve_num_http_requests_total")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_operator_is_scraped_once_its_release_exists(
+    program_runs: dict[str, ProgramRun], stack: str
+) -> None:
+    run = program_runs[stack]
+    (monitoring,) = [
+        r
+        for r in run.of_type(resource_types.POD_MONITORING)
+        if r.inputs["metadata"]["name"] == obs.OPERATOR_POD_MONITORING_NAME
+    ]
+    assert run.one(resource_types.HELM_RELEASE).urn in monitoring.dependencies
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_an_upgrade_is_called_stalled_only_after_twice_the_longest_modelled_cold_start(
+    plans: dict[str, ServingPlan], stack: str
+) -> None:
+    plan = plans[stack]
+    longest = max(model_cold_start(plan, model).design_seconds for model in plan.served)
+    assert 2 * longest <= obs.UPGRADE_STALLED_MINUTES * 60, (stack, longest)
+    (alert,) = [a for a in obs.alerts(SCOPE) if a.name == "UpgradeStalled"]
+    assert alert.duration_s == obs.UPGRADE_STALLED_MINUTES * 60
+    assert 'name="llm"' in alert.expression and 'condition="true"' in alert.expression
+    assert f'namespace="{KUBERAY_NAMESPACE}"' in alert.expression
+
+
+@pytest.mark.parametrize("stack", STACKS)
 def test_pod_monitoring_is_in_the_namespace_and_goes_before_it(
     program_runs: dict[str, ProgramRun], stack: str
 ) -> None:
     run = program_runs[stack]
-    monitoring, namespace = run.one(resource_types.POD_MONITORING), run.one(resource_types.NAMESPACE)
+    (monitoring,) = [
+        r
+        for r in run.of_type(resource_types.POD_MONITORING)
+        if r.inputs["metadata"]["name"] == obs.POD_MONITORING_NAME
+    ]
+    namespace = run.one(resource_types.NAMESPACE)
     assert namespace.urn in monitoring.dependencies
     assert monitoring.provider.startswith(run.one(resource_types.KUBERNETES_PROVIDER).urn)
 
@@ -141,7 +218,7 @@ def test_every_query_parses_and_uses_only_declared_metrics_and_labels(where: str
     for name in uses.metrics:
         metric = _metric_of(name)
         declared |= set(metric.labels)
-        if metric.source in obs.RAY_SOURCES:
+        if metric.source in obs.RAY_SOURCES or metric.source is obs.Source.KUBERAY:
             scope = {"cluster", "namespace"}
         elif metric.source is obs.Source.PREEMPTION_LOG:
             scope = {"monitored_resource"}  # a VM's metric: no `cluster` label (its name is per cluster)
@@ -256,6 +333,7 @@ EXPECTED_ALERTS = {
     "Http5xxRate": ("> 0.05", "300s", "ERROR"),
     "ModelApplicationFailed": ("< 3", "300s", "ERROR"),
     "NoReplicaWhileRequestsArrive": ("> 0", "900s", "CRITICAL"),
+    "UpgradeStalled": ("> 0", "3600s", "WARNING"),
 }
 
 

@@ -246,6 +246,7 @@ def test_kubernetes_objects_are_written_in_apply_order(
             "20-networkpolicy-deny-ingress.yaml",
             "20-networkpolicy-ray-pods.yaml",
             *[f"20-poddisruptionbudget-{b['metadata']['name']}.yaml" for b in plan.disruption_budgets],
+            "20-podmonitoring-kuberay-operator.yaml",
             "20-podmonitoring-ray.yaml",
             "20-secret-hf-token.yaml",
             "20-secret-openai-api-keys.yaml",

@@ -1,4 +1,5 @@
-"""Managed Prometheus scraping the Ray pods, the Cloud Monitoring dashboard and the alert policies.
+"""Managed Prometheus scraping the Ray pods and the KubeRay operator, the Cloud Monitoring dashboard
+and the alert policies.
 
 Everything here is rendered by `infra.plan.observability` (metrics, queries, panels, alerts,
 thresholds); this component only creates the resources. The queries select on the cluster's
@@ -18,6 +19,7 @@ import pulumi_kubernetes as k8s
 from infra.components.llm_service import MANAGED_BY
 from infra.plan.observability import (
     EVALUATION_INTERVAL,
+    OPERATOR_POD_MONITORING_NAME,
     POD_MONITORING_API_VERSION,
     POD_MONITORING_NAME,
     PREEMPTION_LABEL,
@@ -26,11 +28,13 @@ from infra.plan.observability import (
     Scope,
     alerts,
     dashboard_json,
+    operator_pod_monitoring_spec,
     pod_monitoring_spec,
     preemption_log_filter,
     preemption_log_metric_name,
     preemption_tier_extractor,
 )
+from infra.versions import KUBERAY_NAMESPACE
 
 AUTO_CLOSE: Final = "1800s"
 
@@ -45,6 +49,8 @@ class ObservabilityArgs:
     """The serving namespace, from the Namespace resource: the PodMonitoring is created after it
     and deleted before it."""
     kubernetes_provider: pulumi.ProviderResource
+    operator: pulumi.Resource
+    """The KubeRay operator's release: its namespace exists once it does, and its pod is scraped."""
     alert_email: str | None
     """Where alerts notify (`llm-serving:alertEmail`); None: no notification channel."""
 
@@ -85,6 +91,19 @@ class Observability(pulumi.ComponentResource):
             ),
             spec=pod_monitoring_spec(),
             opts=pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider),
+        )
+
+        self.operator_pod_monitoring = k8s.apiextensions.CustomResource(
+            f"{name}-operator-pod-monitoring",
+            api_version=POD_MONITORING_API_VERSION,
+            kind="PodMonitoring",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=OPERATOR_POD_MONITORING_NAME, namespace=KUBERAY_NAMESPACE, labels=MANAGED_BY
+            ),
+            spec=operator_pod_monitoring_spec(),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=args.kubernetes_provider, depends_on=[args.operator]
+            ),
         )
 
         self.preemptions = gcp.logging.Metric(

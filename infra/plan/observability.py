@@ -29,7 +29,9 @@ and seen in a real local scrape, `tests/test_metrics_local.py`):
   DCGM metrics"); spot preemptions from a log-based metric this stack creates over Compute
   Engine's `compute.instances.preempted` system event, queried by its PromQL name (Cloud
   Monitoring "Mapping Cloud Monitoring metrics to PromQL": the first `/` becomes `:`, every
-  other special character `_`, https://cloud.google.com/monitoring/promql/promql-mapping).
+  other special character `_`, https://cloud.google.com/monitoring/promql/promql-mapping); and
+  the KubeRay operator's RayService conditions (`kuberay_service_condition_*`), scraped from the
+  operator's own pod by a second PodMonitoring in its namespace.
 - Managed Service for Prometheus adds `project_id`, `location`, `cluster`, `namespace`, `job`
   and `instance` to every scraped series (the PodMonitoring CRD refuses to relabel onto them);
   queries select on `cluster` and `namespace`, so two stacks in one project never mix.
@@ -52,7 +54,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from infra.plan.ray_service import NAMESPACE
+from infra.plan.ray_service import NAMESPACE, RAY_SERVICE_NAME
+from infra.versions import KUBERAY_CHART, KUBERAY_NAMESPACE
 from serve.serve_config import MODEL_APP_PREFIX
 from serve.tiers import TierName
 
@@ -64,9 +67,10 @@ class Source(enum.StrEnum):
     SERVE = "Ray Serve (ray_serve_*)"
     DCGM = "GKE managed DCGM (GPU nodes only)"
     PREEMPTION_LOG = "log-based metric over compute.instances.preempted (GKE only)"
+    KUBERAY = "KubeRay operator control-plane metrics (GKE only)"
 
 
-CLUSTER_ONLY: Final = frozenset({Source.DCGM, Source.PREEMPTION_LOG})
+CLUSTER_ONLY: Final = frozenset({Source.DCGM, Source.PREEMPTION_LOG, Source.KUBERAY})
 RAY_SOURCES: Final = frozenset({Source.VLLM, Source.SERVE})
 # Added by Managed Service for Prometheus to every series it ingests (PodMonitoring CRD:
 # "cannot relabel onto protected label"); never in Ray's own export.
@@ -224,6 +228,20 @@ GPU_UTIL: Final = Metric(
 GPU_MEMORY_USED: Final = Metric("DCGM_FI_DEV_FB_USED", "gauge", ("modelName",), Source.DCGM, f"{_DCGM} (MiB)")
 GPU_MEMORY_FREE: Final = Metric("DCGM_FI_DEV_FB_FREE", "gauge", ("modelName",), Source.DCGM, f"{_DCGM} (MiB)")
 
+# KubeRay v1.7.0 controllers/ray/metrics/ray_service_metrics.go: one gauge per RayService, value 1,
+# its `condition` label "true" or "false"; labelled with the RayService's own `name` and
+# `namespace`. Managed Prometheus keeps the scraped pod's namespace (kuberay-system) as
+# `namespace` (protected, MANAGED_PROMETHEUS_LABELS), so queries select the RayService by `name`.
+_KUBERAY_SERVICE: Final = ("name", "condition")
+UPGRADE_IN_PROGRESS: Final = Metric(
+    "kuberay_service_condition_upgrade_in_progress",
+    "gauge",
+    _KUBERAY_SERVICE,
+    Source.KUBERAY,
+    "KubeRay ray_service_metrics.go: condition UpgradeInProgress, true while an active and a "
+    "pending cluster both exist (rayservice_controller.go calculateConditions)",
+)
+
 METRICS: Final = (
     TTFT,
     TPOT,
@@ -245,6 +263,7 @@ METRICS: Final = (
     GPU_UTIL,
     GPU_MEMORY_USED,
     GPU_MEMORY_FREE,
+    UPGRADE_IN_PROGRESS,
 )
 # Ray Serve LLM names each model's deployment `LLMServer:<model id>` (ray/llm/_internal/serve/
 # core/server/builder.py: the deployment class name and ":" before the model id).
@@ -278,8 +297,8 @@ RAY_NODE_TYPES: Final = ("head", "worker")
 TARGET_LABELS_FROM_POD: Final = (("ray.io/node-type", "ray_node_type"), ("ray.io/group", "ray_group"))
 
 
-def kept_series_regex() -> str:
-    names = sorted(name for m in METRICS if m.source in RAY_SOURCES for name in m.series_names)
+def kept_series_regex(sources: frozenset[Source] = RAY_SOURCES) -> str:
+    names = sorted(name for m in METRICS if m.source in sources for name in m.series_names)
     return "|".join(re.escape(name) for name in names)
 
 
@@ -309,6 +328,40 @@ def pod_monitoring_spec() -> dict[str, Any]:
     }
 
 
+# The KubeRay operator's metrics: its chart names the container port `http` (8080, `/metrics`,
+# also its probes) and labels the pod `app.kubernetes.io/name: kuberay-operator` (the chart's
+# name) and `app.kubernetes.io/instance: <release>` (kuberay-helm v1.7.0
+# helm-chart/kuberay-operator/templates/deployment.yaml; `metrics.enabled` defaults to true in
+# values.yaml). Only the RayService conditions are kept.
+OPERATOR_POD_MONITORING_NAME: Final = KUBERAY_CHART
+OPERATOR_METRICS_PORT_NAME: Final = "http"
+OPERATOR_POD_LABELS: Final = {
+    "app.kubernetes.io/name": KUBERAY_CHART,
+    "app.kubernetes.io/instance": KUBERAY_CHART,  # the release is named after the chart
+}
+
+
+def operator_pod_monitoring_spec() -> dict[str, Any]:
+    """Managed Prometheus scrapes the KubeRay operator (in its own namespace) for the RayService's
+    conditions, which no Ray pod exports."""
+    return {
+        "selector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+        "endpoints": [
+            {
+                "port": OPERATOR_METRICS_PORT_NAME,
+                "interval": SCRAPE_INTERVAL,
+                "metricRelabeling": [
+                    {
+                        "sourceLabels": ["__name__"],
+                        "regex": kept_series_regex(frozenset({Source.KUBERAY})),
+                        "action": "keep",
+                    }
+                ],
+            }
+        ],
+    }
+
+
 # --- queries -------------------------------------------------------------------------------
 
 
@@ -327,6 +380,8 @@ class Scope:
             scoped = [f'cluster="{self.cluster}"']
         if metric.source in RAY_SOURCES:
             scoped.append(f'namespace="{NAMESPACE}"')
+        elif metric.source is Source.KUBERAY:
+            scoped.append(f'namespace="{KUBERAY_NAMESPACE}"')
         name = f"{metric.name}_{suffix}" if suffix else metric.name
         if suffix and metric.kind != "histogram":
             raise ValueError(f"{metric.name} is a {metric.kind}, not a histogram")
@@ -615,6 +670,11 @@ QUEUE_P90_SECONDS: Final = 5.0
 KV_CACHE_SATURATED: Final = 0.95
 HTTP_5XX_RATIO: Final = 0.05
 NO_REPLICA_MINUTES: Final = 15
+# A NewCluster upgrade waits for every application of the new cluster to be RUNNING: a warm
+# model's cold start on fresh nodes. An hour is over twice the longest modelled cold start of any
+# model the shipped catalog serves in either stack (a test holds it to that), so an upgrade still
+# running then is stuck, not slow.
+UPGRADE_STALLED_MINUTES: Final = 60
 EVALUATION_INTERVAL: Final = "60s"
 SERVE_OWN_ROUTES: Final = "/-/.*"
 RULE_GROUP: Final = "llm_serving"
@@ -653,6 +713,7 @@ def alerts(scope: Scope) -> tuple[Alert, ...]:
     queued = gauge(scope, "sum", QUEUED_REQUESTS, _DEPLOYMENT, MODEL_DEPLOYMENTS)
     healthy = gauge(scope, "sum", HEALTHY_REPLICAS, _DEPLOYMENT, MODEL_DEPLOYMENTS)
     no_replica = f"{queued} unless on (deployment) ({healthy} > 0)"
+    upgrading = gauge(scope, "max", UPGRADE_IN_PROGRESS, (), f'name="{RAY_SERVICE_NAME}"', 'condition="true"')
     return (
         Alert(
             "TtftP90High",
@@ -737,6 +798,22 @@ def alerts(scope: Scope) -> tuple[Alert, ...]:
             "capacity or quota in the tier's zones, or the model fails to load: see the RayService's "
             "status and the tier's node pool events.",
             (QUEUED_REQUESTS, HEALTHY_REPLICAS),
+        ),
+        Alert(
+            "UpgradeStalled",
+            "A Ray cluster upgrade is stalled",
+            upgrading,
+            ">",
+            0,
+            UPGRADE_STALLED_MINUTES * 60,
+            "WARNING",
+            f"KubeRay has been preparing a new Ray cluster for RayService {RAY_SERVICE_NAME} for "
+            f"{UPGRADE_STALLED_MINUTES} minutes and switches traffic only once every Serve application "
+            "on it is RUNNING: a warm model there cannot start (no capacity in its tier, weights that do "
+            "not load). The old cluster still serves every model; the new one holds its nodes. See "
+            "kubectl -n llm-serving get rayservice llm -o jsonpath='{.status.pendingServiceStatus."
+            "applicationStatuses}', then fix or remove that model and `pulumi up`.",
+            (UPGRADE_IN_PROGRESS,),
         ),
     )
 
