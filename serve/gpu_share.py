@@ -32,9 +32,14 @@ scheduled. Ray 2.60 works the value out from the bundle but puts it only in its 
 env, not the replica's (ray-project/ray#63875, open), so the LLM config sets it itself.
 
 Never packed: tensor-parallel replicas (their ranks must own whole GPUs), replicas needing
-more than MAX_SHARED_BUNDLE (two of them could not share a card anyway), and replicas on nodes
+more than MAX_SHARED_BUNDLE (two of them could not share a card anyway), replicas on nodes
 with more than one GPU: Ray's autoscaler compares a node's GPUs as one total and can start too
-few nodes for fractional replicas that the raylet must fit on single GPUs (ray-project/ray#39987).
+few nodes for fractional replicas that the raylet must fit on single GPUs (ray-project/ray#39987);
+and replicas of a stack that keeps SPREAD_WARM_REPLICAS or more of each model warm. Two packed
+replicas of one model can share a card, and so one node and one spot reclaim, and nothing in Ray
+Serve keeps them apart for Ray Serve LLM (infra/plan/spreading.py). A whole GPU per replica on a
+one-GPU node does: the node holds one replica of anything. Warm replicas are the ones bought for
+availability, so that stack pays whole GPUs for them; below it, packing saves the GPUs.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ CARD_UTILIZATION: Final = 0.90
 BUNDLE_STEP: Final = 0.05
 STEPS_PER_GPU: Final = round(1 / BUNDLE_STEP)
 MAX_SHARED_BUNDLE: Final = 0.5
+# Warm replicas per model from which a stack stops packing (module docstring): two replicas are
+# the first that a single node could otherwise hold together.
+SPREAD_WARM_REPLICAS: Final = 2
 
 
 class GpuShare(BaseModel):
@@ -80,10 +88,10 @@ def bundle_steps(required_gib: float, vram_gib: float) -> int:
     return max(1, math.ceil(exact - 1e-9))
 
 
-def gpu_share(model: ModelEntry, gpus_per_node: int = 1) -> GpuShare | None:
-    """The model's share of one GPU if it is packed on nodes of `gpus_per_node` GPUs, None if each
-    replica takes whole GPUs."""
-    if model.tensor_parallel_size != 1 or gpus_per_node != 1:
+def gpu_share(model: ModelEntry, gpus_per_node: int = 1, warm_replicas: int = 0) -> GpuShare | None:
+    """The model's share of one GPU if it is packed on nodes of `gpus_per_node` GPUs in a stack
+    that keeps `warm_replicas` of each model running, None if each replica takes whole GPUs."""
+    if model.tensor_parallel_size != 1 or gpus_per_node != 1 or warm_replicas >= SPREAD_WARM_REPLICAS:
         return None
     memory, vram = model.memory(), model.gpu_tier.vram_gib
     steps = bundle_steps(memory.required_gib, vram)

@@ -100,12 +100,16 @@ def llm_config(
     model: ModelEntry,
     gpus_per_node: int = 1,
     model_bucket: str | None = None,
+    warm_replicas: int = 0,
 ) -> dict[str, Any]:
     """The `ray.serve.llm.LLMConfig` document for one catalog model on nodes of `gpus_per_node`
     GPUs, as plain data; its weights come from `model_bucket` when given, else from the Hub.
 
-    It holds nothing a stack file sets: the stack's autoscaling is an override of the model's
-    application (`model_deployment_overrides`), so that changing it restarts no replica."""
+    Of what a stack file sets it holds one fact: whether the stack keeps two or more replicas
+    warm, which stops packing (serve/gpu_share.py `SPREAD_WARM_REPLICAS`). The rest of the
+    stack's autoscaling is an override of the model's application (`model_deployment_overrides`),
+    so that changing it restarts no replica; crossing that threshold restarts the packable models
+    once, new replicas first."""
     engine_kwargs: dict[str, Any] = {
         "tensor_parallel_size": model.tensor_parallel_size,
         "dtype": model.dtype,
@@ -125,7 +129,7 @@ def llm_config(
         # One step must hold an audio item's encoder output and the decoder's tokens; vLLM's own
         # default may not (it refuses to start then: serve.catalog.speech_problems).
         engine_kwargs["max_num_batched_tokens"] = positions + model.max_model_len
-    share = gpu_share(model, gpus_per_node)
+    share = gpu_share(model, gpus_per_node, warm_replicas)
     if share is not None:
         # A packed replica: its memory share and a fixed KV cache follow its GPU fraction
         # (serve/gpu_share.py says why, and how two engines starting on one card stay apart).
@@ -257,7 +261,10 @@ def serve_config(
     bucket the weights are mirrored to (the Hub when None)."""
     per_node = gpus_per_node or {}
     model_apps = [
-        model_application(llm_config(model, per_node.get(model.tier, 1), model_bucket), autoscaling)
+        model_application(
+            llm_config(model, per_node.get(model.tier, 1), model_bucket, autoscaling.min_replicas),
+            autoscaling,
+        )
         for model in models
     ]
     # The ingress routes by task; generate and transcribe look alike in engine arguments.

@@ -120,13 +120,15 @@ def test_shipped_stacks_keep_one_warm_node_per_group_so_no_drain_waits(plans: di
 def test_two_warm_nodes_keep_one(plans: dict[str, ServingPlan]) -> None:
     """Two warm replicas of the L4 model on 1-GPU nodes: GKE may drain only one of the two nodes."""
     prod = plans["prod"]
-    plan = build_plan(prod.catalog, with_scaling(min_replicas=2)(prod.settings))
+    # Two warm replicas pack nothing (serve/gpu_share.py): the T4 tier needs a node per replica.
+    settings = with_tier(TierName.T4, max_nodes=12)(with_scaling(min_replicas=2)(prod.settings))
+    plan = build_plan(prod.catalog, settings)
     by_tier = {b["spec"]["selector"]["matchLabels"]["ray.io/group"]: b for b in plan.disruption_budgets}
     assert by_tier["l4"]["spec"]["minAvailable"] == 1
     # The A100 model takes both GPUs of a 2-GPU node per replica: two replicas, two nodes.
     assert by_tier["a100"]["spec"]["minAvailable"] == 1
-    # Six small T4 replicas (three models, two each) need two cards, two 1-GPU nodes.
-    assert by_tier["t4"]["spec"]["minAvailable"] == 1
+    # Six small T4 replicas (three models, two each), each on its own 1-GPU node: one at a time.
+    assert by_tier["t4"]["spec"]["minAvailable"] == 5
     # With 4-GPU A100 nodes both replicas fit one node: nothing to keep.
     wide = build_plan(prod.catalog, with_tier(TierName.A100, gpus_per_node=4)(plan.settings))
     wide_a100 = next(b for b in wide.disruption_budgets if b["metadata"]["name"] == "ray-worker-a100")

@@ -289,6 +289,25 @@ def test_changing_the_autoscaling_restarts_no_replica(
         assert config.max_ongoing_requests == autoscaling.max_ongoing_requests
 
 
+def test_keeping_two_warm_restarts_only_the_packed_models_once(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    """The one autoscaling fact in an LLM config: two or more warm replicas stop packing
+    (serve/gpu_share.py). Crossing it replaces the packed models' replicas (new ones first), and
+    only theirs; the others keep running."""
+    plan = plans["prod"]
+    two_warm = plan.settings.autoscaling.model_copy(update={"min_replicas": 2})
+    before = ray_oracles.document_deployment_versions(plan.serve_config)
+    after = ray_oracles.document_deployment_versions(_with_autoscaling(plan, two_warm))
+    restarted = {name for name in before if before[name].requires_actor_restart(after[name])}
+    packed = {
+        model_deployment_name(placement.model_id)
+        for placement in plan.placements
+        if placement.gpu_fraction is not None
+    }
+    assert packed and restarted == packed
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_autoscaling_in_the_args_would_restart_every_model(
     plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str

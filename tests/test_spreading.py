@@ -8,6 +8,7 @@ import pytest
 from helpers.settings_edits import with_scaling, with_tier
 from helpers.stack_files import STACKS
 
+from configcheck.problems import ConfigError
 from infra.plan import ServingPlan, build_plan
 from infra.plan.spreading import may_share_a_node, spread_table
 from serve.gpu_share import gpu_share
@@ -63,3 +64,46 @@ def test_serve_cannot_be_told_to_spread_llm_replicas(
                 placement_group_strategy=strategy,
                 max_replicas_per_node=1,
             )
+
+
+def _two_warm(prod: ServingPlan) -> ServingPlan:
+    """Prod keeping two replicas of every model warm, with the nodes that takes (the plan refuses
+    the shipped maxNodes at preview: 3 T4 models x 2 whole GPUs, twice for an upgrade)."""
+    settings = with_scaling(min_replicas=2, max_replicas=4)(prod.settings)
+    return build_plan(prod.catalog, with_tier(TierName.T4, max_nodes=12)(settings))
+
+
+def _twice_on_one_node(plan: ServingPlan, ray_oracles: ModuleType) -> list[str]:
+    """Models two of whose replicas fit one node of their tier, by Ray's own bundles for the
+    model (LLMServer) and Ray's own autoscaler view of the worker group."""
+    types = ray_oracles.autoscaler_node_types(plan.ray_cluster_config)
+    found = []
+    for llm, model in zip(plan.llm_configs, plan.served, strict=True):
+        bundles, _ = ray_oracles.replica_bundles(llm)
+        if ray_oracles.fits(types[model.tier.value]["resources"], ray_oracles.total(bundles * 2)):
+            found.append(model.id)
+    return found
+
+
+def test_two_warm_replicas_of_a_model_never_share_a_one_gpu_node(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    """With one warm replica, the packed T4 models fit twice on a node (what a reclaim would take
+    together); keeping two warm stops packing, and by Ray's own resources no node then holds two
+    replicas of one model."""
+    prod = plans["prod"]
+    assert _twice_on_one_node(prod, ray_oracles) == may_share_a_node(prod) != []
+    spread = _two_warm(prod)
+    assert all(gpu_share(m, 1, spread.settings.autoscaling.min_replicas) is None for m in spread.served)
+    assert _twice_on_one_node(spread, ray_oracles) == may_share_a_node(spread) == []
+
+
+def test_keeping_two_warm_costs_whole_gpus_and_says_so_at_preview(plans: dict[str, ServingPlan]) -> None:
+    prod = plans["prod"]
+    spread = _two_warm(prod)
+    t4 = {row.tier: row for row in spread.tier_gpus}["t4"]
+    assert t4.packed_models == 0 and t4.at_min_packed == t4.at_min_whole == 6
+    with pytest.raises(
+        ConfigError, match=r"tiers\.t4\.maxNodes: the 3 t4 model\(s\) at minReplicas 2 need 6 GPUs"
+    ):
+        build_plan(prod.catalog, with_scaling(min_replicas=2, max_replicas=4)(prod.settings))

@@ -37,7 +37,7 @@ from infra.plan.ray_service import (
 from infra.plan.spare_capacity import spare_deployments, spare_priority_class
 from infra.settings import AUTOSCALING_KEY, TIERS_KEY, EngineConfig, StackSettings
 from serve.catalog import Catalog, ModelEntry
-from serve.gpu_share import gpu_share
+from serve.gpu_share import GpuShare, gpu_share
 from serve.memory import MemoryBudget
 from serve.paths import REPO_ROOT
 from serve.serve_config import document_llm_configs, serve_config
@@ -218,9 +218,15 @@ def _cross_problems(catalog: Catalog, settings: StackSettings, served: list[Mode
     return problems
 
 
-def _replica_memory(model: ModelEntry, gpus_per_node: int) -> MemoryBudget:
+def stack_gpu_share(model: ModelEntry, settings: StackSettings) -> GpuShare | None:
+    """The model's share of a card in this stack: its tier's node size and the stack's warm
+    replicas decide whether it is packed (serve/gpu_share.py)."""
+    return gpu_share(model, settings.tiers[model.tier].gpus_per_node, settings.autoscaling.min_replicas)
+
+
+def _replica_memory(model: ModelEntry, settings: StackSettings) -> MemoryBudget:
     """The model's estimate against what its replica may use: its share of a card when packed."""
-    memory, share = model.memory(), gpu_share(model, gpus_per_node)
+    memory, share = model.memory(), stack_gpu_share(model, settings)
     if share is None:
         return memory
     return memory.model_copy(update={"budget_gib": share.gpu_memory_utilization * model.gpu_tier.vram_gib})
@@ -238,7 +244,9 @@ def packed_tier_gpus(
     models: Sequence[ModelEntry], replicas: int, settings: StackSettings, tier: TierName
 ) -> int:
     """GPUs `replicas` replicas of each of `models` take on `tier`'s pool, packed within its limits."""
-    return packed_gpus(models, replicas, *_packing_limits(settings, tier))
+    return packed_gpus(
+        models, replicas, *_packing_limits(settings, tier), warm_replicas=settings.autoscaling.min_replicas
+    )
 
 
 def _warm_gpus(served: Sequence[ModelEntry], tier: TierName | None, settings: StackSettings) -> int:
@@ -271,9 +279,7 @@ def tier_gpus(served: Sequence[ModelEntry], settings: StackSettings) -> tuple[Ti
                 TierGpus(
                     tier=tier.value,
                     models=len(on_tier),
-                    packed_models=sum(
-                        gpu_share(model, settings.tiers[tier].gpus_per_node) is not None for model in on_tier
-                    ),
+                    packed_models=sum(stack_gpu_share(model, settings) is not None for model in on_tier),
                     at_min_packed=packed_tier_gpus(on_tier, scaling.min_replicas, settings, tier),
                     at_min_whole=whole_gpus(on_tier, scaling.min_replicas),
                     at_max_packed=packed_tier_gpus(on_tier, scaling.max_replicas, settings, tier),
@@ -314,7 +320,7 @@ def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> lis
             key=lambda model: (packed_tier_gpus([model], scaling.max_replicas, settings, tier), model.id),
         )
         at_max = packed_tier_gpus([largest], scaling.max_replicas, settings, tier)
-        share = gpu_share(largest, pool.gpus_per_node)
+        share = stack_gpu_share(largest, settings)
         each = f"{share.bundle_gpus} GPU" if share else f"{largest.tensor_parallel_size} GPUs"
         warm = packed_tier_gpus(on_tier, scaling.min_replicas, settings, tier)
         # Each cluster's worker pods take whole nodes: the two clusters of an upgrade never share one.
@@ -387,14 +393,10 @@ def build_plan(catalog: Catalog, settings: StackSettings, *, project: str | None
                 model_id=model.id,
                 tier=model.tier.value,
                 gpus_per_replica=model.tensor_parallel_size,
-                gpu_fraction=(
-                    share.bundle_gpus
-                    if (share := gpu_share(model, settings.tiers[model.tier].gpus_per_node))
-                    else None
-                ),
+                gpu_fraction=(share.bundle_gpus if (share := stack_gpu_share(model, settings)) else None),
                 min_replicas=scaling.min_replicas,
                 max_replicas=scaling.max_replicas,
-                memory=_replica_memory(model, settings.tiers[model.tier].gpus_per_node),
+                memory=_replica_memory(model, settings),
             )
             for model in served
         ),

@@ -63,15 +63,19 @@ def whole_gpus(models: Iterable[ModelEntry], replicas: int) -> int:
 
 
 def pack(
-    demands: Sequence[tuple[ModelEntry, int]], gpus_per_node: int = 1, replicas_per_card: int | None = None
+    demands: Sequence[tuple[ModelEntry, int]],
+    gpus_per_node: int = 1,
+    replicas_per_card: int | None = None,
+    warm_replicas: int = 0,
 ) -> Packing:
     """The cards `demands` (model, replica count) take on nodes of `gpus_per_node` GPUs, small
     models sharing cards, at most `replicas_per_card` replicas on one (each holds one of the node's
-    CPUs in Ray: the worker's CPUs bound how many engines a one-GPU node runs)."""
+    CPUs in Ray: the worker's CPUs bound how many engines a one-GPU node runs), in a stack that
+    keeps `warm_replicas` of each model warm (serve.gpu_share: two or more stop packing)."""
     whole: list[Card] = []
     shared: list[tuple[int, str]] = []
     for model, count in demands:
-        share = gpu_share(model, gpus_per_node)
+        share = gpu_share(model, gpus_per_node, warm_replicas)
         for _ in range(count):
             if share is None:
                 whole += [Card(replicas=(model.id,), used_steps=STEPS_PER_GPU)] * model.tensor_parallel_size
@@ -102,7 +106,12 @@ def pack(
 
 
 def packed_gpus(
-    models: Iterable[ModelEntry], replicas: int, gpus_per_node: int = 1, replicas_per_card: int | None = None
+    models: Iterable[ModelEntry],
+    replicas: int,
+    gpus_per_node: int = 1,
+    replicas_per_card: int | None = None,
+    warm_replicas: int = 0,
 ) -> int:
     """GPUs with packing when every model in `models` runs `replicas` replicas."""
-    return pack([(model, replicas) for model in models], gpus_per_node, replicas_per_card).gpus
+    demands = [(model, replicas) for model in models]
+    return pack(demands, gpus_per_node, replicas_per_card, warm_replicas).gpus

@@ -11,12 +11,19 @@ resource every worker declares once and every replica's bundle asks for would fo
 every model at once: two different models could no longer share a node or a card either, which
 undoes packing (infra/plan/packing.py), so it is not built.
 
+What is built: a stack that keeps two or more replicas of each model warm (`minReplicas` >= 2:
+it buys them for availability) packs nothing (serve/gpu_share.py `SPREAD_WARM_REPLICAS`). Each
+replica then takes whole GPUs, and on one-GPU nodes (T4, L4) a node holds one replica, so warm
+replicas of a model are on separate nodes. Below that, packed replicas may share a node: with
+one warm replica there is nothing to spread, and replicas added for load are throughput.
+
 What does separate them is the nodes themselves: one Ray worker pod takes a whole node
 (infra/plan/ray_service.py `worker_container_resources`), so two replicas share a node only if
 the node's GPUs (and the worker's CPUs, one per replica) hold both. A replica on all of a
 node's GPUs (a full-GPU model on a 1-GPU node, tensor parallel 2 on a 2-GPU node) is alone on its
-node; packed fractional replicas, or whole-GPU replicas on a node with GPUs to spare, can share
-one, where a single node loss takes both. The count uses the plan's own packing rule.
+node; packed fractional replicas, or whole-GPU replicas on a node with GPUs to spare (a tier set
+to more GPUs per node than a replica uses, whatever `minReplicas` is), can share one, where a
+single node loss takes both. The count uses the plan's own packing rule.
 """
 
 from __future__ import annotations
