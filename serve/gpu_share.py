@@ -65,6 +65,12 @@ MAX_SHARED_BUNDLE: Final = 0.5
 # Warm replicas per model from which a stack stops packing (module docstring): two replicas are
 # the first that a single node could otherwise hold together.
 SPREAD_WARM_REPLICAS: Final = 2
+# On nodes of several GPUs a whole-GPU replica that leaves GPUs free could still meet a second
+# replica of its model. Every worker of such a group declares one unit of this Ray resource
+# (infra/plan/ray_service.py `worker_group`), and a replica that must be spread asks for it in its
+# first bundle: one such replica per node, while replicas that do not ask still use the node's
+# other GPUs. Ray places and autoscales for custom resources like for GPUs.
+SPREAD_RESOURCE: Final = "llm_serving_spread"
 
 
 class GpuShare(BaseModel):
@@ -86,6 +92,12 @@ def bundle_steps(required_gib: float, vram_gib: float) -> int:
     """The fewest BUNDLE_STEPs of a card whose memory share holds `required_gib`."""
     exact = required_gib / (vram_gib * CARD_UTILIZATION) * STEPS_PER_GPU
     return max(1, math.ceil(exact - 1e-9))
+
+
+def node_exclusive(model: ModelEntry, gpus_per_node: int, warm_replicas: int) -> bool:
+    """Whether each replica of `model` must hold a node of `gpus_per_node` GPUs to itself among
+    the replicas that ask (SPREAD_RESOURCE): kept warm in two or more, and leaving GPUs free."""
+    return warm_replicas >= SPREAD_WARM_REPLICAS and model.tensor_parallel_size < gpus_per_node
 
 
 def gpu_share(model: ModelEntry, gpus_per_node: int = 1, warm_replicas: int = 0) -> GpuShare | None:

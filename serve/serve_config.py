@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from serve.autoscaling import ReplicaAutoscaling
 from serve.catalog import TASK_ENGINE_KWARGS, ModelEntry
-from serve.gpu_share import PER_WORKER_GPUS_ENV, gpu_share
+from serve.gpu_share import PER_WORKER_GPUS_ENV, SPREAD_RESOURCE, gpu_share, node_exclusive
 from serve.model_mirror import model_prefix
 from serve.openai_app import (
     API_KEYS_DIR_ARG,
@@ -154,14 +154,15 @@ def llm_config(
         # fraction, which Ray 2.60 does not pass to the replica (serve/gpu_share.py says why).
         config["placement_group_config"] = {"bundles": [{"GPU": share.bundle_gpus}], "strategy": "PACK"}
         config["runtime_env"] = {"env_vars": {PER_WORKER_GPUS_ENV: str(share.bundle_gpus)}}
-    elif model.tensor_parallel_size > 1:
+    elif model.tensor_parallel_size > 1 or node_exclusive(model, gpus_per_node, warm_replicas):
         # Tensor-parallel ranks exchange activations on every layer: keep them on one node.
         # Ray's default, PACK, would split a replica across two nodes that each have a free GPU.
-        # Ray adds the accelerator_type hint to each bundle itself.
-        config["placement_group_config"] = {
-            "bundles": [{"GPU": 1} for _ in range(model.tensor_parallel_size)],
-            "strategy": "STRICT_PACK",
-        }
+        # Ray adds the accelerator_type hint to each bundle itself. A replica that must not meet
+        # another of its model on a node asks for the node's one spread unit as well.
+        bundles: list[dict[str, float]] = [{"GPU": 1} for _ in range(model.tensor_parallel_size)]
+        if node_exclusive(model, gpus_per_node, warm_replicas):
+            bundles[0][SPREAD_RESOURCE] = 1
+        config["placement_group_config"] = {"bundles": bundles, "strategy": "STRICT_PACK"}
     return config
 
 

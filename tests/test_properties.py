@@ -37,6 +37,7 @@ from infra.plan import build_plan
 from infra.settings import MAX_NODES_PER_TIER, load_stack_file, stack_file
 from serve.autoscaling import MAX_REPLICAS_BOUND
 from serve.catalog import MAX_TENSOR_PARALLEL, load_catalog
+from serve.gpu_share import SPREAD_WARM_REPLICAS
 from serve.memory import BYTES_PER_WEIGHT, GIB, KV_BYTES_PER_ELEMENT, RUNTIME_OVERHEAD_GIB_PER_GPU, estimate
 from serve.paths import CATALOG_FILE_NAME
 from serve.tiers import PRICES_REGION, TIERS, TierName
@@ -193,20 +194,28 @@ def stack_configs(draw: st.DrawFn, catalog: dict[str, Any]) -> dict[str, Any]:
     min_replicas = draw(
         st.integers(0, min([max_replicas, *(most_warm_gpus[t] // total_tp[t] for t in total_tp)]))
     )
+
+    def replica_gpus(tier: TierName, tp: int, warm: int) -> int:
+        # Two or more warm replicas: a replica leaving GPUs free keeps its node (serve.gpu_share).
+        return gpus_per_node[tier] if warm >= SPREAD_WARM_REPLICAS else tp
+
+    def nodes_needed(tier: TierName, warm: int) -> int:
+        per_node = gpus_per_node[tier]
+        on_tier = [m.get("tensor_parallel_size", 1) for m in catalog["models"] if m["tier"] == tier.value]
+        widest_gpus = max((replica_gpus(tier, tp, warm) for tp in on_tier), default=0)
+        warm_gpus = sum(replica_gpus(tier, tp, warm) for tp in on_tier) * warm
+        # Each cluster's worker pods take whole nodes: an upgrade's two clusters need twice the
+        # warm replicas' nodes, not twice their GPUs (a generated 8-GPU stack with ten warm GPUs
+        # needs four nodes, not three).
+        return max(-(-max_replicas * widest_gpus // per_node), 2 * -(-warm_gpus // per_node), 1)
+
+    if any(nodes_needed(name, min_replicas) > MAX_NODES_PER_TIER for name in TierName):
+        min_replicas = 1  # spreading would need more nodes than a pool may have
     tiers: dict[str, Any] = {}
     for name in TierName:
         tier = TIERS[name]
         enabled = name.value == must_enable or draw(st.booleans())
-        per_node = gpus_per_node[name]
-        # Each cluster's worker pods take whole nodes: an upgrade's two clusters need twice the warm
-        # replicas' nodes, not twice their GPUs (a generated 8-GPU stack with ten warm GPUs needs
-        # four nodes, not three).
-        nodes_needed = max(
-            -(-max_replicas * widest.get(name.value, 0) // per_node),
-            2 * -(-min_replicas * total_tp.get(name.value, 0) // per_node),
-            1,
-        )
-        max_nodes = draw(st.integers(nodes_needed, MAX_NODES_PER_TIER))
+        max_nodes = draw(st.integers(nodes_needed(name, min_replicas), MAX_NODES_PER_TIER))
         zones = draw(st.lists(st.sampled_from(tier.zones_in_price_region), min_size=1, unique=True))
         tiers[name.value] = {
             "enabled": enabled,

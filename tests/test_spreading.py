@@ -11,7 +11,7 @@ from helpers.stack_files import STACKS
 from configcheck.problems import ConfigError
 from infra.plan import ServingPlan, build_plan
 from infra.plan.spreading import may_share_a_node, spread_table
-from serve.gpu_share import gpu_share
+from serve.gpu_share import SPREAD_RESOURCE, gpu_share
 from serve.tiers import TierName
 
 
@@ -35,10 +35,47 @@ def test_shipped_prod_names_the_models_that_can_share(plans: dict[str, ServingPl
 
 
 def test_spare_gpus_on_a_node_let_whole_gpu_replicas_share(plans: dict[str, ServingPlan]) -> None:
-    """Tensor parallel 2 on a 4-GPU node: two replicas fit one node."""
+    """Tensor parallel 2 on a 4-GPU node with one warm replica: two replicas fit one node."""
     prod = plans["prod"]
     wide = build_plan(prod.catalog, with_tier(TierName.A100, gpus_per_node=4)(prod.settings))
     assert "qwen2-5-32b-instruct" in may_share_a_node(wide)
+
+
+def test_two_warm_replicas_keep_a_many_gpu_node_each_and_leave_its_free_gpus_to_others(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    """Tensor parallel 2 on 4-GPU nodes, two warm: each replica asks for the node's one spread
+    unit, so by Ray's own bundles and node types two never fit one node, while a replica that
+    does not ask (one warm replica: prod) still fits beside one that does."""
+    prod = plans["prod"]
+    settings = with_tier(TierName.A100, gpus_per_node=4)(prod.settings)
+    wide_spread = build_plan(
+        prod.catalog, with_tier(TierName.T4, max_nodes=12)(with_scaling(min_replicas=2)(settings))
+    )
+    assert _twice_on_one_node(wide_spread, ray_oracles) == may_share_a_node(wide_spread) == []
+    types = ray_oracles.autoscaler_node_types(wide_spread.ray_cluster_config)
+    assert types["a100"]["resources"][SPREAD_RESOURCE] == 1
+    llm = next(
+        c for c in wide_spread.llm_configs if c["model_loading_config"]["model_id"] == "qwen2-5-32b-instruct"
+    )
+    spread_bundles, _ = ray_oracles.replica_bundles(llm)
+    wide = build_plan(prod.catalog, settings)
+    plain = next(
+        c for c in wide.llm_configs if c["model_loading_config"]["model_id"] == "qwen2-5-32b-instruct"
+    )
+    plain_bundles, _ = ray_oracles.replica_bundles(plain)
+    assert ray_oracles.fits(types["a100"]["resources"], ray_oracles.total(spread_bundles + plain_bundles))
+    # The plan counts each spread replica as its whole node.
+    a100 = {row.tier: row for row in wide_spread.tier_gpus}["a100"]
+    assert a100.at_min_packed == 2 * 4
+
+
+def test_one_gpu_groups_declare_no_spread_unit(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    """Unpacking already spreads on one-GPU nodes; the unit exists only where GPUs are left free."""
+    types = ray_oracles.autoscaler_node_types(plans["prod"].ray_cluster_config)
+    assert {name for name, node in types.items() if SPREAD_RESOURCE in node["resources"]} == {"a100"}
 
 
 def test_one_replica_at_most_never_shares(plans: dict[str, ServingPlan]) -> None:

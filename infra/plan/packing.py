@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from pydantic import BaseModel, ConfigDict
 
 from serve.catalog import ModelEntry
-from serve.gpu_share import STEPS_PER_GPU, gpu_share
+from serve.gpu_share import STEPS_PER_GPU, gpu_share, node_exclusive
 
 
 class Card(BaseModel):
@@ -76,9 +76,17 @@ def pack(
     shared: list[tuple[int, str]] = []
     for model, count in demands:
         share = gpu_share(model, gpus_per_node, warm_replicas)
+        # A replica that keeps a node to itself (serve.gpu_share `node_exclusive`) is counted as
+        # the whole node: its free GPUs may hold other models' replicas, but the plan does not
+        # count on them.
+        cards = (
+            gpus_per_node
+            if node_exclusive(model, gpus_per_node, warm_replicas)
+            else model.tensor_parallel_size
+        )
         for _ in range(count):
             if share is None:
-                whole += [Card(replicas=(model.id,), used_steps=STEPS_PER_GPU)] * model.tensor_parallel_size
+                whole += [Card(replicas=(model.id,), used_steps=STEPS_PER_GPU)] * cards
             else:
                 shared.append((share.steps, model.id))
     open_cards: list[list[str]] = []

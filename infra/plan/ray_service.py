@@ -20,6 +20,7 @@ from infra.plan.mounted_code import PACKAGE, code_volume, content_name, module_f
 from infra.plan.node_pools import NodePoolSpec, worker_node_selector, worker_tolerations
 from infra.plan.worker_readiness import SERVE_PORT_NAME, worker_readiness_probe
 from infra.settings import MAX_NODES_PER_TIER
+from serve.gpu_share import SPREAD_RESOURCE
 from serve.serve_config import (
     API_KEYS_MOUNT_PATH,
     HEAD_NODE_RESOURCE,
@@ -194,6 +195,16 @@ def worker_component(tier: TierName) -> str:
     return f"ray-worker-{tier.value}"
 
 
+def worker_ray_resources(pool: NodePoolSpec) -> dict[str, int]:
+    """The custom Ray resources a worker of `pool` declares: its tier's accelerator type and, on
+    nodes of several GPUs, the one unit a replica that must be spread asks for
+    (serve/gpu_share.py SPREAD_RESOURCE). Declared whatever the catalog and the stack's replicas
+    say, so that a stack edit never changes the cluster spec."""
+    assert pool.tier is not None, "worker groups are for GPU pools"
+    spread = {SPREAD_RESOURCE: 1} if pool.accelerator_count > 1 else {}
+    return {**TIERS[pool.tier].ray_resources, **spread}
+
+
 def worker_group(pool: NodePoolSpec, image: str = RAY_LLM_IMAGE) -> dict[str, Any]:
     assert pool.tier is not None, "worker groups are for GPU pools"
     cpus, memory_gib = worker_container_resources(pool)
@@ -212,7 +223,7 @@ def worker_group(pool: NodePoolSpec, image: str = RAY_LLM_IMAGE) -> dict[str, An
             # The autoscaler knows a group only by what it declares: without the
             # accelerator_type resource a group at zero is never scaled up for a model that
             # asks for it (Ray infers accelerator types only for TPUs).
-            "resources": ray_resources_param(TIERS[pool.tier].ray_resources),
+            "resources": ray_resources_param(worker_ray_resources(pool)),
         },
         "template": {
             "metadata": {"labels": {"app.kubernetes.io/component": worker_component(pool.tier)}},

@@ -14,8 +14,12 @@ undoes packing (infra/plan/packing.py), so it is not built.
 What is built: a stack that keeps two or more replicas of each model warm (`minReplicas` >= 2:
 it buys them for availability) packs nothing (serve/gpu_share.py `SPREAD_WARM_REPLICAS`). Each
 replica then takes whole GPUs, and on one-GPU nodes (T4, L4) a node holds one replica, so warm
-replicas of a model are on separate nodes. Below that, packed replicas may share a node: with
-one warm replica there is nothing to spread, and replicas added for load are throughput.
+replicas of a model are on separate nodes. On nodes of several GPUs, where a whole-GPU replica
+leaves GPUs free, one custom resource per node does what the paragraph above rules out, for
+those replicas only: each worker of such a group declares one unit of `SPREAD_RESOURCE`, and
+each replica that would otherwise fit twice asks for it (`node_exclusive`), so replicas of
+other models still share the node. Below two warm replicas, replicas may share a node: with one
+warm replica there is nothing to spread, and replicas added for load are throughput.
 
 What does separate them is the nodes themselves: one Ray worker pod takes a whole node
 (infra/plan/ray_service.py `worker_container_resources`), so two replicas share a node only if
