@@ -584,7 +584,7 @@ def summary_line(model: ModelEntry) -> str:
         "encoder, no KV cache" if model.architecture.encoder_only else f"concurrency {model.concurrency}"
     )
     where = (
-        f"{share.bundle_gpus:g} of a {model.tier.value} (shared)"
+        f"{share.bundle_gpus:g} of a {model.tier.value} (shared while one replica is warm)"
         if share is not None
         else f"{model.tensor_parallel_size}x {model.tier.value}"
     )

@@ -67,9 +67,10 @@ MAX_SHARED_BUNDLE: Final = 0.5
 SPREAD_WARM_REPLICAS: Final = 2
 # On nodes of several GPUs a whole-GPU replica that leaves GPUs free could still meet a second
 # replica of its model. Every worker of such a group declares one unit of this Ray resource
-# (infra/plan/ray_service.py `worker_group`), and a replica that must be spread asks for it in its
-# first bundle: one such replica per node, while replicas that do not ask still use the node's
-# other GPUs. Ray places and autoscales for custom resources like for GPUs.
+# (infra/plan/ray_service.py `worker_ray_resources`), and in a stack keeping two or more replicas
+# warm every replica that leaves GPUs free asks for it in its first bundle: one such replica per
+# node, of any model, so the node's other GPUs stay idle (the plan counts the whole node). Ray
+# places and autoscales for custom resources like for GPUs.
 SPREAD_RESOURCE: Final = "llm_serving_spread"
 
 

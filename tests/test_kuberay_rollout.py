@@ -164,6 +164,15 @@ SETTING_CHANGES: list[tuple[str, str, Edit, ClusterAction]] = [
     ),
     ("dev", "disable t4 (the first tier)", with_tier(TierName.T4, enabled=False), ClusterAction.NEW_CLUSTER),
     ("prod", "minReplicas 1 -> 0", with_scaling(min_replicas=0), ClusterAction.UPDATE_SERVE_APPS),
+    # Two warm stops packing and asks for the spread unit, which every many-GPU worker declares
+    # already (serve/gpu_share.py): only the models' Serve applications change. T4 then needs a
+    # node per replica, so its maxNodes grows (a maxNodes change alone does nothing, above).
+    (
+        "prod",
+        "minReplicas 1 -> 2 (t4 maxNodes 4 -> 12)",
+        lambda settings: with_tier(TierName.T4, max_nodes=12)(with_scaling(min_replicas=2)(settings)),
+        ClusterAction.UPDATE_SERVE_APPS,
+    ),
     ("prod", "maxReplicas 4 -> 3", with_scaling(max_replicas=3), ClusterAction.UPDATE_SERVE_APPS),
     (
         "prod",

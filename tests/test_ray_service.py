@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from helpers.stack_files import STACKS
 from infra.plan import ServingPlan, build_plan
 from infra.plan.gke_nodes import schedulable
 from infra.plan.node_pools import COMPUTE_CLASS_KEY, TIER_LABEL, NodePoolSpec, compute_class_name
-from infra.plan.ray_service import HF_SECRET_KEY, HF_SECRET_NAME
+from infra.plan.ray_service import HF_SECRET_KEY, HF_SECRET_NAME, ray_resources_param
 from infra.settings import MAX_NODES_PER_TIER
 from serve.catalog import Catalog, ModelEntry
 from serve.serve_config import HF_TOKEN_ENV
@@ -208,3 +209,35 @@ def test_model_change_touches_only_serve_config(
     assert json.dumps(after) == json.dumps(before)  # byte-for-byte, key order included
     assert changed.gpu_pools == plan.gpu_pools and changed.system_pool == plan.system_pool
     assert changed.env_config_map_name == plan.env_config_map_name
+
+
+def _kuberay_resources_map(param: str) -> dict[str, float]:
+    """KubeRay v1.7.0 common/pod.go `getResourcesMap`: trim quotes, backticks and spaces, then
+    unmarshal JSON. KubeRay adds `num-gpus` from the GPU limit only when this parses."""
+    resources: dict[str, float] = json.loads(param.strip("'\"` "))
+    return resources
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kuberay_and_rays_autoscaler_read_the_same_custom_resources(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType, stack: str
+) -> None:
+    cluster = plans[stack].ray_cluster_config
+    types = ray_oracles.autoscaler_node_types(cluster)
+    groups = {"headgroup": cluster["headGroupSpec"]} | {
+        g["groupName"]: g for g in cluster["workerGroupSpecs"]
+    }
+    for name, group in groups.items():
+        read_by_kuberay = _kuberay_resources_map(group["rayStartParams"]["resources"])
+        offered = types[name]["resources"]
+        assert read_by_kuberay and all(offered[key] == value for key, value in read_by_kuberay.items()), name
+
+
+def test_escaped_quotes_are_what_kuberay_could_not_read() -> None:
+    """The first form (a double-quoted string with escaped quotes inside) still reached `ray
+    start`, but KubeRay's parse failed on it: no `num-gpus`, an error logged per pod."""
+    with pytest.raises(json.JSONDecodeError):
+        _kuberay_resources_map('"{\\"accelerator_type:L4\\": 1}"')
+    assert _kuberay_resources_map(ray_resources_param({"accelerator_type:L4": 1})) == {
+        "accelerator_type:L4": 1
+    }

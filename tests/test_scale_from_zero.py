@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from helpers.generated_catalog import mixed_small_catalog, scaling_to_zero
+from helpers.settings_edits import with_scaling, with_tier
 from helpers.stack_files import STACKS
 
 from infra.plan import ServingPlan, build_plan, packed_tier_gpus
@@ -202,6 +203,20 @@ def test_the_autoscaler_starts_the_nodes_the_packing_counts(
     )
     assert infeasible == 0
     assert launched == _packed_nodes(plan, replicas)
+
+
+def test_two_warm_replicas_start_a_node_each_from_zero(
+    plans: dict[str, ServingPlan], ray_oracles: ModuleType
+) -> None:
+    """Two warm on 2-GPU T4 and 4-GPU A100 nodes: the spread unit makes Ray's own scheduler start
+    one node per replica of every model that leaves GPUs free, as the plan counts them."""
+    prod = plans["prod"]
+    settings = with_scaling(min_replicas=2)(prod.settings)
+    settings = with_tier(TierName.T4, gpus_per_node=2, max_nodes=12)(settings)
+    plan = build_plan(prod.catalog, with_tier(TierName.A100, gpus_per_node=4)(settings))
+    launched, infeasible = ray_oracles.schedule_from_zero(_cluster(plan), _gangs_at(plan, ray_oracles, 2))
+    assert infeasible == 0
+    assert launched == _packed_nodes(plan, 2) == Counter({"t4": 6, "a100": 2, "l4": 2})
 
 
 @pytest.mark.parametrize("replicas", [1, 2, 4])

@@ -41,33 +41,31 @@ def test_spare_gpus_on_a_node_let_whole_gpu_replicas_share(plans: dict[str, Serv
     assert "qwen2-5-32b-instruct" in may_share_a_node(wide)
 
 
-def test_two_warm_replicas_keep_a_many_gpu_node_each_and_leave_its_free_gpus_to_others(
+def test_two_warm_replicas_keep_a_many_gpu_node_each(
     plans: dict[str, ServingPlan], ray_oracles: ModuleType
 ) -> None:
-    """Tensor parallel 2 on 4-GPU nodes, two warm: each replica asks for the node's one spread
-    unit, so by Ray's own bundles and node types two never fit one node, while a replica that
-    does not ask (one warm replica: prod) still fits beside one that does."""
+    """Two warm on 2-GPU T4 nodes and 4-GPU A100 nodes: every replica that leaves GPUs free asks
+    for its node's one spread unit, so by Ray's own bundles and node types no two such replicas,
+    of one model or of two, fit one node; and the plan counts each as its whole node."""
     prod = plans["prod"]
-    settings = with_tier(TierName.A100, gpus_per_node=4)(prod.settings)
-    wide_spread = build_plan(
-        prod.catalog, with_tier(TierName.T4, max_nodes=12)(with_scaling(min_replicas=2)(settings))
-    )
-    assert _twice_on_one_node(wide_spread, ray_oracles) == may_share_a_node(wide_spread) == []
-    types = ray_oracles.autoscaler_node_types(wide_spread.ray_cluster_config)
-    assert types["a100"]["resources"][SPREAD_RESOURCE] == 1
-    llm = next(
-        c for c in wide_spread.llm_configs if c["model_loading_config"]["model_id"] == "qwen2-5-32b-instruct"
-    )
-    spread_bundles, _ = ray_oracles.replica_bundles(llm)
-    wide = build_plan(prod.catalog, settings)
-    plain = next(
-        c for c in wide.llm_configs if c["model_loading_config"]["model_id"] == "qwen2-5-32b-instruct"
-    )
-    plain_bundles, _ = ray_oracles.replica_bundles(plain)
-    assert ray_oracles.fits(types["a100"]["resources"], ray_oracles.total(spread_bundles + plain_bundles))
-    # The plan counts each spread replica as its whole node.
-    a100 = {row.tier: row for row in wide_spread.tier_gpus}["a100"]
-    assert a100.at_min_packed == 2 * 4
+    settings = with_scaling(min_replicas=2)(prod.settings)
+    settings = with_tier(TierName.T4, gpus_per_node=2, max_nodes=12)(settings)
+    settings = with_tier(TierName.A100, gpus_per_node=4)(settings)
+    plan = build_plan(prod.catalog, settings)
+    assert _twice_on_one_node(plan, ray_oracles) == may_share_a_node(plan) == []
+    types = ray_oracles.autoscaler_node_types(plan.ray_cluster_config)
+    assert types["t4"]["resources"][SPREAD_RESOURCE] == types["a100"]["resources"][SPREAD_RESOURCE] == 1
+    t4_bundles = [
+        ray_oracles.replica_bundles(llm)[0]
+        for llm, model in zip(plan.llm_configs, plan.served, strict=True)
+        if model.tier is TierName.T4
+    ]
+    assert len(t4_bundles) == 3
+    first, second = t4_bundles[:2]
+    assert not ray_oracles.fits(types["t4"]["resources"], ray_oracles.total(first + second))
+    gpus = {row.tier: row for row in plan.tier_gpus}
+    assert gpus["t4"].at_min_packed == gpus["t4"].at_min_whole == 3 * 2 * 2
+    assert gpus["a100"].at_min_packed == gpus["a100"].at_min_whole == 1 * 2 * 4
 
 
 def test_one_gpu_groups_declare_no_spread_unit(

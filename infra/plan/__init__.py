@@ -37,7 +37,7 @@ from infra.plan.ray_service import (
 from infra.plan.spare_capacity import spare_deployments, spare_priority_class
 from infra.settings import AUTOSCALING_KEY, TIERS_KEY, EngineConfig, StackSettings
 from serve.catalog import Catalog, ModelEntry
-from serve.gpu_share import GpuShare, gpu_share
+from serve.gpu_share import GpuShare, gpu_share, node_exclusive
 from serve.memory import MemoryBudget
 from serve.paths import REPO_ROOT
 from serve.serve_config import document_llm_configs, serve_config
@@ -269,6 +269,11 @@ def _warm_gpus_by_pool(
     return {pool.name: _warm_gpus(served, pool.tier, settings) for pool in pools}
 
 
+def _whole_limits(settings: StackSettings, tier: TierName) -> tuple[int, int]:
+    """(GPUs per node, warm replicas): what decides whether a whole-GPU replica keeps its node."""
+    return settings.tiers[tier].gpus_per_node, settings.autoscaling.min_replicas
+
+
 def tier_gpus(served: Sequence[ModelEntry], settings: StackSettings) -> tuple[TierGpus, ...]:
     scaling = settings.autoscaling
     found = []
@@ -281,9 +286,9 @@ def tier_gpus(served: Sequence[ModelEntry], settings: StackSettings) -> tuple[Ti
                     models=len(on_tier),
                     packed_models=sum(stack_gpu_share(model, settings) is not None for model in on_tier),
                     at_min_packed=packed_tier_gpus(on_tier, scaling.min_replicas, settings, tier),
-                    at_min_whole=whole_gpus(on_tier, scaling.min_replicas),
+                    at_min_whole=whole_gpus(on_tier, scaling.min_replicas, *_whole_limits(settings, tier)),
                     at_max_packed=packed_tier_gpus(on_tier, scaling.max_replicas, settings, tier),
-                    at_max_whole=whole_gpus(on_tier, scaling.max_replicas),
+                    at_max_whole=whole_gpus(on_tier, scaling.max_replicas, *_whole_limits(settings, tier)),
                 )
             )
     return tuple(found)
@@ -321,7 +326,12 @@ def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> lis
         )
         at_max = packed_tier_gpus([largest], scaling.max_replicas, settings, tier)
         share = stack_gpu_share(largest, settings)
-        each = f"{share.bundle_gpus} GPU" if share else f"{largest.tensor_parallel_size} GPUs"
+        if share is not None:
+            each = f"{share.bundle_gpus} GPU"
+        elif node_exclusive(largest, pool.gpus_per_node, scaling.min_replicas):
+            each = f"a whole {pool.gpus_per_node}-GPU node"
+        else:
+            each = f"{largest.tensor_parallel_size} GPUs"
         warm = packed_tier_gpus(on_tier, scaling.min_replicas, settings, tier)
         # Each cluster's worker pods take whole nodes: the two clusters of an upgrade never share one.
         warm_nodes_gpus = -(-warm // pool.gpus_per_node) * pool.gpus_per_node

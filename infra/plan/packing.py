@@ -57,9 +57,21 @@ class Packing(BaseModel):
         return len(self.cards)
 
 
-def whole_gpus(models: Iterable[ModelEntry], replicas: int) -> int:
-    """GPUs without packing: every replica on whole GPUs of its own."""
-    return sum(replicas * model.tensor_parallel_size for model in models)
+def whole_gpus(
+    models: Iterable[ModelEntry], replicas: int, gpus_per_node: int = 1, warm_replicas: int = 0
+) -> int:
+    """GPUs without packing: every replica on whole GPUs of its own (a whole node where it keeps
+    one to itself, serve.gpu_share `node_exclusive`)."""
+    return sum(replicas * _replica_cards(model, gpus_per_node, warm_replicas) for model in models)
+
+
+def _replica_cards(model: ModelEntry, gpus_per_node: int, warm_replicas: int) -> int:
+    """Cards one whole-GPU replica is counted as: its tensor-parallel GPUs, or its node's GPUs
+    where it keeps the node to itself. The node's other GPUs stay idle: every replica there that
+    leaves GPUs free asks for the node's one spread unit, so no other such replica joins it."""
+    if node_exclusive(model, gpus_per_node, warm_replicas):
+        return gpus_per_node
+    return model.tensor_parallel_size
 
 
 def pack(
@@ -76,14 +88,7 @@ def pack(
     shared: list[tuple[int, str]] = []
     for model, count in demands:
         share = gpu_share(model, gpus_per_node, warm_replicas)
-        # A replica that keeps a node to itself (serve.gpu_share `node_exclusive`) is counted as
-        # the whole node: its free GPUs may hold other models' replicas, but the plan does not
-        # count on them.
-        cards = (
-            gpus_per_node
-            if node_exclusive(model, gpus_per_node, warm_replicas)
-            else model.tensor_parallel_size
-        )
+        cards = _replica_cards(model, gpus_per_node, warm_replicas)
         for _ in range(count):
             if share is None:
                 whole += [Card(replicas=(model.id,), used_steps=STEPS_PER_GPU)] * cards

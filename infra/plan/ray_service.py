@@ -116,8 +116,14 @@ def _app_code_volume() -> dict[str, Any]:
 
 
 def ray_resources_param(resources: dict[str, int]) -> str:
-    """rayStartParams `resources`: a JSON object quoted the way `ray start --resources` takes it."""
-    return '"' + json.dumps(resources, sort_keys=True).replace('"', '\\"') + '"'
+    """rayStartParams `resources`: a JSON object in single quotes, the form KubeRay v1.7.0 writes
+    itself (common/pod.go `addWellKnownAcceleratorResources`, l.1471). KubeRay trims the quotes and
+    parses the JSON before it adds `num-gpus` from the container's GPU limit (`getResourcesMap`,
+    l.1494-1506; escaped inner quotes fail that parse, and KubeRay then skips `num-gpus` and logs an
+    error for every pod); Ray's autoscaler drops the outer pair and any backslashes
+    (autoscaler/_private/kuberay/autoscaling_config.py `_get_custom_resources`); and the shell
+    that runs `ray start --resources=<value>` takes the single quotes off."""
+    return "'" + json.dumps(resources, sort_keys=True) + "'"
 
 
 def worker_container_resources(pool: NodePoolSpec) -> tuple[int, int]:

@@ -15,11 +15,13 @@ What is built: a stack that keeps two or more replicas of each model warm (`minR
 it buys them for availability) packs nothing (serve/gpu_share.py `SPREAD_WARM_REPLICAS`). Each
 replica then takes whole GPUs, and on one-GPU nodes (T4, L4) a node holds one replica, so warm
 replicas of a model are on separate nodes. On nodes of several GPUs, where a whole-GPU replica
-leaves GPUs free, one custom resource per node does what the paragraph above rules out, for
-those replicas only: each worker of such a group declares one unit of `SPREAD_RESOURCE`, and
-each replica that would otherwise fit twice asks for it (`node_exclusive`), so replicas of
-other models still share the node. Below two warm replicas, replicas may share a node: with one
-warm replica there is nothing to spread, and replicas added for load are throughput.
+leaves GPUs free, one custom resource per node does it: each worker of such a group declares one
+unit of `SPREAD_RESOURCE`, and each replica that leaves GPUs free asks for it (`node_exclusive`),
+so such a replica, of any model, keeps its node to itself and the node's other GPUs stay idle
+(the plan counts whole nodes; a replica that fills its node asks for nothing and needs nothing).
+Sharing those GPUs with other models would take one unit per GPU and a stable slot per model.
+Below two warm replicas, replicas may share a node: with one warm replica there is nothing to
+spread, and replicas added for load are throughput.
 
 What does separate them is the nodes themselves: one Ray worker pod takes a whole node
 (infra/plan/ray_service.py `worker_container_resources`), so two replicas share a node only if
