@@ -149,18 +149,19 @@ def llm_config(
             "health_check_period_s": REPLICA_HEALTH_CHECK_PERIOD_SECONDS,
         },
     }
+    exclusive = node_exclusive(model, gpus_per_node, warm_replicas)
     if share is not None:
         # Ray adds the accelerator_type hint to the bundle. vLLM's worker must ask for the same
         # fraction, which Ray 2.60 does not pass to the replica (serve/gpu_share.py says why).
         config["placement_group_config"] = {"bundles": [{"GPU": share.bundle_gpus}], "strategy": "PACK"}
         config["runtime_env"] = {"env_vars": {PER_WORKER_GPUS_ENV: str(share.bundle_gpus)}}
-    elif model.tensor_parallel_size > 1 or node_exclusive(model, gpus_per_node, warm_replicas):
+    elif model.tensor_parallel_size > 1 or exclusive:
         # Tensor-parallel ranks exchange activations on every layer: keep them on one node.
         # Ray's default, PACK, would split a replica across two nodes that each have a free GPU.
         # Ray adds the accelerator_type hint to each bundle itself. A replica that must not meet
         # another of its model on a node asks for the node's one spread unit as well.
         bundles: list[dict[str, float]] = [{"GPU": 1} for _ in range(model.tensor_parallel_size)]
-        if node_exclusive(model, gpus_per_node, warm_replicas):
+        if exclusive:
             bundles[0][SPREAD_RESOURCE] = 1
         config["placement_group_config"] = {"bundles": bundles, "strategy": "STRICT_PACK"}
     return config

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from helpers import kuberay_services as kuberay
+from helpers.mock_runs import serve_services
 from helpers.stack_files import STACKS
 
 from infra import resource_types
@@ -31,7 +32,6 @@ from infra.plan.ray_service import (
 from infra.report.mock_engine import (
     TEST_HF_TOKEN,
     ProgramRun,
-    RegisteredResource,
     run_program,
     stack_config,
 )
@@ -40,10 +40,6 @@ from infra.settings import API_KEYS_KEY, HF_TOKEN_KEY
 from serve.serve_config import API_KEYS_MOUNT_PATH, APP_NAME, ROUTE_PREFIX, SERVE_HTTP_PORT
 
 EXTRA_KEYS = ["sk-team-a-0123456789abcdef", "sk-team-b-0123456789abcdef"]
-
-
-def _serve_services(run: ProgramRun) -> list[RegisteredResource]:
-    return [r for r in run.of_type(resource_types.SERVICE) if r.inputs["spec"]["type"] != "ExternalName"]
 
 
 def _spec(run: ProgramRun) -> dict[str, Any]:
@@ -88,7 +84,7 @@ def test_the_serve_service_is_an_internal_load_balancer_on_the_reserved_address(
     # Not part of rayClusterConfig: changing it never starts a new cluster.
     assert "serveService" not in json.dumps(_spec(run)["rayClusterConfig"])
     # The stack's serve Service claims the address; the RayService comes after that Service.
-    (service,) = _serve_services(run)
+    (service,) = serve_services(run)
     assert address.urn in service.dependencies
     assert service.urn in run.one(resource_types.RAY_SERVICE).dependencies
     # Destroyed after the namespace, whose deletion waits for the load balancer's cleanup.
@@ -108,7 +104,7 @@ def test_the_stack_creates_the_serve_service_under_kuberays_name_before_the_ray_
     program_runs: dict[str, ProgramRun], stack: str
 ) -> None:
     run = program_runs[stack]
-    (service,) = _serve_services(run)
+    (service,) = serve_services(run)
     metadata, spec = service.inputs["metadata"], service.inputs["spec"]
     # The name KubeRay looks up: it then updates this Service instead of creating its own.
     assert metadata["name"] == kuberay.serve_service_name(RAY_SERVICE_NAME) == ep.SERVE_SERVICE_NAME

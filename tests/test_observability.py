@@ -27,7 +27,7 @@ from infra.plan import observability as obs
 from infra.plan.cold_start import model_cold_start
 from infra.plan.ray_service import NAMESPACE
 from infra.report import dashboard_picture
-from infra.report.mock_engine import ProgramRun, run_program, stack_config
+from infra.report.mock_engine import ProgramRun, RegisteredResource, run_program, stack_config
 from infra.report.tables import make_console, print_plan
 from infra.settings import ALERT_EMAIL_KEY
 from infra.versions import KUBERAY_NAMESPACE
@@ -58,13 +58,16 @@ def _all_queries() -> list[tuple[str, str]]:
 # --- the scrape ----------------------------------------------------------------------------
 
 
+def _pod_monitoring_resources(run: ProgramRun) -> dict[str, RegisteredResource]:
+    """The program's PodMonitorings by name."""
+    return {r.inputs["metadata"]["name"]: r for r in run.of_type(resource_types.POD_MONITORING)}
+
+
 def _pod_monitorings(run: ProgramRun) -> dict[str, dict[str, Any]]:
     """The program's PodMonitorings by name, as documents."""
     return {
-        resource.inputs["metadata"]["name"]: {
-            key: resource.inputs[key] for key in ("apiVersion", "kind", "metadata", "spec")
-        }
-        for resource in run.of_type(resource_types.POD_MONITORING)
+        name: {key: resource.inputs[key] for key in ("apiVersion", "kind", "metadata", "spec")}
+        for name, resource in _pod_monitoring_resources(run).items()
     }
 
 
@@ -162,11 +165,7 @@ def test_the_operator_is_scraped_once_its_release_exists(
     program_runs: dict[str, ProgramRun], stack: str
 ) -> None:
     run = program_runs[stack]
-    (monitoring,) = [
-        r
-        for r in run.of_type(resource_types.POD_MONITORING)
-        if r.inputs["metadata"]["name"] == obs.OPERATOR_POD_MONITORING_NAME
-    ]
+    monitoring = _pod_monitoring_resources(run)[obs.OPERATOR_POD_MONITORING_NAME]
     assert run.one(resource_types.HELM_RELEASE).urn in monitoring.dependencies
 
 
@@ -188,11 +187,7 @@ def test_pod_monitoring_is_in_the_namespace_and_goes_before_it(
     program_runs: dict[str, ProgramRun], stack: str
 ) -> None:
     run = program_runs[stack]
-    (monitoring,) = [
-        r
-        for r in run.of_type(resource_types.POD_MONITORING)
-        if r.inputs["metadata"]["name"] == obs.POD_MONITORING_NAME
-    ]
+    monitoring = _pod_monitoring_resources(run)[obs.POD_MONITORING_NAME]
     namespace = run.one(resource_types.NAMESPACE)
     assert namespace.urn in monitoring.dependencies
     assert monitoring.provider.startswith(run.one(resource_types.KUBERNETES_PROVIDER).urn)

@@ -18,6 +18,7 @@ import yaml
 from helpers.agreement import agreement_problems
 from helpers.crd_schema import crd_errors
 from helpers.documents import ray_containers
+from helpers.mock_runs import serve_services
 from helpers.stack_files import STACKS, copy_inputs, find_line, raw_catalog, tier_block
 
 from infra import resource_types
@@ -411,7 +412,7 @@ def test_teardown_order(run: ProgramRun) -> None:
             assert _reaches(graph, in_cluster.urn, provider), in_cluster.name
     # The serve Service goes after the RayService (so KubeRay cannot make it again), before its
     # namespace, and the reserved address its load balancer held goes last.
-    (serve_service,) = [s for s in run.of_type(SERVICE) if s.inputs["spec"]["type"] == "LoadBalancer"]
+    (serve_service,) = serve_services(run)
     address = run.one(resource_types.ADDRESS).urn
     assert _reaches(graph, ray_service, serve_service.urn)
     assert _reaches(graph, serve_service.urn, run.one(NAMESPACE).urn)

@@ -224,6 +224,11 @@ def stack_gpu_share(model: ModelEntry, settings: StackSettings) -> GpuShare | No
     return gpu_share(model, settings.tiers[model.tier].gpus_per_node, settings.autoscaling.min_replicas)
 
 
+def stack_node_exclusive(model: ModelEntry, settings: StackSettings) -> bool:
+    """Whether each replica of the model keeps its node in this stack (serve/gpu_share.py)."""
+    return node_exclusive(model, settings.tiers[model.tier].gpus_per_node, settings.autoscaling.min_replicas)
+
+
 def _replica_memory(model: ModelEntry, settings: StackSettings) -> MemoryBudget:
     """The model's estimate against what its replica may use: its share of a card when packed."""
     memory, share = model.memory(), stack_gpu_share(model, settings)
@@ -249,6 +254,15 @@ def packed_tier_gpus(
     )
 
 
+def whole_tier_gpus(
+    models: Sequence[ModelEntry], replicas: int, settings: StackSettings, tier: TierName
+) -> int:
+    """GPUs `replicas` replicas of each of `models` take on `tier`'s pool without packing."""
+    return whole_gpus(
+        models, replicas, settings.tiers[tier].gpus_per_node, warm_replicas=settings.autoscaling.min_replicas
+    )
+
+
 def _warm_gpus(served: Sequence[ModelEntry], tier: TierName | None, settings: StackSettings) -> int:
     """GPUs the warm replicas (minReplicas of every model on `tier`) hold with no traffic, packed."""
     if tier is None:
@@ -269,11 +283,6 @@ def _warm_gpus_by_pool(
     return {pool.name: _warm_gpus(served, pool.tier, settings) for pool in pools}
 
 
-def _whole_limits(settings: StackSettings, tier: TierName) -> tuple[int, int]:
-    """(GPUs per node, warm replicas): what decides whether a whole-GPU replica keeps its node."""
-    return settings.tiers[tier].gpus_per_node, settings.autoscaling.min_replicas
-
-
 def tier_gpus(served: Sequence[ModelEntry], settings: StackSettings) -> tuple[TierGpus, ...]:
     scaling = settings.autoscaling
     found = []
@@ -286,9 +295,9 @@ def tier_gpus(served: Sequence[ModelEntry], settings: StackSettings) -> tuple[Ti
                     models=len(on_tier),
                     packed_models=sum(stack_gpu_share(model, settings) is not None for model in on_tier),
                     at_min_packed=packed_tier_gpus(on_tier, scaling.min_replicas, settings, tier),
-                    at_min_whole=whole_gpus(on_tier, scaling.min_replicas, *_whole_limits(settings, tier)),
+                    at_min_whole=whole_tier_gpus(on_tier, scaling.min_replicas, settings, tier),
                     at_max_packed=packed_tier_gpus(on_tier, scaling.max_replicas, settings, tier),
-                    at_max_whole=whole_gpus(on_tier, scaling.max_replicas, *_whole_limits(settings, tier)),
+                    at_max_whole=whole_tier_gpus(on_tier, scaling.max_replicas, settings, tier),
                 )
             )
     return tuple(found)
@@ -328,7 +337,7 @@ def _capacity_problems(settings: StackSettings, served: list[ModelEntry]) -> lis
         share = stack_gpu_share(largest, settings)
         if share is not None:
             each = f"{share.bundle_gpus} GPU"
-        elif node_exclusive(largest, pool.gpus_per_node, scaling.min_replicas):
+        elif stack_node_exclusive(largest, settings):
             each = f"a whole {pool.gpus_per_node}-GPU node"
         else:
             each = f"{largest.tensor_parallel_size} GPUs"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from helpers.mock_runs import serve_services
 from infra import resource_types
 from infra.plan import ServingPlan
 from infra.plan.endpoint import kserve_aliases
@@ -121,18 +122,17 @@ def agreement_problems(plan: ServingPlan, run: ProgramRun) -> list[str]:
     planned_aliases = sorted(a.service for a in kserve_aliases(plan.served_model_ids) if a.service)
     if aliases != planned_aliases:
         problems.append(f"KServe aliases: program {aliases}, plan {planned_aliases}")
-    serve_services = [
+    registered_serve_services = [
         {
             "name": (r.inputs.get("metadata") or {}).get("name"),
             "annotations": (r.inputs.get("metadata") or {}).get("annotations"),
             "spec": r.inputs.get("spec"),
         }
-        for r in run.of_type(resource_types.SERVICE)
-        if (r.inputs.get("spec") or {}).get("type") != "ExternalName"
+        for r in serve_services(run)
     ]
     planned_service = plan.serve_service
-    if serve_services != [{**planned_service["metadata"], "spec": planned_service["spec"]}]:
-        problems.append(f"serve Service: program {serve_services}, plan {planned_service}")
+    if registered_serve_services != [{**planned_service["metadata"], "spec": planned_service["spec"]}]:
+        problems.append(f"serve Service: program {registered_serve_services}, plan {planned_service}")
 
     registered = {
         str(((r.inputs.get("nodeConfig") or {}).get("labels") or {}).get(POOL_LABEL)): r.inputs

@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import functools
 
-from infra.report.mock_engine import ProgramRun, run_program
+from infra import resource_types
+from infra.report.mock_engine import ProgramRun, RegisteredResource, run_program
 
 
 @functools.cache
 def shipped_run(stack: str) -> ProgramRun:
     """The program for `stack` over the repository's own catalog and stack file, with the test token."""
     return run_program(stack)
+
+
+def serve_services(run: ProgramRun) -> list[RegisteredResource]:
+    """The Services a run registers other than the KServe-style ExternalName aliases: the serve
+    Service, which the program creates for KubeRay to adopt (infra/plan/endpoint.py)."""
+    return [
+        r
+        for r in run.of_type(resource_types.SERVICE)
+        if (r.inputs.get("spec") or {}).get("type") != "ExternalName"
+    ]
